@@ -1,0 +1,485 @@
+"""Typed configuration: one trial's settings (`TrialConfig`) and a sweep file (`Sweep`).
+
+A sweep file is YAML with four sections::
+
+    base:     a TrialConfig (data, model, teacher, stage1, stage2, resources, seed)
+    search:   trials, sampler, seed, objectives, constraints, points_to_evaluate, max_concurrent
+    space:    dotted keys into the trial configuration -> search-space entries
+    storage:  where the run directory lives (a local folder, or a URI for clusters)
+
+`load_sweep` reports every problem of a file at once (`ConfigError`), naming each key and the fix;
+the CLIs turn that into exit code 2. Relative paths are resolved against the working directory at
+load time, because Ray workers run in other directories.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from searchlab.objectives import METRICS
+
+
+class ConfigError(ValueError):
+    """Every problem found in a configuration, one per line."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors (a typo must not pass silently); objects are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticData(_Strict):
+    """Knobs of the embedded synthetic data set, generated when the manifest is missing."""
+
+    classes: int = Field(8, ge=2)
+    train_per_class: int = Field(24, ge=1)
+    val_per_class: int = Field(8, ge=1)
+    frames: int = Field(32, ge=2)
+    fps: float = Field(8.0, gt=0)
+    size: int = Field(64, ge=16)
+    seed: int = 0
+    multi_label: bool = False
+
+
+class DataConfig(_Strict):
+    manifest: str
+    root: str | None = None  # data root the manifest's paths are relative to; default: its folder
+    synthetic: SyntheticData | None = None
+    frames: int = Field(16, ge=1, description="T, frames sampled TSN-style per clip")
+    train_scale: tuple[int, int] = (256, 320)
+    crop_size: int = Field(224, ge=8)
+    eval_short_side: int = Field(256, ge=8)
+    eval_clips: int = Field(1, ge=1)
+    loader_workers: int = Field(2, ge=0)
+    max_failure_fraction: float = Field(0.05, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sizes_consistent(self) -> DataConfig:
+        low, high = self.train_scale
+        if not 0 < low < high:
+            raise ValueError(f"train_scale {list(self.train_scale)} must be [low, high) with 0 < low < high")
+        if self.crop_size > low or self.crop_size > self.eval_short_side:
+            raise ValueError(
+                f"crop_size {self.crop_size} exceeds train_scale low {low} or eval_short_side "
+                f"{self.eval_short_side}; lower crop_size or raise the scales"
+            )
+        return self
+
+
+class ModelConfig(_Strict):
+    backbone: str = "resnet50"
+    bit_widths: tuple[int, ...] = (32, 4, 2)
+    pretrained: str | None = None  # torchvision state dict (.pt) on disk for the backbone
+    policy_input_size: int = Field(84, ge=16)
+    policy_hidden: int = Field(512, ge=1)
+    policy_width_mult: float = Field(1.0, gt=0)
+    policy_pretrained: str | None = None  # MobileNetV2 state dict on disk
+
+    @field_validator("bit_widths")
+    @classmethod
+    def _bits_valid(cls, bits: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [b for b in bits if not 1 <= b <= 32]
+        if bad or len(set(bits)) != len(bits) or not bits:
+            raise ValueError(f"bit_widths {list(bits)} must be distinct integers in 1..32, e.g. [32, 4, 2]")
+        return tuple(sorted(bits, reverse=True))
+
+
+class OptimConfig(_Strict):
+    epochs: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    batch_size: int = Field(8, ge=1)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+class TeacherConfig(OptimConfig):
+    """Full-precision network and the policy's feature extractor, trained on the same data."""
+
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(0.01, gt=0)
+    policy_epochs: int = Field(5, ge=0)
+
+
+class AlphaConfig(_Strict):
+    """PACT clip values: initial value, and a learning rate and weight decay per bit-width."""
+
+    init: float = Field(2.0, gt=0)
+    lr: dict[int, float] = Field(default_factory=lambda: {32: 0.1, 4: 0.1, 2: 0.01})
+    wd: dict[int, float] = Field(default_factory=lambda: {32: 5e-4, 4: 5e-4, 2: 6e-2})
+
+
+class Stage1Config(OptimConfig):
+    epochs: int = Field(100, ge=1)
+    lr: float = Field(0.01, gt=0)
+    kd_weight: float = Field(1.0, ge=0)
+    alpha: AlphaConfig = AlphaConfig()
+
+
+class Stage2Config(OptimConfig):
+    epochs: int = Field(50, ge=1)
+    lr: float = Field(0.01, gt=0, description="LSTM and fc learning rate")
+    lr_body: float = Field(1e-4, ge=0, description="MobileNetV2 body learning rate; 0 freezes it")
+    decision_space: tuple[int, ...] = (32, 4, 2, 0)
+    w1: float = Field(0.21, ge=0, description="efficiency loss weight")
+    w2: float = Field(0.5, ge=0, description="balanced-usage loss weight")
+    w3: float = Field(0.1, ge=0, description="decisiveness (entropy) loss weight")
+    kd_weight: float = Field(1.0, ge=0)
+    temperature: dict[str, Any] = Field(
+        default_factory=lambda: {"kind": "exponential", "tau0": 5.0, "rate": 0.956, "per": "epoch"}
+    )
+    eval_mode: Literal["argmax", "sample"] = "argmax"
+    cached_views: int = Field(2, ge=1, description="fixed augmentation views per training clip in the cache")
+
+
+class ResourcesConfig(_Strict):
+    workers: int = Field(1, ge=1, description="Ray Train workers per stage")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+
+
+class TrialConfig(_Strict):
+    name: str = "trial"
+    seed: int = 0
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    stage1: Stage1Config = Stage1Config()
+    stage2: Stage2Config = Stage2Config()
+    resources: ResourcesConfig = ResourcesConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> TrialConfig:
+        problems = cross_check_trial(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def with_overrides(self, overrides: dict[str, Any]) -> TrialConfig:
+        """A new config with dotted keys replaced, validated again (raises ConfigError)."""
+        tree = self.model_dump(mode="python")
+        problems = []
+        for key, value in overrides.items():
+            problem = set_dotted(tree, key, value)
+            if problem:
+                problems.append(problem)
+        if problems:
+            raise ConfigError("overrides", problems)
+        return parse_trial_config(tree, source="overrides")
+
+
+def cross_check_trial(config: TrialConfig) -> list[str]:
+    """Checks that span sections (the decision space against the trained bit-widths, α per bit)."""
+    problems = []
+    bits = config.model.bit_widths
+    space = config.stage2.decision_space
+    if bits[0] not in space:
+        problems.append(
+            f"stage2.decision_space {list(space)} must contain the top bit-width {bits[0]} of model.bit_widths"
+        )
+    unknown = [b for b in space if b != 0 and b not in bits]
+    if unknown:
+        problems.append(
+            f"stage2.decision_space has {unknown} not in model.bit_widths {list(bits)}; "
+            "use trained bit-widths or 0 (skip)"
+        )
+    if len(set(space)) != len(space):
+        problems.append(f"stage2.decision_space {list(space)} has duplicates")
+    for field in ("lr", "wd"):
+        missing = [b for b in bits if b not in getattr(config.stage1.alpha, field)]
+        if missing:
+            problems.append(f"stage1.alpha.{field} lacks bit-widths {missing}; give one value per bit-width")
+    return problems
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> str | None:
+    """Set `a.b.c` in a nested dict; returns a problem string when the key does not exist."""
+    parts = key.split(".")
+    node: Any = tree
+    for depth, part in enumerate(parts):
+        if not isinstance(node, dict):
+            return f"{key}: {'.'.join(parts[:depth])} is not a section, so {part!r} cannot be set"
+        name: Any = part
+        if name not in node and part.lstrip("-").isdigit() and int(part) in node:
+            name = int(part)
+        if name not in node and not _open_mapping(node):
+            known = ", ".join(str(k) for k in node)
+            return f"{key}: unknown key {part!r}; known keys here: {known}"
+        if depth == len(parts) - 1:
+            node[name] = value
+        else:
+            node = node.setdefault(name, {})
+    return None
+
+
+def _open_mapping(node: dict[Any, Any]) -> bool:
+    """Per-bit tables (dict[int, float]) accept new integer keys; sections do not."""
+    return bool(node) and all(isinstance(k, int) for k in node)
+
+
+def _format_pydantic(error: ValidationError, prefix: str = "") -> list[str]:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key; remove it or check its spelling (see docs/configuration.md)"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        problems.append(f"{prefix}{where}: {message}")
+    return problems
+
+
+def parse_trial_config(tree: dict[str, Any], *, source: str, prefix: str = "") -> TrialConfig:
+    try:
+        return TrialConfig.model_validate(tree)
+    except ValidationError as error:
+        raise ConfigError(source, _format_pydantic(error, prefix)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweep files
+
+Sampler = Literal["tpe", "nsga2", "gp", "random", "grid"]
+_CONSTRAINT = re.compile(r"^\s*([a-z_0-9]+)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*$")
+
+
+class Constraint(_Strict):
+    """`metric op bound`; a trial is feasible when it holds."""
+
+    metric: str
+    op: Literal["<=", ">=", "<", ">"]
+    bound: float
+
+    @classmethod
+    def parse(cls, text: str) -> Constraint:
+        match = _CONSTRAINT.match(text)
+        if not match:
+            raise ValueError(f"constraint {text!r} must read 'metric <= number' (or >=, <, >), e.g. 'gflops <= 30'")
+        metric, op, bound = match.groups()
+        if metric not in METRICS:
+            raise ValueError(f"constraint {text!r} names unknown metric {metric!r}; known: {', '.join(METRICS)}")
+        return cls(metric=metric, op=op, bound=float(bound))
+
+    def violation(self, value: float) -> float:
+        """Optuna's convention: <= 0 is feasible, > 0 measures how far off it is."""
+        if self.op in ("<=", "<"):
+            return value - self.bound
+        return self.bound - value
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+
+class SpaceEntry(_Strict):
+    """One searched key: exactly one of choice / uniform / loguniform / int, optionally conditional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    choice: list[Any] | None = None
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    integer: tuple[int, int] | None = Field(None, alias="int")
+    step: float | None = None
+    when: dict[str, Any] | None = None  # {dotted key: value}: searched only when those hold
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SpaceEntry:
+        kinds = [k for k in ("choice", "uniform", "loguniform", "integer") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"give exactly one of choice, uniform, loguniform, int (got {kinds or 'none'})")
+        if self.choice is not None and not self.choice:
+            raise ValueError("choice is empty; list at least one value")
+        for kind in ("uniform", "loguniform", "integer"):
+            bounds = getattr(self, kind)
+            if bounds is not None and not bounds[0] < bounds[1]:
+                raise ValueError(f"{kind} bounds {list(bounds)} must be [low, high] with low < high")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError(f"loguniform low {self.loguniform[0]} must be > 0")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("choice", "uniform", "loguniform", "integer") if getattr(self, k) is not None)
+
+
+class SearchConfig(_Strict):
+    trials: int = Field(20, ge=1)
+    sampler: Sampler = "tpe"
+    seed: int = 0
+    objectives: dict[str, Literal["max", "min"]] = Field(
+        default_factory=lambda: {"accuracy": "max", "gflops": "min"}
+    )
+    constraints: list[str] = Field(default_factory=list)
+    points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
+    max_concurrent: int = Field(1, ge=1)
+
+    @field_validator("objectives")
+    @classmethod
+    def _known_objectives(cls, objectives: dict[str, str]) -> dict[str, str]:
+        problems = []
+        for name, direction in objectives.items():
+            if name not in METRICS:
+                problems.append(f"unknown metric {name!r} (known: {', '.join(METRICS)})")
+            elif METRICS[name].direction != direction:
+                problems.append(f"{name} is to be {METRICS[name].direction}imised, not {direction}imised")
+        if not objectives:
+            problems.append("give at least one objective, e.g. {accuracy: max, gflops: min}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return objectives
+
+    @field_validator("constraints")
+    @classmethod
+    def _parse_constraints(cls, constraints: list[str]) -> list[str]:
+        problems = []
+        for text in constraints:
+            try:
+                Constraint.parse(text)
+            except ValueError as error:
+                problems.append(str(error))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return constraints
+
+    def parsed_constraints(self) -> list[Constraint]:
+        return [Constraint.parse(text) for text in self.constraints]
+
+
+class Sweep(_Strict):
+    base: TrialConfig
+    search: SearchConfig = SearchConfig()
+    space: dict[str, SpaceEntry] = Field(default_factory=dict)
+    storage: str = "runs"
+    source: str = ""  # the file it was loaded from
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.storage) / self.base.name
+
+
+def schema_key_problem(key: str) -> str | None:
+    """Whether a dotted key names a field of TrialConfig (checked on the schema, not on values)."""
+    model: Any = TrialConfig
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            if part not in model.model_fields:
+                known = ", ".join(model.model_fields)
+                where = ".".join(parts[:depth]) or "the trial config"
+                return f"{key}: unknown key {part!r} in {where}; known keys: {known}"
+            model = model.model_fields[part].annotation
+        elif typing.get_origin(model) is dict:
+            model = typing.get_args(model)[1]
+        else:
+            return f"{key}: {'.'.join(parts[:depth])} is a value, not a section"
+    return None
+
+
+def _check_space(sweep_tree: dict[str, Any], base: TrialConfig | None) -> list[str]:
+    """Space keys must name config fields; choices and starting points must give valid trials."""
+    problems = []
+    space = sweep_tree.get("space") or {}
+    if not isinstance(space, dict):
+        return ["space: must be a mapping of dotted keys to entries"]
+    for key, entry in space.items():
+        problem = schema_key_problem(key)
+        if problem:
+            problems.append(f"space.{problem}")
+            continue
+        if base is not None and isinstance(entry, dict) and entry.get("choice"):
+            for value in entry["choice"]:
+                trial_tree = base.model_dump(mode="python")
+                set_dotted(trial_tree, key, value)
+                try:
+                    TrialConfig.model_validate(trial_tree)
+                except ValidationError as error:
+                    first = _format_pydantic(error)[0]
+                    problems.append(f"space.{key}: choice {value!r} gives an invalid trial: {first}")
+        if isinstance(entry, dict):
+            for cond_key in entry.get("when") or {}:
+                if cond_key not in space and schema_key_problem(cond_key):
+                    problems.append(f"space.{key}.when: {cond_key!r} is neither a searched key nor a config key")
+    search = sweep_tree.get("search") or {}
+    for index, point in enumerate(search.get("points_to_evaluate") or []):
+        unknown = [k for k in point if k not in space]
+        if unknown:
+            problems.append(
+                f"search.points_to_evaluate[{index}]: keys {unknown} are not in space; add them to space or remove them"
+            )
+    if search.get("sampler") == "grid":
+        continuous = [k for k, e in space.items() if isinstance(e, dict) and "choice" not in e]
+        if continuous:
+            problems.append(f"search.sampler grid needs choice entries only; {continuous} are continuous")
+    return problems
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and validate a sweep file; raises ConfigError with every problem found."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), [f"no such file; sweep files live in spaces/ (e.g. spaces/demo.yaml)"])
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(str(path), [f"not valid YAML: {error}"]) from None
+    if not isinstance(tree, dict):
+        raise ConfigError(str(path), ["top level must be a mapping with base, search, space, storage"])
+    return parse_sweep(tree, source=str(path))
+
+
+def parse_sweep(tree: dict[str, Any], *, source: str) -> Sweep:
+    problems: list[str] = []
+    tree = dict(tree)
+    base_tree = _resolve_paths(tree.get("base"))
+    tree["base"] = base_tree
+    try:
+        sweep = Sweep.model_validate({**tree, "source": source})
+    except ValidationError as error:
+        problems.extend(_format_pydantic(error))
+        sweep = None
+    base = None
+    if isinstance(base_tree, dict):
+        try:
+            base = TrialConfig.model_validate(base_tree)
+        except ValidationError:
+            base = None  # already reported above
+    problems.extend(_check_space(tree, base))
+    if problems:
+        raise ConfigError(source, problems)
+    assert sweep is not None
+    return sweep
+
+
+def load_trial_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrialConfig:
+    """The trial configuration of a sweep file (its `base`), with optional dotted overrides."""
+    config = load_sweep(path).base
+    return config.with_overrides(overrides) if overrides else config
+
+
+def _resolve_paths(base: Any) -> Any:
+    """Make path fields absolute against the working directory (Ray workers chdir elsewhere)."""
+    if not isinstance(base, dict):
+        return base
+    base = {**base}
+    for section, keys in (("data", ("manifest", "root")), ("model", ("pretrained", "policy_pretrained"))):
+        block = base.get(section)
+        if isinstance(block, dict):
+            block = dict(block)
+            for key in keys:
+                if isinstance(block.get(key), str):
+                    block[key] = str(Path(block[key]).expanduser().resolve())
+            base[section] = block
+    return base
