@@ -1,4 +1,4 @@
-"""searchlab.models: any-precision backbones, quantisers and the backbone registry."""
+"""searchlab.models: any-precision backbones, quantisers, the backbone registry and VideoIQ."""
 
 from searchlab.models.anyprec import AnyPrecisionResNet, storage_bits, validate_bit_widths
 from searchlab.models.quant import (
@@ -9,12 +9,15 @@ from searchlab.models.quant import (
     quantize_activation,
     quantize_weight,
 )
+from searchlab.models.policy import PolicyNetwork, PolicyOutput, select_actions
 from searchlab.models.registry import (
     create_backbone,
     create_teacher,
     list_backbones,
     register_backbone,
 )
+from searchlab.models.temperature import TemperatureSchedule
+from searchlab.models.videoiq import VideoIQ, action_usage, combine_frame_logits, validate_decision_space
 
 __all__ = [
     "FULL_PRECISION_BITS",
@@ -30,4 +33,12 @@ __all__ = [
     "register_backbone",
     "storage_bits",
     "validate_bit_widths",
+    "PolicyNetwork",
+    "PolicyOutput",
+    "select_actions",
+    "TemperatureSchedule",
+    "VideoIQ",
+    "action_usage",
+    "combine_frame_logits",
+    "validate_decision_space",
 ]
