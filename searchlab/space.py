@@ -1,0 +1,296 @@
+"""Sweep space entries -> Optuna: define-by-run suggestion, distributions, samplers, constraints.
+
+Optuna categorical values must be None, bool, int, float or str, but a sweep searches lists too
+(decision spaces such as ``[32, 4, 2, 0]``). Such values are encoded to strings (``"32-4-2-0"``;
+JSON for anything nested) when handed to Optuna and decoded back by lookup in the entry's own
+choices, so decoding is exact even where two encodings would look alike.
+
+Conditional entries (``when: {key: value}``) are suggested only when every condition holds for the
+values already suggested in this trial or, for keys not searched or not suggested, for the base
+configuration: entries are ordered so that the keys a condition reads come first.
+
+Constraints reach Optuna 5 through ``Trial.set_constraint`` (`record_constraints`), which every
+constrained sampler reads; Optuna 5 deprecates the ``constraints_func`` argument, so none is given.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+from searchlab.config import Constraint, SearchConfig, SpaceEntry, TrialConfig
+
+_SCALAR = (type(None), bool, int, float, str)
+
+
+# ---------------------------------------------------------------------------------------------
+# Categorical encoding
+
+
+def encode_value(value: Any) -> Any:
+    """An Optuna-storable stand-in for a choice: scalars as they are, flat lists joined by '-'."""
+    if isinstance(value, _SCALAR):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in value):
+        return "-".join(str(v) for v in value)
+    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"))
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively, so a base tuple compares equal to a YAML list."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _choice_table(key: str, entry: SpaceEntry) -> dict[Any, Any]:
+    """Encoded -> original value of a choice entry; two choices must not share an encoding."""
+    table: dict[Any, Any] = {}
+    for value in entry.choice or []:
+        code = encode_value(value)
+        if code in table and _plain(table[code]) != _plain(value):
+            raise ValueError(
+                f"space.{key}: choices {table[code]!r} and {value!r} both encode to {code!r}; "
+                "make the choices distinct"
+            )
+        table[code] = value
+    return table
+
+
+def decode_params(params: Mapping[str, Any], space: Mapping[str, SpaceEntry]) -> dict[str, Any]:
+    """Optuna's stored params (encoded) -> the values a trial uses (lists back as lists)."""
+    decoded = {}
+    for key, value in params.items():
+        entry = space.get(key)
+        if entry is not None and entry.choice is not None:
+            table = _choice_table(key, entry)
+            if value not in table:
+                raise ValueError(f"{key}: stored value {value!r} is not among the choices {entry.choice!r}")
+            value = _plain(table[value])
+        decoded[key] = value
+    return decoded
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributions and define-by-run
+
+
+def to_distribution(key: str, entry: SpaceEntry) -> BaseDistribution:
+    """The Optuna distribution of one entry (choices encoded)."""
+    if entry.choice is not None:
+        return CategoricalDistribution(list(_choice_table(key, entry)))
+    if entry.uniform is not None:
+        low, high = entry.uniform
+        return FloatDistribution(low, high, step=entry.step)
+    if entry.loguniform is not None:
+        low, high = entry.loguniform
+        return FloatDistribution(low, high, log=True)
+    assert entry.integer is not None
+    low, high = entry.integer
+    return IntDistribution(low, high, step=int(entry.step or 1))
+
+
+def to_distributions(space: Mapping[str, SpaceEntry]) -> dict[str, BaseDistribution]:
+    """Fixed distributions for a space without conditions (Optuna's ask(fixed_distributions))."""
+    conditional = [key for key, entry in space.items() if entry.when]
+    if conditional:
+        raise ValueError(
+            f"space entries {conditional} are conditional (when:); use the define-by-run `suggest` instead"
+        )
+    return {key: to_distribution(key, entry) for key, entry in space.items()}
+
+
+def ordered_keys(space: Mapping[str, SpaceEntry]) -> list[str]:
+    """Space keys with every searched key a `when` reads placed before the entry that reads it."""
+    order: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(key: str, path: list[str]) -> None:
+        if state.get(key) == "done":
+            return
+        if state.get(key) == "active":
+            cycle = " -> ".join([*path[path.index(key) :], key])
+            raise ValueError(f"space conditions form a cycle: {cycle}; a when: may not depend on itself")
+        state[key] = "active"
+        for needed in space[key].when or {}:
+            if needed in space:
+                visit(needed, [*path, key])
+        state[key] = "done"
+        order.append(key)
+
+    for key in space:
+        visit(key, [])
+    return order
+
+
+def _base_value(base: TrialConfig | None, key: str) -> Any:
+    if base is None:
+        raise ValueError(f"condition on {key!r}, which is not searched: pass base= (the sweep's base config)")
+    node: Any = base.model_dump(mode="python")
+    for part in key.split("."):
+        if isinstance(node, dict) and part not in node and part.lstrip("-").isdigit():
+            part = int(part)  # type: ignore[assignment]
+        if not isinstance(node, dict) or part not in node:
+            raise ValueError(f"condition on {key!r}: no such key in the base config")
+        node = node[part]
+    return node
+
+
+def conditions_hold(
+    entry: SpaceEntry, chosen: Mapping[str, Any], *, base: TrialConfig | None = None
+) -> bool:
+    """Whether every `when` pair equals the trial's value (suggested, else the base config's)."""
+    for key, wanted in (entry.when or {}).items():
+        actual = chosen[key] if key in chosen else _base_value(base, key)
+        if _plain(actual) != _plain(wanted):
+            return False
+    return True
+
+
+def suggest(
+    trial: optuna.trial.Trial, space: Mapping[str, SpaceEntry], *, base: TrialConfig | None = None
+) -> dict[str, Any]:
+    """Define-by-run: suggest every applicable entry; returns dotted key -> decoded value.
+
+    Usable as Ray's ``OptunaSearch(space=functools.partial(suggest, space=..., base=...))``:
+    Ray merges the returned dict over the raw (encoded) suggestions, so trials see real lists.
+    """
+    chosen: dict[str, Any] = {}
+    for key in ordered_keys(space):
+        entry = space[key]
+        if not conditions_hold(entry, chosen, base=base):
+            continue
+        if entry.choice is not None:
+            table = _choice_table(key, entry)
+            code = trial.suggest_categorical(key, list(table))
+            chosen[key] = _plain(table[code])
+        elif entry.integer is not None:
+            low, high = entry.integer
+            chosen[key] = trial.suggest_int(key, low, high, step=int(entry.step or 1))
+        elif entry.loguniform is not None:
+            low, high = entry.loguniform
+            chosen[key] = trial.suggest_float(key, low, high, log=True)
+        else:
+            assert entry.uniform is not None
+            low, high = entry.uniform
+            chosen[key] = trial.suggest_float(key, low, high, step=entry.step)
+    return chosen
+
+
+def encode_point(point: Mapping[str, Any], space: Mapping[str, SpaceEntry]) -> dict[str, Any]:
+    """A points_to_evaluate entry in Optuna's encoded form (for ``Study.enqueue_trial``).
+
+    Checks every key and value against the space and reports all problems at once: Optuna would
+    otherwise silently sample a value it does not recognise.
+    """
+    problems, encoded = [], {}
+    for key, value in point.items():
+        entry = space.get(key)
+        if entry is None:
+            problems.append(f"{key}: not in space (known: {', '.join(space)})")
+            continue
+        if entry.choice is not None:
+            code = encode_value(value)
+            if code not in _choice_table(key, entry):
+                problems.append(f"{key}: {value!r} is not among the choices {entry.choice!r}")
+            encoded[key] = code
+            continue
+        bounds = entry.uniform or entry.loguniform or entry.integer
+        assert bounds is not None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not bounds[0] <= value <= bounds[1]:
+            problems.append(f"{key}: {value!r} is not a number in [{bounds[0]}, {bounds[1]}]")
+        elif entry.integer is not None and value != int(value):
+            problems.append(f"{key}: {value!r} is not an integer")
+        encoded[key] = value
+    if problems:
+        raise ValueError("points_to_evaluate: " + "; ".join(problems))
+    return encoded
+
+
+# ---------------------------------------------------------------------------------------------
+# Constraints
+
+
+def constraint_violations(constraints: Sequence[Constraint], metrics: Mapping[str, float]) -> dict[str, float]:
+    """Constraint text -> violation (Optuna's convention: <= 0 feasible) for a finished trial."""
+    missing = [c.metric for c in constraints if c.metric not in metrics]
+    if missing:
+        raise KeyError(f"constraints need metrics {missing}, which the trial did not report")
+    violations = {str(c): c.violation(float(metrics[c.metric])) for c in constraints}
+    not_finite = [name for name, value in violations.items() if not math.isfinite(value)]
+    if not_finite:
+        raise ValueError(f"constraints {not_finite} have non-finite values; the trial's metrics are broken")
+    return violations
+
+
+def record_constraints(trial: optuna.trial.Trial, violations: Mapping[str, float]) -> None:
+    """Store violations on a running trial before ``tell``; every constrained sampler reads them.
+
+    This is the bridge for Ray's OptunaSearch, which does not pass constraints itself: call it with
+    the searcher's Optuna trial in ``on_trial_complete`` before the result is told.
+    """
+    for name, value in violations.items():
+        trial.set_constraint(name, value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Samplers
+
+
+def startup_trials(trials: int) -> int:
+    """Random trials before a model-based sampler takes over: a quarter of the budget, 3..10."""
+    return min(10, max(3, trials // 4))
+
+
+def population_size(trials: int) -> int:
+    """NSGA-II population: about five generations within the budget, 4..50 individuals."""
+    return min(50, max(4, trials // 5))
+
+
+def make_sampler(search: SearchConfig, space: Mapping[str, SpaceEntry]) -> optuna.samplers.BaseSampler:
+    """The sampler named by ``search.sampler``, seeded with ``search.seed``.
+
+    Constrained trials are handled by each sampler from the values `record_constraints` stores.
+    """
+    conditional = any(entry.when for entry in space.values())
+    if search.sampler == "tpe":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # Multivariate TPE models interactions (e.g. w1 with the decision space); `group`
+            # splits the space by which conditional keys a trial used.
+            return optuna.samplers.TPESampler(
+                seed=search.seed,
+                n_startup_trials=startup_trials(search.trials),
+                multivariate=True,
+                group=conditional,
+                constant_liar=search.max_concurrent > 1,
+            )
+    if search.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=search.seed, population_size=population_size(search.trials))
+    if search.sampler == "gp":
+        if importlib.util.find_spec("scipy") is None:
+            raise RuntimeError(
+                "search.sampler gp needs scipy (Optuna's GPSampler fits its kernel with it), which this "
+                "environment lacks; use sampler tpe or nsga2, or add scipy to the dependencies"
+            )
+        return optuna.samplers.GPSampler(seed=search.seed, n_startup_trials=startup_trials(search.trials))
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=search.seed)
+    if search.sampler == "grid":
+        if conditional:
+            raise ValueError("search.sampler grid cannot search conditional entries (when:); drop when: or use tpe")
+        not_choice = [key for key, entry in space.items() if entry.choice is None]
+        if not_choice:
+            raise ValueError(f"search.sampler grid needs choice entries only; {not_choice} are ranges")
+        grid = {key: list(_choice_table(key, entry)) for key, entry in space.items()}
+        return optuna.samplers.GridSampler(grid, seed=search.seed)
+    raise ValueError(f"unknown sampler {search.sampler!r}; use tpe, nsga2, gp, random or grid")
