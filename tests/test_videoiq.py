@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from searchlab import flops
 from searchlab.models.policy import PolicyNetwork
 from searchlab.models.registry import create_backbone
 from searchlab.models.videoiq import VideoIQ, action_usage, combine_frame_logits
@@ -138,3 +139,40 @@ def test_infer_runs_each_chosen_precision_once_and_skipped_frames_not_at_all(eva
 def test_action_usage_is_the_fraction_per_action() -> None:
     usage = action_usage(one_hot([[0, 3, 2, 3], [3, 3, 1, 0]]))
     torch.testing.assert_close(usage, torch.tensor([0.25, 0.125, 0.125, 0.5]))
+
+
+class _AtBits(torch.nn.Module):
+    """The backbone at fixed bits with a single tensor input, so fvcore can trace it."""
+
+    def __init__(self, backbone: torch.nn.Module, bits: int) -> None:
+        super().__init__()
+        self.backbone, self.bits = backbone, bits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x, bits=self.bits)
+
+
+def test_measured_flops_of_infer_equal_video_gflops_of_its_decisions(eval_model: VideoIQ) -> None:
+    model = eval_model
+    ran: list[tuple[int, torch.Size]] = []
+    handle = model.backbone.register_forward_pre_hook(
+        lambda module, args, kwargs: ran.append((kwargs["bits"], args[0].shape)), with_kwargs=True
+    )
+    forced = one_hot([[0, 3, 2, 1], [3, 3, 3, 3], [2, 2, 0, 3]])
+    model.infer(clip(n=3), actions=forced)
+    handle.remove()
+
+    # What actually ran, priced layer by layer with fvcore at the real input shapes: a quantised
+    # layer at b bits costs b*b/64 of its MACs, the others their full count.
+    measured = 0.0
+    for bits, shape in ran:
+        layers = flops.module_macs(_AtBits(model.backbone, 32), torch.zeros(shape))
+        measured += sum(layer.macs * (flops.bit_rate(bits) if layer.quantised else 1.0) for layer in layers) / 1e9
+
+    table = flops.action_cost_table("resnet10", decision_space=DECISION_SPACE, size=SIZE, num_classes=NUM_CLASSES)
+    decided_bits = torch.tensor(DECISION_SPACE)[forced.argmax(-1)].numpy()
+    expected = flops.video_gflops(decided_bits, cost_table=table, policy_gflops_per_frame=0.0)
+    assert measured == pytest.approx(float(expected.sum()), rel=1e-9)
+    assert expected[1] == 0.0  # the all-skipped video costs nothing
+    uniform = flops.video_gflops(torch.full((3, 4), 32).numpy(), cost_table=table, policy_gflops_per_frame=0.0)
+    assert measured < 0.5 * float(uniform.sum())
