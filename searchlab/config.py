@@ -55,6 +55,7 @@ class SyntheticData(_Strict):
 
 class DataConfig(_Strict):
     manifest: str
+    source: str = Field("synthetic", description="prepare subcommand that makes the manifest (activitynet, fcvid, ...)")
     root: str | None = None  # data root the manifest's paths are relative to; default: its folder
     synthetic: SyntheticData | None = None
     frames: int = Field(16, ge=1, description="T, frames sampled TSN-style per clip")
@@ -64,6 +65,9 @@ class DataConfig(_Strict):
     eval_clips: int = Field(1, ge=1)
     loader_workers: int = Field(2, ge=0)
     max_failure_fraction: float = Field(0.05, ge=0, le=1)
+    metric: Literal["auto", "map", "top1"] = Field(
+        "auto", description="accuracy metric; auto = mAP for multi-label manifests, top-1 otherwise"
+    )
 
     @model_validator(mode="after")
     def _sizes_consistent(self) -> DataConfig:
@@ -182,9 +186,13 @@ class TrialConfig(_Strict):
 
 def cross_check_trial(config: TrialConfig) -> list[str]:
     """Checks that span sections (the decision space against the trained bit-widths, α per bit)."""
+    return _cross_check_sections(model=config.model, stage1=config.stage1, stage2=config.stage2)
+
+
+def _cross_check_sections(*, model: ModelConfig, stage1: Stage1Config, stage2: Stage2Config) -> list[str]:
     problems = []
-    bits = config.model.bit_widths
-    space = config.stage2.decision_space
+    bits = model.bit_widths
+    space = stage2.decision_space
     if bits[0] not in space:
         problems.append(
             f"stage2.decision_space {list(space)} must contain the top bit-width {bits[0]} of model.bit_widths"
@@ -198,7 +206,7 @@ def cross_check_trial(config: TrialConfig) -> list[str]:
     if len(set(space)) != len(space):
         problems.append(f"stage2.decision_space {list(space)} has duplicates")
     for field in ("lr", "wd"):
-        missing = [b for b in bits if b not in getattr(config.stage1.alpha, field)]
+        missing = [b for b in bits if b not in getattr(stage1.alpha, field)]
         if missing:
             problems.append(f"stage1.alpha.{field} lacks bit-widths {missing}; give one value per bit-width")
     return problems
@@ -300,14 +308,23 @@ class SpaceEntry(_Strict):
         kinds = [k for k in ("choice", "uniform", "loguniform", "integer") if getattr(self, k) is not None]
         if len(kinds) != 1:
             raise ValueError(f"give exactly one of choice, uniform, loguniform, int (got {kinds or 'none'})")
+        problems = []
         if self.choice is not None and not self.choice:
-            raise ValueError("choice is empty; list at least one value")
+            problems.append("choice is empty; list at least one value")
         for kind in ("uniform", "loguniform", "integer"):
             bounds = getattr(self, kind)
             if bounds is not None and not bounds[0] < bounds[1]:
-                raise ValueError(f"{kind} bounds {list(bounds)} must be [low, high] with low < high")
+                problems.append(f"{kind} bounds {list(bounds)} must be [low, high] with low < high")
         if self.loguniform is not None and self.loguniform[0] <= 0:
-            raise ValueError(f"loguniform low {self.loguniform[0]} must be > 0")
+            problems.append(f"loguniform low {self.loguniform[0]} must be > 0")
+        if self.step is not None:
+            # Optuna's own limits: no step on log scales; integer ranges take integer steps.
+            if self.choice is not None or self.loguniform is not None:
+                problems.append("step applies to uniform and int only; remove it")
+            elif self.step <= 0 or (self.integer is not None and self.step != int(self.step)):
+                problems.append(f"step {self.step} must be > 0 (and a whole number for int)")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property
@@ -413,17 +430,39 @@ def _check_space(sweep_tree: dict[str, Any], base: TrialConfig | None) -> list[s
                 if cond_key not in space and schema_key_problem(cond_key):
                     problems.append(f"space.{key}.when: {cond_key!r} is neither a searched key nor a config key")
     search = sweep_tree.get("search") or {}
+    if not isinstance(search, dict):
+        return problems
     for index, point in enumerate(search.get("points_to_evaluate") or []):
+        if not isinstance(point, dict):
+            problems.append(f"search.points_to_evaluate[{index}]: must be a mapping of space keys to values")
+            continue
         unknown = [k for k in point if k not in space]
         if unknown:
             problems.append(
                 f"search.points_to_evaluate[{index}]: keys {unknown} are not in space; add them to space or remove them"
             )
+        for key, value in point.items():
+            entry = space.get(key)
+            if isinstance(entry, dict) and isinstance(entry.get("choice"), list):
+                if _as_lists(value) not in [_as_lists(c) for c in entry["choice"]]:
+                    problems.append(
+                        f"search.points_to_evaluate[{index}].{key}: {value!r} is not one of the choices {entry['choice']!r}"
+                    )
     if search.get("sampler") == "grid":
         continuous = [k for k, e in space.items() if isinstance(e, dict) and "choice" not in e]
         if continuous:
             problems.append(f"search.sampler grid needs choice entries only; {continuous} are continuous")
+        conditional = [k for k, e in space.items() if isinstance(e, dict) and e.get("when")]
+        if conditional:
+            problems.append(f"search.sampler grid cannot search conditional entries {conditional}; drop when: or use tpe")
     return problems
+
+
+def _as_lists(value: Any) -> Any:
+    """Tuples as lists, recursively: YAML gives lists, a config gives tuples."""
+    if isinstance(value, (list, tuple)):
+        return [_as_lists(v) for v in value]
+    return value
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -449,6 +488,7 @@ def parse_sweep(tree: dict[str, Any], *, source: str) -> Sweep:
         sweep = Sweep.model_validate({**tree, "source": source})
     except ValidationError as error:
         problems.extend(_format_pydantic(error))
+        problems.extend(_hidden_cross_checks(error, base_tree))
         sweep = None
     base = None
     if isinstance(base_tree, dict):
@@ -461,6 +501,24 @@ def parse_sweep(tree: dict[str, Any], *, source: str) -> Sweep:
         raise ConfigError(source, problems)
     assert sweep is not None
     return sweep
+
+
+def _hidden_cross_checks(error: ValidationError, base_tree: Any) -> list[str]:
+    """Cross-section problems pydantic skipped because another field of `base` was invalid.
+
+    TrialConfig's after-validator runs only when every field is valid, so a typo elsewhere would
+    hide e.g. a decision space without the top bit-width; check the sections alone instead.
+    """
+    field_errors = [e for e in error.errors() if e["loc"][:1] == ("base",) and len(e["loc"]) > 1]
+    if not field_errors or not isinstance(base_tree, dict):
+        return []
+    sections = {}
+    for name, model in (("model", ModelConfig), ("stage1", Stage1Config), ("stage2", Stage2Config)):
+        try:
+            sections[name] = model.model_validate(base_tree.get(name) or {})
+        except ValidationError:
+            return []  # that section's own errors are already reported
+    return [f"base: {problem}" for problem in _cross_check_sections(**sections)]
 
 
 def load_trial_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrialConfig:

@@ -1,0 +1,36 @@
+"""Is the sweep's data on disk? Generate the embedded synthetic set, or say how to prepare it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from searchlab.config import DataConfig
+
+
+class DataMissing(RuntimeError):
+    """The manifest is not on disk and cannot be generated here; the message says how to make it."""
+
+
+def ensure_data(data: DataConfig, *, generate: bool) -> Path:
+    """Return the manifest path, generating the synthetic set when configured and allowed."""
+    manifest = Path(data.manifest)
+    if manifest.is_file():
+        return manifest
+    if data.synthetic is not None:
+        if not generate:
+            raise DataMissing(f"{manifest} does not exist yet; the sweep will generate the synthetic set there")
+        from searchlab.data.synthetic import generate_synthetic
+
+        knobs = data.synthetic
+        generate_synthetic(
+            manifest.parent, num_classes=knobs.classes, train_per_class=knobs.train_per_class,
+            val_per_class=knobs.val_per_class, num_frames=knobs.frames, fps=knobs.fps, size=knobs.size,
+            seed=knobs.seed, multi_label=knobs.multi_label,
+        )
+        return manifest
+    raise DataMissing(
+        f"the {data.source} data set is not prepared: {manifest} does not exist.\n"
+        f"  Prepare it with `python -m searchlab.data.prepare {data.source} ... --out {manifest}` "
+        f"(see `python -m searchlab.data.prepare {data.source} --help` and README 'Preparing data sets'),\n"
+        "  or point data.manifest in the sweep file at an existing manifest."
+    )
