@@ -1,0 +1,253 @@
+"""The run's tables: one row per trial (trials.parquet) and the uniform-precision baselines.
+
+A sweep's driver upserts a row whenever a trial starts, finishes or fails; the report, `pick` and
+analysis scripts read the same file. Each upsert rewrites the whole (small) file through a temp
+file and ``os.replace`` under a file lock, so readers never see a half-written table and two
+writers never lose each other's rows.
+
+Trial columns: ``trial_id, number, status, error, params`` (JSON) and ``param.<dotted key>``
+(flattened: scalars as they are, lists as JSON text), one float column per metric of
+``searchlab.objectives.METRICS``, ``metrics_extra`` (JSON: action usage, per-class usage, ...),
+``feasible``, ``violations`` (JSON: constraint -> value, <= 0 feasible), ``stage1_key``,
+``stage1_s, stage2_s, total_s``, ``started, finished`` (UTC timestamps).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from searchlab.objectives import METRICS
+
+TRIALS_FILE = "trials.parquet"
+BASELINES_FILE = "baselines.parquet"
+PARAM_PREFIX = "param."
+ACTION_USAGE = "action_usage"  # metrics_extra key: {action label: fraction of frames}
+STATUSES = ("completed", "failed", "running", "pruned")
+Status = Literal["completed", "failed", "running", "pruned"]
+
+_TIME = pa.timestamp("us", tz="UTC")
+TRIAL_SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.string()),
+        ("number", pa.int64()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("params", pa.string()),
+        *[(name, pa.float64()) for name in METRICS],
+        ("metrics_extra", pa.string()),
+        ("feasible", pa.bool_()),
+        ("violations", pa.string()),
+        ("stage1_key", pa.string()),
+        ("stage1_s", pa.float64()),
+        ("stage2_s", pa.float64()),
+        ("total_s", pa.float64()),
+        ("started", _TIME),
+        ("finished", _TIME),
+    ]
+)
+BASELINE_SCHEMA = pa.schema(
+    [
+        ("stage1_key", pa.string()),
+        ("bits", pa.int64()),
+        ("accuracy", pa.float64()),
+        ("gflops", pa.float64()),
+        ("memory_mb", pa.float64()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What the sweep knows about one trial; `TrialsTable.upsert` turns it into a row."""
+
+    trial_id: str
+    number: int
+    status: Status
+    params: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)  # METRICS names -> float, other keys -> extra
+    error: str | None = None
+    feasible: bool | None = None
+    violations: Mapping[str, float] = field(default_factory=dict)
+    stage1_key: str | None = None
+    stage1_s: float | None = None
+    stage2_s: float | None = None
+    total_s: float | None = None
+    started: datetime | None = None
+    finished: datetime | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.status not in STATUSES:
+            problems.append(f"status {self.status!r} must be one of {', '.join(STATUSES)}")
+        if self.status == "failed" and not self.error:
+            problems.append("a failed trial needs its error (the reason it failed)")
+        for name in ("started", "finished"):
+            stamp = getattr(self, name)
+            if stamp is not None and stamp.tzinfo is None:
+                problems.append(f"{name} {stamp} has no time zone; use datetime.now(timezone.utc)")
+        for name in METRICS:
+            value = self.metrics.get(name)
+            if value is not None and not isinstance(value, (int, float)):
+                problems.append(f"metric {name} = {value!r} must be a number")
+        if problems:
+            raise ValueError(f"trial {self.trial_id}: " + "; ".join(problems))
+
+    def to_row(self) -> dict[str, Any]:
+        extra = {k: v for k, v in self.metrics.items() if k not in METRICS}
+        row: dict[str, Any] = {
+            "trial_id": self.trial_id,
+            "number": self.number,
+            "status": self.status,
+            "error": self.error,
+            "params": _dumps(self.params),
+            **{name: _float(self.metrics.get(name)) for name in METRICS},
+            "metrics_extra": _dumps(extra),
+            "feasible": self.feasible,
+            "violations": _dumps(self.violations),
+            "stage1_key": self.stage1_key,
+            "stage1_s": self.stage1_s,
+            "stage2_s": self.stage2_s,
+            "total_s": self.total_s,
+            "started": self.started,
+            "finished": self.finished,
+        }
+        for key, value in self.params.items():
+            row[PARAM_PREFIX + key] = value if isinstance(value, (bool, int, float, str)) else _dumps(value)
+        return row
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} {value!r} cannot be stored in the trials table; use plain values")
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _param_type(values: Iterable[Any]) -> pa.DataType:
+    """One Arrow type for a flattened param column: bool, int64, float64, else string."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return pa.bool_()
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pa.int64()
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return pa.float64()
+    return pa.string()
+
+
+class _KeyedParquet:
+    """A small Parquet table keyed by some columns, rewritten whole and atomically on each upsert."""
+
+    def __init__(self, path: str | Path, *, schema: pa.Schema, keys: tuple[str, ...], kind: str) -> None:
+        self.path = Path(path)
+        self.schema = schema
+        self.keys = keys
+        self.kind = kind
+
+    def _rows(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        return pq.read_table(self.path).to_pylist()
+
+    def _upsert_rows(self, new_rows: list[dict[str, Any]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            rows = {tuple(row[k] for k in self.keys): row for row in self._rows()}
+            for row in new_rows:
+                rows[tuple(row[k] for k in self.keys)] = row
+            self._write(list(rows.values()))
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        schema = self.schema
+        extra = sorted({name for row in rows for name in row} - set(schema.names))
+        for name in extra:
+            schema = schema.append(pa.field(name, _param_type(row.get(name) for row in rows)))
+        columns = {}
+        for column in schema:
+            values = [row.get(column.name) for row in rows]
+            if column.type == pa.string():
+                values = [v if v is None or isinstance(v, str) else json.dumps(v) for v in values]
+            columns[column.name] = pa.array(values, type=column.type)
+        table = pa.table(columns, schema=schema.with_metadata({"searchlab.table": self.kind}))
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, self.path)
+
+    def read(self) -> pd.DataFrame:
+        """The table as a DataFrame; an empty one with the fixed columns before the first row."""
+        if not self.path.is_file():
+            return self.schema.empty_table().to_pandas()
+        return pq.read_table(self.path).to_pandas()
+
+
+class TrialsTable(_KeyedParquet):
+    """RUN_DIR/trials.parquet: one row per trial, keyed by trial_id, ordered by trial number."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path, schema=TRIAL_SCHEMA, keys=("trial_id",), kind="trials")
+
+    @classmethod
+    def in_run(cls, run_dir: str | Path) -> TrialsTable:
+        return cls(Path(run_dir) / TRIALS_FILE)
+
+    def upsert(self, record: TrialRecord) -> None:
+        """Insert or replace the row of `record.trial_id`."""
+        self._upsert_rows([record.to_row()])
+
+    def read(self) -> pd.DataFrame:
+        return super().read().sort_values("number", kind="stable").reset_index(drop=True)
+
+    def completed_ids(self) -> set[str]:
+        """Trials that need not run again when a sweep resumes."""
+        frame = self.read()
+        return set(frame.loc[frame["status"] == "completed", "trial_id"])
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A uniform-precision reference point: every frame at `bits` through the stage-1 network."""
+
+    stage1_key: str
+    bits: int
+    accuracy: float
+    gflops: float
+    memory_mb: float
+
+
+class BaselinesTable(_KeyedParquet):
+    """RUN_DIR/baselines.parquet: uniform 32/4/2-bit baselines, keyed by (stage1_key, bits)."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path, schema=BASELINE_SCHEMA, keys=("stage1_key", "bits"), kind="baselines")
+
+    @classmethod
+    def in_run(cls, run_dir: str | Path) -> BaselinesTable:
+        return cls(Path(run_dir) / BASELINES_FILE)
+
+    def upsert(self, baselines: Iterable[Baseline]) -> None:
+        self._upsert_rows([dict(vars(b)) for b in baselines])
+
+
+def decoded_json(frame: pd.DataFrame, column: str) -> list[Any]:
+    """A JSON column of a read table as Python values (None where the cell is empty)."""
+    return [json.loads(text) if isinstance(text, str) and text else None for text in frame[column]]
