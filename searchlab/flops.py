@@ -35,6 +35,7 @@ with warnings.catch_warnings():
     # fvcore decorates helpers with torch.jit.script at import, which torch now flags as deprecated.
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
     from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn.jit_handles import elementwise_flop_counter
 
 from searchlab.models.anyprec import validate_bit_widths
 from searchlab.models.quant import FULL_PRECISION_BITS, QuantConv2d, QuantLinear, SwitchableBatchNorm2d
@@ -95,6 +96,8 @@ def _macs_by_module(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict
     """fvcore per-module counts with our ignored ops; warns naming any other op left uncounted."""
     analysis = FlopCountAnalysis(module, inputs)
     analysis.set_op_handle(**dict.fromkeys(_IGNORED_OPS))
+    # The policy's antialiased resize: priced like fvcore prices plain bilinear resizing.
+    analysis.set_op_handle("aten::_upsample_bilinear2d_aa", elementwise_flop_counter(0, 4))
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
     by_module = dict(analysis.by_module())
     uncounted = dict(analysis.unsupported_ops())

@@ -1,0 +1,182 @@
+"""Compute and memory accounting (METHODS.md §1.4) with real fvcore counts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from searchlab import flops
+from searchlab.models.policy import PolicyNetwork
+from searchlab.models.quant import QuantConv2d
+from searchlab.models.registry import create_backbone, create_teacher
+
+SIZE, CLASSES = 32, 10
+
+
+def test_module_macs_of_a_tiny_network_equal_hand_counts() -> None:
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2),
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ReLU/flatten are ignored on purpose, nothing else is missing
+        layers = {l.name: l.macs for l in flops.module_macs(net, torch.zeros(1, 3, 8, 8))}
+    assert layers == {
+        "0": 8 * 8 * 4 * 3 * 3 * 3,  # output pixels x C_out x C_in x k x k
+        "1": 2 * 4 * 8 * 8,  # eval BN: scale and shift per element (fvcore's convention)
+        "2": 0,
+        "3": 4 * 8 * 8,  # average pooling: one add per input element
+        "4": 0,
+        "5": 4 * 2,
+    }
+
+
+def test_uncounted_ops_are_reported() -> None:
+    class Cumsum(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.cumsum(1)
+
+    with pytest.warns(UserWarning, match="aten::cumsum"):
+        flops.module_macs(Cumsum(), torch.zeros(2, 3))
+
+
+def test_backbone_conv_macs_match_shapes_and_quantised_flags() -> None:
+    net = create_backbone("resnet10", num_classes=CLASSES, bit_widths=(32,), alpha_init=1.0).eval()
+    expected: dict[str, int] = {}
+
+    def hook(name: str):
+        def record(module: nn.Module, inputs, output: torch.Tensor) -> None:
+            if isinstance(module, nn.Conv2d):
+                k = module.kernel_size[0] * module.kernel_size[1]
+                expected[name] = output[0].numel() * module.in_channels // module.groups * k
+            else:
+                expected[name] = module.in_features * module.out_features
+
+        return record
+
+    for name, m in net.named_modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            m.register_forward_hook(hook(name))
+    with torch.no_grad():
+        net(torch.zeros(1, 3, SIZE, SIZE), 32)
+    layers = {l.name: l for l in flops.backbone_layer_macs("resnet10", size=SIZE, num_classes=CLASSES)}
+    for name, macs in expected.items():
+        assert layers[name].macs == macs, name
+    assert not layers["conv1"].quantised and not layers["fc"].quantised and not layers["bn1"].quantised
+    quantised = {n for n, l in layers.items() if l.quantised}
+    assert quantised == {n for n, m in net.named_modules() if isinstance(m, QuantConv2d)}
+    teacher = create_teacher("resnet10", num_classes=CLASSES)
+    assert sum(l.macs for l in layers.values()) == sum(l.macs for l in flops.module_macs(teacher, torch.zeros(1, 3, SIZE, SIZE)))
+
+
+def test_backbone_counts_are_cached() -> None:
+    first = flops.backbone_layer_macs("resnet10", size=SIZE, num_classes=CLASSES)
+    assert flops.backbone_layer_macs("resnet10", size=SIZE, num_classes=CLASSES) is first
+
+
+def test_cost_table_scales_quantised_layers_only() -> None:
+    layers = flops.backbone_layer_macs("resnet10", size=SIZE, num_classes=CLASSES)
+    full = sum(l.macs for l in layers if not l.quantised) / 1e9
+    quant = sum(l.macs for l in layers if l.quantised) / 1e9
+    table = flops.action_cost_table(
+        "resnet10", decision_space=(32, 4, 2, 0), size=SIZE, num_classes=CLASSES
+    )
+    assert table[0] == 0.0
+    assert table[32] == pytest.approx(full + quant)
+    assert table[4] == pytest.approx(full + quant / 4)
+    assert table[2] == pytest.approx(full + quant / 16)
+    assert quant > full > 0
+
+
+def test_paper_convention_scales_every_layer() -> None:
+    table = flops.action_cost_table(
+        "resnet10", decision_space=(32, 4, 2), size=SIZE, num_classes=CLASSES, convention="paper"
+    )
+    assert table[4] == pytest.approx(table[32] / 4)
+    assert table[2] == pytest.approx(table[32] / 16)
+    with pytest.raises(ValueError, match="convention"):
+        flops.action_cost_table("resnet10", decision_space=(32,), size=SIZE, num_classes=CLASSES, convention="x")
+
+
+def test_bit_rate() -> None:
+    assert [flops.bit_rate(b) for b in (32, 16, 8, 4, 2, 1)] == [1.0, 1.0, 1.0, 0.25, 1 / 16, 1 / 64]
+
+
+def test_video_gflops_and_summary() -> None:
+    table = {32: 2.0, 4: 0.5, 2: 0.125, 0: 0.0}
+    actions = np.array([[32, 32, 0, 4], [2, 2, 2, 2], [0, 0, 0, 0]])
+    got = flops.video_gflops(actions, cost_table=table, policy_gflops_per_frame=0.01)
+    np.testing.assert_allclose(got, [4.5 + 0.04, 0.5 + 0.04, 0.04])
+    summary = flops.summarize_gflops(got)
+    assert summary["mean"] == pytest.approx(got.mean())
+    assert summary["p5"] < summary["mean"] < summary["p95"] <= got.max()
+    with pytest.raises(ValueError, match=r"actions \[8\] have no entry"):
+        flops.video_gflops(np.array([[8, 32]]), cost_table=table, policy_gflops_per_frame=0.0)
+
+
+def test_policy_gflops_per_frame_counts_features_and_lstm() -> None:
+    policy = PolicyNetwork(num_actions=4, input_size=32, hidden_size=16, width_mult=0.25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        per_frame = flops.policy_gflops_per_frame(policy, size=64, frames=3)
+    features = sum(l.macs for l in flops.module_macs(policy.features, torch.zeros(1, 3, 32, 32))) / 1e9
+    lstm = 4 * 16 * (policy.feature_dim + 16) / 1e9
+    assert features + lstm < per_frame < 1.1 * (features + lstm) + 1e-4
+
+
+def test_memory_mb_uniform_any_precision_and_separate() -> None:
+    teacher = create_teacher("resnet10", num_classes=CLASSES)
+    stored = sum(p.numel() for p in teacher.parameters())
+    stored += sum(b.numel() for n, b in teacher.named_buffers() if not n.endswith("num_batches_tracked"))
+    mib = 8 * 2**20
+    fp32 = flops.memory_mb("resnet10", bit_widths=(32,), num_classes=CLASSES)
+    assert fp32 == pytest.approx(stored * 32 / mib)
+    inv = flops.parameter_inventory("resnet10", num_classes=CLASSES)
+    assert inv.quantised + inv.full_precision + inv.bn_per_bit == stored
+    four = flops.memory_mb("resnet10", bit_widths=(4,), num_classes=CLASSES)
+    assert four == pytest.approx((inv.quantised * 4 + 32 * (stored - inv.quantised + inv.alpha_sites)) / mib)
+    anyprec = flops.memory_mb("resnet10", bit_widths=(4, 2), num_classes=CLASSES)
+    extra_copy = 32 * (inv.bn_per_bit + inv.alpha_sites) / mib
+    assert anyprec == pytest.approx(four + extra_copy)
+    separate = flops.memory_mb("resnet10", bit_widths=(32, 4, 2), num_classes=CLASSES, storage="separate")
+    assert separate == pytest.approx(
+        fp32 + four + flops.memory_mb("resnet10", bit_widths=(2,), num_classes=CLASSES)
+    )
+    assert flops.memory_mb("resnet10", bit_widths=(32, 4, 2), num_classes=CLASSES) < separate
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "searchlab.flops", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_json() -> None:
+    result = _cli("resnet10", "--frames", "4", "--size", str(SIZE), "--bits", "32", "4", "2",
+                  "--classes", str(CLASSES), "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) == {"network", "frames", "size", "classes", "convention", "per_bits"}
+    assert (report["network"], report["frames"], report["convention"]) == ("resnet10", 4, "exact")
+    assert set(report["per_bits"]) == {"32", "4", "2"}
+    table = flops.action_cost_table("resnet10", decision_space=(32, 4, 2), size=SIZE, num_classes=CLASSES)
+    for bits in (32, 4, 2):
+        row = report["per_bits"][str(bits)]
+        assert row["gflops"] == pytest.approx(4 * table[bits])
+        assert row["memory_mb"] == pytest.approx(
+            flops.memory_mb("resnet10", bit_widths=(bits,), num_classes=CLASSES)
+        )
+
+
+def test_cli_reports_every_bad_argument() -> None:
+    result = _cli("nope", "--frames", "0", "--bits", "33")
+    assert result.returncode == 2
+    assert "unknown network 'nope'" in result.stderr
+    assert "--frames must be >= 1" in result.stderr and "ints in 1..32" in result.stderr
