@@ -1,0 +1,269 @@
+"""`python -m searchlab.report RUN_DIR`: the Pareto report of a sweep.
+
+Reads RUN_DIR/trials.parquet (and baselines.parquet when present) and writes
+- RUN_DIR/pareto.png: accuracy against GFLOPs of every completed trial; the accuracy/GFLOPs front
+  of feasible trials highlighted and joined, the knee marked, infeasible trials grey, uniform
+  baselines as labelled distinct markers;
+- RUN_DIR/hypervolume.png: hypervolume of the feasible front against trials;
+- RUN_DIR/report.html: self-contained (figures embedded as base64 PNG): counts, the figures, the
+  front's configurations with their action usage, the baselines, failed trials with reasons, all
+  trials;
+and prints a terminal summary. A missing run directory or an empty table exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on clusters or in CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from searchlab.objectives import METRICS  # noqa: E402
+from searchlab.pareto import (  # noqa: E402
+    default_reference,
+    hypervolume_history,
+    knee_point,
+    objective_directions,
+    pareto_front,
+)
+from searchlab.results import ACTION_USAGE, PARAM_PREFIX, BaselinesTable, TrialsTable, decoded_json  # noqa: E402
+
+DEFAULT_OBJECTIVES = ("accuracy", "gflops")
+
+
+class ReportError(RuntimeError):
+    """Nothing to report on: the message says what is missing and what to run first."""
+
+
+@dataclass(frozen=True)
+class Report:
+    html: Path
+    pareto_png: Path
+    hypervolume_png: Path
+    counts: dict[str, int]
+    front: pd.DataFrame  # the front rows shown in the report, knee flagged
+    reference: tuple[float, ...]
+    hypervolume: float
+
+
+def format_usage(usage: object) -> str:
+    """{"32": .5, "4": .3, "0": .2} -> "32b 50% · 4b 30% · skip 20%" (labels kept as given otherwise)."""
+    if not isinstance(usage, dict) or not usage:
+        return ""
+    items = list(usage.items())
+    if all(str(label).isdigit() for label, _ in items):
+        items.sort(key=lambda item: -int(item[0]))  # widest precision first, skip last
+    parts = []
+    for label, share in items:
+        name = ("skip" if int(label) == 0 else f"{label}b") if str(label).isdigit() else str(label)
+        parts.append(f"{name} {100 * float(share):.0f}%")
+    return " · ".join(parts)
+
+
+def _load(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir}: no such run directory; run a sweep first (python -m searchlab.sweep FILE)")
+    trials = TrialsTable.in_run(run_dir)
+    if not trials.path.is_file():
+        raise ReportError(f"{trials.path}: missing; is {run_dir} a sweep's run directory?")
+    frame = trials.read()
+    if frame.empty:
+        raise ReportError(f"{trials.path}: no trials yet; wait for the sweep to record some")
+    return frame, BaselinesTable.in_run(run_dir).read()
+
+
+def _plot_pareto(frame: pd.DataFrame, baselines: pd.DataFrame, knee: object | None, path: Path) -> None:
+    done = frame[(frame["status"] == "completed") & frame["accuracy"].notna() & frame["gflops"].notna()]
+    feasible = done[~done["feasible"].eq(False).fillna(False).astype(bool)]
+    infeasible = done.drop(feasible.index)
+    front = feasible[pareto_front(feasible, DEFAULT_OBJECTIVES)].sort_values("gflops")
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+    ax.scatter(infeasible["gflops"], infeasible["accuracy"], c="0.75", s=22, label="infeasible")
+    ax.scatter(feasible["gflops"], feasible["accuracy"], c="tab:blue", s=22, alpha=0.6, label="trials")
+    if not front.empty:
+        ax.step(front["gflops"], front["accuracy"], where="post", c="tab:red", lw=1.5)
+        ax.scatter(front["gflops"], front["accuracy"], c="tab:red", s=46, zorder=3, label="Pareto front")
+    if knee is not None and knee in front.index:
+        ax.scatter(front.at[knee, "gflops"], front.at[knee, "accuracy"], s=180, facecolors="none",
+                   edgecolors="black", lw=1.5, zorder=4, label="knee")  # fmt: skip
+    markers = ["s", "^", "D", "v", "P", "X", "*"]
+    several_keys = baselines["stage1_key"].nunique() > 1
+    for i, (_, row) in enumerate(baselines.sort_values(["stage1_key", "bits"]).iterrows()):
+        label = f"uniform {row['bits']}-bit" + (f" ({row['stage1_key'][:6]})" if several_keys else "")
+        ax.scatter(row["gflops"], row["accuracy"], marker=markers[i % len(markers)], s=70, c="tab:green",
+                   edgecolors="black", zorder=3, label=label)  # fmt: skip
+        ax.annotate(label, (row["gflops"], row["accuracy"]), textcoords="offset points", xytext=(6, -10), fontsize=8)
+    ax.set_xlabel("GFLOPs per video")
+    ax.set_ylabel("accuracy")
+    ax.set_title("accuracy vs compute")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def _plot_hypervolume(history: pd.DataFrame, reference: Sequence[float], names: Sequence[str], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
+    ax.step(history["number"], history["hypervolume"], where="post", c="tab:purple")
+    ax.set_xlabel("trial number")
+    ax.set_ylabel("hypervolume")
+    ref = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, reference))
+    ax.set_title(f"hypervolume of feasible trials (reference {ref})", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def _front_table(frame: pd.DataFrame, directions: dict[str, str]) -> tuple[pd.DataFrame, object | None]:
+    done = frame[frame["status"] == "completed"]
+    done = done[~done["feasible"].eq(False).fillna(False).astype(bool)].dropna(subset=list(directions))
+    if done.empty:
+        return done.assign(knee=pd.Series(dtype=bool)), None
+    front = done[pareto_front(done, directions)].copy()
+    knee = knee_point(done, directions)
+    front["knee"] = front.index == knee
+    front["action usage"] = [format_usage((extra or {}).get(ACTION_USAGE)) for extra in decoded_json(front, "metrics_extra")]
+    return front.sort_values(list(directions)[::-1], kind="stable"), knee  # cheapest first for (accuracy, gflops)
+
+
+def _front_columns(front: pd.DataFrame, directions: dict[str, str]) -> list[str]:
+    metrics = list(directions) + [m for m in METRICS if m not in directions and front[m].notna().any()]
+    params = [c for c in front.columns if c.startswith(PARAM_PREFIX) and front[c].notna().any()]
+    return ["number", "trial_id", "knee", *metrics, "action usage", *params, "stage1_key"]
+
+
+def _image(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
+
+
+def _table(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "<p><em>none</em></p>"
+    frame = frame.copy()
+    for column in frame.columns[frame.dtypes == object]:
+        frame[column] = frame[column].map(lambda v: "" if v is None else v)
+    return frame.to_html(index=False, escape=True, na_rep="", float_format=lambda v: f"{v:.4g}", border=0)
+
+
+def build_report(run_dir: str | Path, *, objectives: Sequence[str] = DEFAULT_OBJECTIVES,
+                 reference: Sequence[float] | None = None) -> Report:  # fmt: skip
+    """Write the figures and report.html into `run_dir`; raises ReportError when there is nothing to show."""
+    run_dir = Path(run_dir)
+    frame, baselines = _load(run_dir)
+    directions = objective_directions(list(objectives))
+    counts = {status: int((frame["status"] == status).sum()) for status in ("completed", "failed", "running", "pruned")}
+    counts["total"] = len(frame)
+    completed = frame[frame["status"] == "completed"].dropna(subset=list(directions))
+    counts["infeasible"] = int(completed["feasible"].eq(False).sum())
+    front, knee = _front_table(frame, directions)
+    counts["front"] = len(front)
+
+    if reference is None and not completed.empty:
+        reference = default_reference(completed[list(directions)].to_numpy(dtype=float), list(directions.values()))
+    if reference is not None and len(reference) != len(directions):
+        raise ReportError(f"reference has {len(reference)} values for {len(directions)} objectives {list(directions)}")
+    history = (
+        hypervolume_history(frame, directions, reference)
+        if reference is not None
+        else pd.DataFrame({"number": frame["number"], "hypervolume": 0.0})
+    )
+    reference = tuple(float(v) for v in reference) if reference is not None else tuple(np.nan for _ in directions)
+
+    pareto_png, hv_png = run_dir / "pareto.png", run_dir / "hypervolume.png"
+    _plot_pareto(frame, baselines, knee if list(directions) == list(DEFAULT_OBJECTIVES) else None, _tmp(pareto_png))
+    _plot_hypervolume(history, reference, list(directions), _tmp(hv_png))
+    _tmp(pareto_png).replace(pareto_png)
+    _tmp(hv_png).replace(hv_png)
+
+    failed = frame[frame["status"].isin(["failed", "pruned"])][["number", "trial_id", "status", "error"]]
+    every = frame[["number", "trial_id", "status", *METRICS, "feasible", "stage1_key", "total_s"]]
+    shown_front = front[_front_columns(front, directions)] if not front.empty else front
+    objective_text = ", ".join(f"{n} ({d})" for n, d in directions.items())
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>searchlab report: {html.escape(run_dir.name)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; font-size: 0.85em; margin-bottom: 1.5em; }}
+th, td {{ padding: 0.25em 0.6em; border-bottom: 1px solid #ddd; text-align: right; }}
+th {{ background: #f3f3f3; }}
+img {{ max-width: 100%; }}
+</style></head><body>
+<h1>searchlab report: {html.escape(run_dir.name)}</h1>
+<p>{html.escape(str(run_dir.resolve()))} · generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}</p>
+<h2>Trials</h2>
+{_table(pd.DataFrame([counts]))}
+<p>Objectives: {html.escape(objective_text)}. Hypervolume {history["hypervolume"].iloc[-1]:.6g} against reference
+{html.escape(", ".join(f"{v:.4g}" for v in reference))}.</p>
+<h2>Accuracy vs GFLOPs</h2>
+{_image(pareto_png)}
+<h2>Hypervolume</h2>
+{_image(hv_png)}
+<h2>Pareto front ({len(front)} configurations)</h2>
+{_table(shown_front)}
+<h2>Uniform-precision baselines</h2>
+{_table(baselines)}
+<h2>Failed and pruned trials</h2>
+{_table(failed)}
+<h2>All trials</h2>
+{_table(every)}
+</body></html>
+"""
+    html_path = run_dir / "report.html"
+    _tmp(html_path).write_text(page)
+    _tmp(html_path).replace(html_path)
+    return Report(html_path, pareto_png, hv_png, counts, shown_front, reference, float(history["hypervolume"].iloc[-1]))
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def _summary(report: Report) -> str:
+    counts = report.counts
+    lines = [
+        f"trials: {counts['total']} ({counts['completed']} completed, {counts['failed']} failed, "
+        f"{counts['pruned']} pruned, {counts['running']} running; {counts['infeasible']} infeasible)",
+        f"hypervolume: {report.hypervolume:.6g} (reference {', '.join(f'{v:.4g}' for v in report.reference)})",
+        f"Pareto front: {counts['front']} configurations",
+    ]
+    if not report.front.empty:
+        columns = [c for c in report.front.columns if not c.startswith(PARAM_PREFIX) and c != "stage1_key"]
+        lines.append(report.front[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    lines += [f"report: {report.html}", f"figures: {report.pareto_png}, {report.hypervolume_png}"]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m searchlab.report", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="a sweep's run directory (holds trials.parquet)")
+    parser.add_argument("--objectives", nargs="+", default=list(DEFAULT_OBJECTIVES), choices=list(METRICS),
+                        help="metrics of the front and hypervolume (directions from searchlab.objectives)")  # fmt: skip
+    parser.add_argument("--reference", nargs="+", type=float, default=None,
+                        help="hypervolume reference point, one value per objective (default: 10%% beyond the worst)")  # fmt: skip
+    args = parser.parse_args(argv)
+    try:
+        report = build_report(args.run_dir, objectives=args.objectives, reference=args.reference)
+    except ReportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(_summary(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The report CLI on a hand-built run directory: HTML content, valid PNGs, exit codes."""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from searchlab.report import format_usage, main
+from searchlab.results import ACTION_USAGE, Baseline, BaselinesTable, TrialRecord, TrialsTable
+
+T0 = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
+
+# number: (accuracy, gflops, feasible, decision space); front = 0, 2, 4 (knee: 2); 1 and 3 dominated;
+# 5 would dominate all but is infeasible.
+TRIALS = {
+    0: (0.50, 2.0, True, [32, 0]),
+    1: (0.55, 9.0, True, [32, 4, 2]),
+    2: (0.78, 4.0, True, [32, 4, 2, 0]),
+    3: (0.60, 6.0, True, [32, 2, 0]),
+    4: (0.82, 10.0, True, [32, 4, 2]),
+    5: (0.95, 1.0, False, [32, 0]),
+}
+
+
+def _run_dir(tmp_path: Path) -> Path:
+    run_dir = tmp_path / "demo"
+    table = TrialsTable.in_run(run_dir)
+    for number, (accuracy, gflops, feasible, space) in TRIALS.items():
+        table.upsert(
+            TrialRecord(
+                trial_id=f"trial_{number:03d}",
+                number=number,
+                status="completed",
+                params={"stage2.decision_space": space, "stage2.w1": 0.1 * number},
+                metrics={"accuracy": accuracy, "gflops": gflops, "memory_mb": 5.0,
+                         ACTION_USAGE: {"32": 0.25, "4": 0.5, "0": 0.25}},  # fmt: skip
+                feasible=feasible,
+                violations={"gflops <= 12": gflops - 12.0},
+                stage1_key="k1",
+                total_s=10.0,
+                started=T0,
+                finished=T0,
+            )
+        )
+    table.upsert(TrialRecord(trial_id="trial_006", number=6, status="failed", error="CUDA out of memory at stage 2"))
+    table.upsert(TrialRecord(trial_id="trial_007", number=7, status="running", started=T0))
+    BaselinesTable.in_run(run_dir).upsert(
+        [Baseline("k1", 32, 0.85, 16.0, 40.0), Baseline("k1", 4, 0.80, 1.0, 5.0), Baseline("k1", 2, 0.6, 0.25, 2.5)]
+    )
+    return run_dir
+
+
+def _rows_of_front_table(page: str) -> list[str]:
+    section = page.split("<h2>Pareto front")[1].split("<h2>")[0]
+    return re.findall(r"<td>(trial_\d{3})</td>", section)
+
+
+def test_report_shows_the_front_and_writes_valid_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = _run_dir(tmp_path)
+    assert main([str(run_dir)]) == 0
+    page = (run_dir / "report.html").read_text()
+    assert _rows_of_front_table(page) == ["trial_000", "trial_002", "trial_004"]  # cheapest first
+    assert "Pareto front (3 configurations)" in page
+    assert "32b 25% · 4b 50% · skip 25%" in page
+    assert "CUDA out of memory at stage 2" in page
+    assert "uniform" in page.lower() and "<td>32</td>" in page  # baselines table
+    for name in ("pareto.png", "hypervolume.png"):
+        with Image.open(run_dir / name) as image:
+            image.verify()
+        with Image.open(run_dir / name) as image:
+            assert image.format == "PNG" and image.size[0] > 300
+    embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(embedded) == 2 and base64.b64decode(embedded[0])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "src=\"http" not in page  # self-contained
+    out = capsys.readouterr().out
+    assert "trials: 8 (6 completed, 1 failed, 0 pruned, 1 running; 1 infeasible)" in out
+    assert "Pareto front: 3 configurations" in out and "trial_002" in out and str(run_dir / "report.html") in out
+    knee_line = next(line for line in out.splitlines() if "trial_002" in line)
+    assert "True" in knee_line  # trial 2 is the knee of the front
+
+
+def test_hypervolume_uses_the_given_reference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = _run_dir(tmp_path)
+    assert main([str(run_dir), "--reference", "0", "12"]) == 0
+    # Front (acc, gflops) (.5, 2), (.78, 4), (.82, 10) under (0, 12): .82*2 + .78*6 + .5*2 = 7.32.
+    assert "hypervolume: 7.32 " in capsys.readouterr().out
+
+
+def test_usage_labels() -> None:
+    assert format_usage({"32": 0.5, "0": 0.5}) == "32b 50% · skip 50%"
+    assert format_usage({"full": 1.0}) == "full 100%"
+    assert format_usage(None) == ""
+
+
+def test_missing_run_dir_and_empty_table_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path / "nope")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 2
+    assert "trials.parquet: missing" in capsys.readouterr().err
+    TrialsTable.in_run(tmp_path / "empty").upsert(TrialRecord(trial_id="t", number=0, status="running"))
+    TrialsTable.in_run(tmp_path / "empty")._write([])  # a table whose rows were all removed
+    assert main([str(tmp_path / "empty")]) == 2
+    assert "no trials yet" in capsys.readouterr().err
+
+
+def test_module_entry_point(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "searchlab.report", str(tmp_path / "missing")], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "no such run directory" in result.stderr
