@@ -1,0 +1,98 @@
+"""Clip datasets and loaders of the stages: data order as a function of (seed, epoch) only.
+
+A resumed stage must see the same batches as a run that never stopped, however many DataLoader
+workers decode the clips. ``VideoClipDataset`` draws its augmentation from
+(seed, epoch, item); ``EpochSampler`` adds the shuffle, drawn from a generator seeded by
+(seed, epoch) and sharded over the ranks. Each epoch the loop calls ``set_epoch`` on both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from searchlab.config import DataConfig
+from searchlab.data.manifest import Manifest, read_manifest
+from searchlab.data.video import EvalClipTransform, TrainClipTransform, VideoClipDataset
+
+__all__ = ["EpochSampler", "clip_dataset", "load_manifest", "make_loader"]
+
+
+def load_manifest(data: DataConfig) -> tuple[Manifest, Path]:
+    """The manifest and the data root its paths are relative to (default: the manifest's folder)."""
+    root = Path(data.root) if data.root else Path(data.manifest).parent
+    return read_manifest(data.manifest, data_root=root), root
+
+
+def clip_dataset(
+    data: DataConfig, *, manifest: Manifest, root: Path, split: str, train: bool, seed: int
+) -> VideoClipDataset:
+    """TSN clips of ``split`` with the stage's training or evaluation transform."""
+    if train:
+        transform: TrainClipTransform | EvalClipTransform = TrainClipTransform(
+            short_side_range=tuple(data.train_scale), crop_size=data.crop_size
+        )
+    else:
+        transform = EvalClipTransform(short_side=data.eval_short_side, crop_size=data.crop_size)
+    return VideoClipDataset(
+        manifest=manifest,
+        data_root=root,
+        split=split,
+        num_frames=data.frames,
+        transform=transform,
+        train=train,
+        num_clips=1 if train else data.eval_clips,
+        seed=seed,
+        max_failure_fraction=data.max_failure_fraction,
+    )
+
+
+class EpochSampler(Sampler[int]):
+    """This rank's item indices for the epoch set by ``set_epoch``.
+
+    Training (``shuffle=True``): a permutation seeded by (seed, epoch), padded by wrapping around
+    so every rank gets the same number of items (DDP needs equal step counts), then strided by
+    rank. Evaluation (``shuffle=False``): items in order, strided by rank, no padding, so every
+    item is scored exactly once over the ranks.
+    """
+
+    def __init__(self, size: int, *, rank: int, world_size: int, shuffle: bool, seed: int) -> None:
+        if size < 1:
+            raise ValueError("EpochSampler needs a non-empty dataset; check the manifest's split")
+        self.size, self.rank, self.world_size = size, rank, world_size
+        self.shuffle, self.seed = shuffle, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.rank, self.size, self.world_size))
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        total = len(self) * self.world_size
+        while len(order) < total:
+            order += order[: total - len(order)]
+        return iter(order[self.rank : total : self.world_size])
+
+    def __len__(self) -> int:
+        if not self.shuffle:
+            return len(range(self.rank, self.size, self.world_size))
+        return -(-self.size // self.world_size)
+
+
+def make_loader(dataset: Dataset, *, sampler: EpochSampler, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
+    """DataLoader whose worker processes persist across epochs (decoding is the bottleneck)."""
+    return DataLoader(
+        dataset,
+        sampler=sampler,
+        batch_size=batch_size,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers > 0 else None,
+    )

@@ -1,0 +1,247 @@
+"""Stage 2: the policy network trained over a frozen any-precision backbone (METHODS.md §1.3).
+
+L_g = CE(V|A) + kd_weight·KD(V|A) + w1·L_e + w2·L_b + w3·L_d (``losses.stage2_loss``), with the
+video prediction V|A combined from per-frame backbone logits by the straight-through Gumbel actions
+(``combine_frame_logits``), τ from ``stage2.temperature``. SGD + cosine: ``lr`` for LSTM/fc,
+``lr_body`` for MobileNetV2 (0 freezes it: no optimizer group, BN statistics kept in eval mode).
+
+The backbone outputs come from one of two interchangeable sources yielding the same batch dict
+(``policy_frames``, ``frame_logits``, ``teacher_logits``, ``label``, ``target``, ``index``):
+live (decode clips, run the frozen backbone at every bit-width and the teacher) or a cache built
+once per stage-1 artifact (``backbone_cache``; ≥ 10× cheaper per trial).
+
+Artifact: ``policy.pt`` (PolicyNetwork state dict), ``metrics.json`` (accuracy, gflops,
+gflops_p5/p95, memory_mb, skip_fraction, usage overall and per class), ``config.yaml``,
+``sources.json`` (the teacher and stage-1 artifacts used).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from searchlab import flops
+from searchlab.config import TrialConfig
+from searchlab.models import PolicyNetwork, TemperatureSchedule, combine_frame_logits
+from searchlab.train import evaluate, ray_compat
+from searchlab.train.backbone_cache import CachedBackboneOutputs, cache_meta, load_backbone
+from searchlab.train.checkpointing import unwrap, write_artifact
+from searchlab.train.loader import EpochSampler, clip_dataset, load_manifest, make_loader
+from searchlab.train.losses import stage2_loss
+from searchlab.train.schedules import cosine_scheduler
+from searchlab.train.stage1 import load_teacher
+from searchlab.train.tblog import ScalarLog
+from searchlab.train.teacher import POLICY_FEATURES_FILE, policy_frames, video_logits
+from searchlab.train.worker import Worker, checkpoint_epoch, resume, run_epoch, start_worker
+
+__all__ = ["POLICY_FILE", "PolicyDecisions", "build_policy", "stage2_loop", "stage2_step"]
+
+POLICY_FILE = "policy.pt"
+Batch = dict[str, Tensor]
+
+
+class PolicyDecisions(nn.Module):
+    """``forward(policy_frames, tau, mode)`` -> (logits, probs, actions): one DDP-able forward."""
+
+    def __init__(self, policy: PolicyNetwork) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, frames: Tensor, *, tau: float | None, mode: str) -> tuple[Tensor, Tensor, Tensor]:
+        out = self.policy.decide(self.policy.extract(frames), tau=tau, mode=mode)
+        return out.logits, out.probs, out.actions
+
+
+def build_policy(config: TrialConfig, *, teacher_dir: str | Path) -> PolicyNetwork:
+    """The policy, φ initialised from the teacher artifact's MobileNetV2 (else model.policy_pretrained)."""
+    features = Path(teacher_dir) / POLICY_FEATURES_FILE
+    weights = str(features) if features.is_file() else config.model.policy_pretrained
+    return PolicyNetwork(
+        num_actions=len(config.stage2.decision_space),
+        input_size=config.model.policy_input_size,
+        hidden_size=config.model.policy_hidden,
+        width_mult=config.model.policy_width_mult,
+        feature_weights=weights,
+    )
+
+
+def stage2_step(
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    tau: float,
+    config: TrialConfig,
+) -> dict[str, Tensor]:
+    """One policy step on a stage-2 batch (already on the device); returns the loss terms."""
+    hp = config.stage2
+    _, probs, actions = model(batch["policy_frames"], tau=tau, mode="gumbel_hard")
+    video = combine_frame_logits(batch["frame_logits"], actions, decision_space=hp.decision_space,
+                                 bit_widths=config.model.bit_widths)
+    total, terms = stage2_loss(video_logits=video, teacher_logits=batch["teacher_logits"], labels=batch["label"],
+                               actions=actions, probs=probs, decision_space=hp.decision_space,
+                               kd_weight=hp.kd_weight, w1=hp.w1, w2=hp.w2, w3=hp.w3)
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    usage = actions.detach().reshape(-1, actions.shape[-1]).mean(dim=0)
+    return {"loss/total": total.detach(), **{f"loss/{k}": v for k, v in terms.items()},
+            **{f"usage/{b}": usage[k] for k, b in enumerate(hp.decision_space)}}
+
+
+class LiveOutputs:
+    """Turns decoded clip batches into stage-2 batches with the frozen backbone and teacher."""
+
+    def __init__(self, *, backbone: nn.Module, teacher: nn.Module, config: TrialConfig, device: torch.device) -> None:
+        self.backbone, self.teacher, self.device = backbone, teacher, device
+        self.widths, self.size = config.model.bit_widths, config.model.policy_input_size
+
+    @torch.no_grad()
+    def __call__(self, batch: Batch) -> Batch:
+        frames = batch["frames"].to(self.device)
+        n, t = frames.shape[:2]
+        flat = frames.flatten(0, 1)
+        logits = torch.stack([self.backbone(flat, bits=b) for b in self.widths], dim=1).view(n, t, len(self.widths), -1)
+        return {"policy_frames": policy_frames(frames, self.size), "frame_logits": logits,
+                "teacher_logits": video_logits(self.teacher, frames),
+                **{k: batch[k].to(self.device) for k in ("label", "target", "index")}}
+
+
+class Source:
+    """One split's stage-2 batches for this rank, from the cache or live; ``epoch(e)`` iterates them."""
+
+    def __init__(self, dataset: Any, *, loader: DataLoader, sampler: EpochSampler,
+                 transform: Callable[[Batch], Batch]) -> None:
+        self.dataset, self.loader, self.sampler, self.transform = dataset, loader, sampler, transform
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        self.sampler.set_epoch(epoch)
+        self.dataset.set_epoch(epoch)
+        return map(self.transform, self.loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
+def _sources(config: TrialConfig, worker: Worker, loop_config: dict[str, Any], manifest: Any, root: Path) -> dict[str, Source]:
+    """Train and val sources: the cache when ``cache_dir`` is given, else live backbone outputs."""
+    hp, pin = config.stage2, worker.device.type == "cuda"
+    sources = {}
+    cache_dir = loop_config["cache_dir"]
+    if cache_dir is None:
+        backbone = load_backbone(config, stage1_dir=loop_config["stage1_dir"], num_classes=manifest.num_classes)
+        teacher = load_teacher(config, teacher_dir=loop_config["teacher_dir"], num_classes=manifest.num_classes)
+        live = LiveOutputs(backbone=backbone.to(worker.device), teacher=teacher.to(worker.device),
+                           config=config, device=worker.device)
+    else:
+        expected = cache_meta(config, stage1_dir=loop_config["stage1_dir"])
+    for split, train in (("train", True), ("val", False)):
+        if cache_dir is None:
+            dataset: Any = clip_dataset(config.data, manifest=manifest, root=root, split=split, train=train, seed=config.seed)
+            workers, transform = config.data.loader_workers if train else 0, live
+        else:
+            dataset = CachedBackboneOutputs(cache_dir, split=split, expected=expected)
+            workers = 0
+            transform = lambda batch: {k: v.to(worker.device, non_blocking=True) for k, v in batch.items()}  # noqa: E731
+        sampler = EpochSampler(len(dataset), rank=worker.rank, world_size=worker.world_size, shuffle=train, seed=config.seed)
+        loader = make_loader(dataset, sampler=sampler, batch_size=hp.batch_size, workers=workers, pin_memory=pin)
+        if cache_dir is not None:
+            loader.collate_fn = CachedBackboneOutputs.collate
+        sources[split] = Source(dataset, loader=loader, sampler=sampler, transform=transform)
+    return sources
+
+
+def stage2_loop(loop_config: dict[str, Any]) -> None:
+    """Ray Train worker loop of stage 2 (see the module docstring)."""
+    config: TrialConfig = loop_config["config"]
+    hp = config.stage2
+    worker = start_worker(seed=config.seed)
+    manifest, root = load_manifest(config.data)
+    sources = _sources(config, worker, loop_config, manifest, root)
+    policy = build_policy(config, teacher_dir=loop_config["teacher_dir"])
+    freeze_body = hp.lr_body == 0
+    head = [*policy.lstm.parameters(), *policy.fc.parameters()]
+    groups = [{"params": head, "lr": hp.lr}]
+    if freeze_body:
+        policy.features.requires_grad_(False)
+    else:
+        groups.append({"params": list(policy.features.parameters()), "lr": hp.lr_body})
+    model = ray_compat.prepare_model(PolicyDecisions(policy))
+    optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+    steps = len(sources["train"])
+    scheduler = cosine_scheduler(optimizer, windows=[(0, hp.epochs * steps)] * len(groups))
+    schedule = TemperatureSchedule.from_dict(hp.temperature)
+    models = {"policy": policy}
+    start_epoch, _ = resume(worker, models=models, optimizer=optimizer, scheduler=scheduler)
+    log = ScalarLog(loop_config["log_dir"], enabled=worker.is_writer, start_epoch=start_epoch)
+
+    for epoch in range(start_epoch, hp.epochs):
+        policy.train()
+        if freeze_body:
+            policy.features.eval()
+        taus: list[float] = []
+
+        def step(iteration: int, batch: Batch) -> dict[str, Tensor]:
+            tau = schedule.value(epoch=epoch, iteration=iteration, iterations_per_epoch=steps, total_epochs=hp.epochs)
+            taus.append(tau)
+            terms = stage2_step(model=model, optimizer=optimizer, batch=batch, tau=tau, config=config)
+            scheduler.step()
+            return terms
+
+        scalars = run_epoch(worker, sources["train"].epoch(epoch), step)
+        scalars.update({"tau": taus[-1], "lr": optimizer.param_groups[0]["lr"]})
+        last = epoch + 1 == hp.epochs
+        metrics: dict[str, Any] = {}
+        if last or (loop_config["eval_every"] and (epoch + 1) % loop_config["eval_every"] == 0):
+            metrics = _evaluate(worker, config, sources["val"], policy, manifest)
+            scalars.update({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, float)})
+            scalars.update({f"eval/usage_{b}": v for b, v in metrics["usage"].items()})
+        log.log(epoch, scalars)
+
+        def artifact(folder: Path) -> None:
+            write_artifact(folder, state_dicts={POLICY_FILE[:-3]: unwrap(policy).state_dict()}, metrics=metrics,
+                           config=config.model_dump(mode="json"),
+                           sources={"teacher": str(loop_config["teacher_dir"]), "stage1": str(loop_config["stage1_dir"])})
+
+        checkpoint_epoch(
+            worker, epoch=epoch + 1,
+            metrics={"epoch": epoch + 1, **scalars, **{k: v for k, v in metrics.items() if isinstance(v, float)}},
+            models=models, optimizer=optimizer, scheduler=scheduler, extra={"tau": taus[-1]},
+            write_artifact=artifact if last else None,
+            inject_failure_after_epoch=loop_config["inject_failure_after_epoch"],
+        )
+    log.close()
+
+
+def _evaluate(worker: Worker, config: TrialConfig, source: Source, policy: PolicyNetwork, manifest: Any) -> dict[str, Any]:
+    """Accuracy, GFLOPs from the decisions taken, memory, skip fraction and action usage on val."""
+    hp = config.stage2
+    policy.eval()
+    decisions = PolicyDecisions(policy)
+    table = flops.action_cost_table(config.model.backbone, decision_space=list(hp.decision_space),
+                                    size=config.data.crop_size, num_classes=manifest.num_classes)
+    policy_cost = flops.policy_gflops_per_frame(policy, size=config.data.crop_size)
+
+    def score(batch: Batch) -> Batch:
+        _, _, actions = decisions(batch["policy_frames"], tau=None, mode=hp.eval_mode)
+        video = combine_frame_logits(batch["frame_logits"], actions, decision_space=hp.decision_space,
+                                     bit_widths=config.model.bit_widths)
+        bits = evaluate.decision_bits(actions, decision_space=hp.decision_space)
+        gflops = flops.video_gflops(bits, cost_table=table, policy_gflops_per_frame=policy_cost)
+        return {"scores": video.softmax(-1), "gflops": torch.from_numpy(gflops), "usage": actions.sum(dim=1),
+                "label": batch["label"], "target": batch["target"], "index": batch["index"]}
+
+    outputs = evaluate.collect(worker, source.epoch(0), score)
+    videos = evaluate.per_video(outputs, mean=("scores",), total=("gflops", "usage"))
+    metrics = evaluate.policy_metrics(videos, decision_space=hp.decision_space, class_names=manifest.class_names,
+                                      multi_label=manifest.multi_label)
+    precisions = [b for b in hp.decision_space if b != 0]
+    policy_mb = sum(p.numel() for p in policy.parameters()) * 4 / 2**20
+    metrics["memory_mb"] = flops.memory_mb(config.model.backbone, bit_widths=precisions,
+                                           num_classes=manifest.num_classes) + policy_mb
+    return metrics

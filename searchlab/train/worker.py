@@ -1,0 +1,177 @@
+"""What every stage's worker loop does around its epochs: resume, checkpoint, gather, fail on purpose.
+
+A stage loop builds its models and optimizer, calls ``resume`` (which restores them from the run's
+latest checkpoint, if any, and says which epoch to start at), trains, and calls
+``checkpoint_epoch`` once per epoch on every rank. Rank 0 writes the checkpoint (and, after the
+last epoch, the stage's artifact inside it); every rank reports, as Ray Train requires.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from searchlab.train import ray_compat
+from searchlab.train.checkpointing import (
+    capture_rng_state,
+    load_training_state,
+    restore_rng_state,
+    save_training_state,
+)
+
+__all__ = [
+    "ARTIFACT_DIR",
+    "InjectedFailure",
+    "Worker",
+    "checkpoint_epoch",
+    "gather_objects",
+    "resume",
+    "run_epoch",
+    "start_worker",
+]
+
+#: Sub-folder of the final checkpoint holding the artifact that ``run_stage`` publishes.
+ARTIFACT_DIR = "artifact"
+
+
+class InjectedFailure(RuntimeError):
+    """Raised on purpose after an epoch's checkpoint, to test that a restarted stage resumes."""
+
+
+@dataclass(frozen=True)
+class Worker:
+    """This worker's place in the stage: rank, world size and device."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_writer(self) -> bool:
+        return self.rank == 0
+
+
+def start_worker(*, seed: int) -> Worker:
+    """Seed this rank's generators (distinct per rank) and describe the worker."""
+    rank = ray_compat.world_rank()
+    torch.manual_seed(seed * 1000 + rank)
+    return Worker(rank=rank, world_size=ray_compat.world_size(), device=ray_compat.device())
+
+
+def gather_objects(worker: Worker, value: Any) -> list[Any]:
+    """``value`` of every rank, in rank order (a one-element list with a single worker)."""
+    if worker.world_size == 1:
+        return [value]
+    gathered: list[Any] = [None] * worker.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def resume(
+    worker: Worker,
+    *,
+    models: Mapping[str, nn.Module],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> tuple[int, dict[str, Any]]:
+    """Restore from the run's latest checkpoint: (epochs already done, stage extras); (0, {}) if fresh.
+
+    Models and optimizer get their saved states, and this rank its saved RNG state. If the run
+    restarts with another number of workers, the RNG states cannot be matched to ranks: each rank
+    is then reseeded from the epoch (training continues, but not bit-identically).
+    """
+    with ray_compat.latest_checkpoint_dir() as path:
+        if path is None:
+            return 0, {}
+        state = load_training_state(path)
+    for name, model in models.items():
+        model.load_state_dict(state["models"][name])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rng_states = state["rng_states"]
+    if len(rng_states) == worker.world_size:
+        restore_rng_state(rng_states[worker.rank])
+    else:
+        torch.manual_seed(state["epoch"] * 1000 + worker.rank)
+    return int(state["epoch"]), dict(state["extra"])
+
+
+def checkpoint_epoch(
+    worker: Worker,
+    *,
+    epoch: int,
+    metrics: Mapping[str, Any],
+    models: Mapping[str, nn.Module],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    extra: Mapping[str, Any],
+    write_artifact: Callable[[Path], None] | None = None,
+    inject_failure_after_epoch: int | None = None,
+) -> None:
+    """Checkpoint after ``epoch`` completed epochs (1-based count) and report ``metrics``.
+
+    ``write_artifact(folder)`` (rank 0, last epoch) fills the artifact folder inside the checkpoint.
+    ``inject_failure_after_epoch``: raise ``InjectedFailure`` once that many epochs are saved.
+    """
+    rng_states = gather_objects(worker, capture_rng_state())
+    if worker.is_writer:
+        with tempfile.TemporaryDirectory(prefix="searchlab-ckpt-") as folder:
+            save_training_state(
+                folder,
+                epoch=epoch,
+                models=models,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                rng_states=rng_states,
+                extra=extra,
+            )
+            if write_artifact is not None:
+                write_artifact(Path(folder) / ARTIFACT_DIR)
+            ray_compat.report(dict(metrics), checkpoint_dir=folder)
+    else:
+        ray_compat.report(dict(metrics))
+    if inject_failure_after_epoch is not None and epoch == inject_failure_after_epoch:
+        raise InjectedFailure(f"failure injected on purpose after epoch {epoch} (inject_failure_after_epoch)")
+
+
+def run_epoch(
+    worker: Worker,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    step: Callable[[int, Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]],
+) -> dict[str, float]:
+    """Run ``step(iteration, batch)`` over the batches; mean of its terms over every rank's batches.
+
+    Also measures throughput: ``clips_per_second`` (all ranks) and ``data_wait_fraction``, the
+    share of the epoch's wall time spent waiting for the next batch (the loader must keep up).
+    """
+    sums: dict[str, float] = {}
+    steps = clips = 0
+    wait = 0.0
+    start = time.perf_counter()
+    iterator = iter(batches)
+    while True:
+        before = time.perf_counter()
+        batch = next(iterator, None)
+        wait += time.perf_counter() - before
+        if batch is None:
+            break
+        for name, value in step(steps, batch).items():
+            sums[name] = sums.get(name, 0.0) + float(value)
+        steps += 1
+        clips += len(batch["label"])
+    elapsed = time.perf_counter() - start
+    totals = gather_objects(worker, (sums, steps, clips, wait, elapsed))
+    all_steps = sum(t[1] for t in totals)
+    means = {name: sum(t[0].get(name, 0.0) for t in totals) / max(all_steps, 1) for name in sums}
+    longest = max(t[4] for t in totals)
+    means["clips_per_second"] = sum(t[2] for t in totals) / max(longest, 1e-9)
+    means["data_wait_fraction"] = sum(t[3] for t in totals) / max(sum(t[4] for t in totals), 1e-9)
+    return means
