@@ -72,7 +72,7 @@ def test_combine_rejects_mismatched_shapes_and_missing_precisions() -> None:
     with pytest.raises(ValueError) as info:
         combine_frame_logits(torch.zeros(1, 2, 2, 4), torch.zeros(1, 3, 4), decision_space=(32, 4, 2, 0), bit_widths=(32, 4))
     message = str(info.value)
-    assert "frame_logits must be (N, T, |B|=2, C)" in message or "cover" in message
+    assert "actions cover (N, T)=(1, 3) but frame_logits cover (1, 2)" in message
     assert "[2] have no logits" in message
 
 
