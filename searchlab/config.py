@@ -186,10 +186,10 @@ class TrialConfig(_Strict):
 
 def cross_check_trial(config: TrialConfig) -> list[str]:
     """Checks that span sections (the decision space against the trained bit-widths, α per bit)."""
-    return _cross_check_sections(model=config.model, stage1=config.stage1, stage2=config.stage2)
+    return _decision_space_problems(config.model, config.stage2) + _alpha_problems(config.model, config.stage1)
 
 
-def _cross_check_sections(*, model: ModelConfig, stage1: Stage1Config, stage2: Stage2Config) -> list[str]:
+def _decision_space_problems(model: ModelConfig, stage2: Stage2Config) -> list[str]:
     problems = []
     bits = model.bit_widths
     space = stage2.decision_space
@@ -205,8 +205,13 @@ def _cross_check_sections(*, model: ModelConfig, stage1: Stage1Config, stage2: S
         )
     if len(set(space)) != len(space):
         problems.append(f"stage2.decision_space {list(space)} has duplicates")
+    return problems
+
+
+def _alpha_problems(model: ModelConfig, stage1: Stage1Config) -> list[str]:
+    problems = []
     for field in ("lr", "wd"):
-        missing = [b for b in bits if b not in getattr(stage1.alpha, field)]
+        missing = [b for b in model.bit_widths if b not in getattr(stage1.alpha, field)]
         if missing:
             problems.append(f"stage1.alpha.{field} lacks bit-widths {missing}; give one value per bit-width")
     return problems
@@ -512,13 +517,18 @@ def _hidden_cross_checks(error: ValidationError, base_tree: Any) -> list[str]:
     field_errors = [e for e in error.errors() if e["loc"][:1] == ("base",) and len(e["loc"]) > 1]
     if not field_errors or not isinstance(base_tree, dict):
         return []
-    sections = {}
+    sections: dict[str, Any] = {}
     for name, model in (("model", ModelConfig), ("stage1", Stage1Config), ("stage2", Stage2Config)):
         try:
             sections[name] = model.model_validate(base_tree.get(name) or {})
         except ValidationError:
-            return []  # that section's own errors are already reported
-    return [f"base: {problem}" for problem in _cross_check_sections(**sections)]
+            pass  # that section's own errors are already reported; skip the checks that need it
+    problems = []
+    if "model" in sections and "stage2" in sections:
+        problems += _decision_space_problems(sections["model"], sections["stage2"])
+    if "model" in sections and "stage1" in sections:
+        problems += _alpha_problems(sections["model"], sections["stage1"])
+    return [f"base: {problem}" for problem in problems]
 
 
 def load_trial_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrialConfig:

@@ -232,14 +232,16 @@ def constraint_violations(constraints: Sequence[Constraint], metrics: Mapping[st
     return violations
 
 
-def record_constraints(trial: optuna.trial.Trial, violations: Mapping[str, float]) -> None:
+def record_constraints(trial: optuna.trial.Trial, violations: Mapping[str, float] | Sequence[float]) -> None:
     """Store violations on a running trial before ``tell``; every constrained sampler reads them.
 
     This is the bridge for Ray's OptunaSearch, which does not pass constraints itself: call it with
-    the searcher's Optuna trial in ``on_trial_complete`` before the result is told.
+    the searcher's Optuna trial in ``on_trial_complete`` before the result is told. A plain list
+    (what survives Ray's flattening of nested result dicts) is recorded under names "0", "1", ...
     """
-    for name, value in violations.items():
-        trial.set_constraint(name, value)
+    named = violations.items() if isinstance(violations, Mapping) else enumerate(violations)
+    for name, value in named:
+        trial.set_constraint(str(name), float(value))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -190,6 +190,17 @@ def test_constraint_violations_follow_optunas_sign_convention() -> None:
         constraint_violations(constraints, {"gflops": 1.0})
 
 
+def test_record_constraints_takes_names_or_a_list() -> None:
+    study = optuna.create_study()
+    named, listed = study.ask(), study.ask()
+    record_constraints(named, {"gflops <= 30": 2.0})
+    record_constraints(listed, [-1.0, 0.5])
+    assert named.constraints == {"gflops <= 30": 2.0}
+    assert listed.constraints == {"0": -1.0, "1": 0.5}
+    with pytest.raises(ValueError, match="NaN"):
+        record_constraints(study.ask(), [float("nan")])
+
+
 def _constrained_run(sampler_name: str, *, constrained: bool) -> list[float]:
     """Minimise (a, b) on [0, 1]^2 subject to a >= 0.6: the unconstrained optimum is infeasible."""
     space = _space(stage2__w1={"uniform": [0.0, 1.0]}, stage2__w2={"uniform": [0.0, 1.0]})
