@@ -14,7 +14,6 @@ import argparse
 import csv
 import json
 import math
-import multiprocessing
 import os
 import sys
 import tempfile
@@ -25,10 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import decord
 from tqdm import tqdm
 
 from searchlab.data.manifest import Manifest, ManifestError, build_manifest, write_manifest
-from searchlab.data.synthetic import MANIFEST_NAME, SyntheticConfig, generate_synthetic
+from searchlab.data.synthetic import MANIFEST_NAME, SyntheticConfig, generate_synthetic, worker_context
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -330,9 +330,6 @@ def _index_videos(root: Path) -> dict[str, str]:
 def probe_video(path: str) -> tuple[dict[str, Any] | None, str | None]:
     """(num_frames, fps, duration, width, height) of a video by opening it with decord and decoding
     its first frame, or (None, reason). Runs in worker processes."""
-    import decord  # imported here: the pool's spawned workers need it, the CLI parser does not
-
-    decord.logging.set_level(decord.logging.QUIET)
     if os.path.getsize(path) == 0:
         return None, "empty file (0 bytes)"
     try:
@@ -355,8 +352,7 @@ def _probe_all(paths: list[str], workers: int, progress: bool) -> list[tuple[dic
     bar = dict(total=len(paths), desc="probing videos", unit="video", disable=not progress)
     if workers <= 1 or len(paths) <= 1:
         return [probe_video(p) for p in tqdm(paths, **bar)]
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
         chunk = max(1, min(64, len(paths) // (workers * 8)))
         return list(tqdm(pool.map(probe_video, paths, chunksize=chunk), **bar))
 
@@ -506,7 +502,7 @@ def _run(args: argparse.Namespace) -> str:
             seed=args.seed, multi_label=args.multi_label, fine_fraction=args.fine_fraction,
             workers=args.workers, progress=progress, force=args.force,
         )
-        return f"wrote {len(manifest)} videos, {manifest.num_classes} classes: {args.out / MANIFEST_NAME}"
+        return f"synthetic set: {len(manifest)} videos, {manifest.num_classes} classes, manifest {args.out / MANIFEST_NAME}"
     notes: list[str] = []
     if args.source == "activitynet":
         candidates, names, notes = activitynet_candidates(args.annotations)

@@ -345,6 +345,14 @@ def _up_to_date(out: Path, config: SyntheticConfig) -> Manifest | None:
     return manifest
 
 
+def worker_context() -> multiprocessing.context.BaseContext:
+    """fork where the OS has it: a spawned worker would re-import torch (seconds per worker, since
+    importing any searchlab.data module imports the package); the workers only run numpy and PyAV,
+    the same pattern as DataLoader workers. Elsewhere spawn (the caller then needs a main guard)."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
 def generate_synthetic(
     out_dir: str | os.PathLike[str],
     *,
@@ -391,9 +399,7 @@ def generate_synthetic(
             rows.append(_make_video(job, config, str(out)))
             bar.update()
     else:
-        # spawn: the caller may already run threads (torch, Ray) that a fork would copy mid-lock.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=worker_context()) as pool:
             futures = [pool.submit(_make_video, job, config, str(out)) for job in jobs]
             rows = []
             for future in futures:

@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny real synthetic data sets, generated once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from searchlab.data.manifest import Manifest
+from searchlab.data.synthetic import generate_synthetic
+
+
+@pytest.fixture(scope="session")
+def synthetic_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Manifest, Path]:
+    """4 classes (2 coarse, one fine pair), 2 train + 1 val videos each, 16 frames, 32x32 px."""
+    root = tmp_path_factory.mktemp("synthetic")
+    manifest = generate_synthetic(
+        root, num_classes=4, train_per_class=2, val_per_class=1, num_frames=16, fps=8.0, size=32,
+        seed=0, workers=1, progress=False,
+    )
+    return manifest, root
+
+
+@pytest.fixture(scope="session")
+def multilabel_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Manifest, Path]:
+    """The untrimmed variant: two classes per video in separate windows."""
+    root = tmp_path_factory.mktemp("synthetic_multilabel")
+    manifest = generate_synthetic(
+        root, num_classes=4, train_per_class=1, val_per_class=1, num_frames=16, fps=8.0, size=32,
+        seed=0, multi_label=True, workers=1, progress=False,
+    )
+    return manifest, root
