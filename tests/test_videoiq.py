@@ -176,3 +176,8 @@ def test_measured_flops_of_infer_equal_video_gflops_of_its_decisions(eval_model:
     assert expected[1] == 0.0  # the all-skipped video costs nothing
     uniform = flops.video_gflops(torch.full((3, 4), 32).numpy(), cost_table=table, policy_gflops_per_frame=0.0)
     assert measured < 0.5 * float(uniform.sum())
+
+
+def test_infer_rejects_frames_without_a_batch_axis(eval_model: VideoIQ) -> None:
+    with pytest.raises(ValueError, match=r"frames must be \(N, T, 3, H, W\)"):
+        eval_model.infer(clip()[0])

@@ -135,6 +135,7 @@ class VideoIQ(nn.Module):
 
     def frame_logits(self, frames: Tensor) -> Tensor:
         """Backbone logits (N, T, |precisions|, C) of every frame at every precision of Ω."""
+        _check_frames(frames)
         n, t = frames.shape[:2]
         flat = frames.reshape(n * t, *frames.shape[2:])
         per_bits = [self.backbone(flat, bits=bits) for bits in self.precisions]
@@ -167,6 +168,7 @@ class VideoIQ(nn.Module):
         (N, T, |Ω|)) replaces the policy's decisions, for replaying decisions and for timing the
         backbone part alone.
         """
+        _check_frames(frames)
         n, t = frames.shape[:2]
         if actions is None:
             actions = self._decide_frame_by_frame(frames, mode=mode)
@@ -197,3 +199,8 @@ class VideoIQ(nn.Module):
             logits_i, state = self.policy.step(features[:, i], state)
             steps.append(select_actions(logits_i, mode=mode))
         return torch.stack(steps, dim=1)
+
+
+def _check_frames(frames: Tensor) -> None:
+    if frames.dim() != 5 or frames.shape[2] != 3:
+        raise ValueError(f"frames must be (N, T, 3, H, W), got shape {tuple(frames.shape)}; add the batch axis")
