@@ -1,10 +1,9 @@
-"""Ray Tune's OptunaSearch with Optuna's constraint API bridged in.
+"""Ray Tune's OptunaSearch with Optuna 5's constraint API bridged in.
 
-Optuna samplers (TPE, NSGA-II, GP) accept a `constraints_func` that they call on every finished
-trial, but Ray's OptunaSearch tells the study only the objective values. The bridge stores each
-finished trial's constraint violations as the user attribute "constraints" on the Optuna trial
-*before* OptunaSearch tells the study; `searchlab.space.make_sampler` builds samplers whose
-`constraints_func` reads that attribute. Optuna's convention: a value <= 0 means satisfied.
+Optuna 5 samplers read constraint values that a trial records with `Trial.set_constraint`, but
+Ray's OptunaSearch tells the study only the objective values. The bridge records each finished
+trial's violations (reported under VIOLATIONS_KEY, Optuna's convention: <= 0 satisfied) on the
+Optuna trial *before* OptunaSearch tells the study, so the sampler sees infeasible trials.
 """
 
 from __future__ import annotations
@@ -13,7 +12,8 @@ from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
-CONSTRAINTS_ATTR = "constraints"
+from searchlab.space import record_constraints
+
 VIOLATIONS_KEY = "constraint_violations"
 
 
@@ -23,5 +23,5 @@ class ConstrainedOptunaSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         optuna_trial = self._ot_trials.get(trial_id)
         if optuna_trial is not None and result and VIOLATIONS_KEY in result:
-            optuna_trial.set_user_attr(CONSTRAINTS_ATTR, [float(v) for v in result[VIOLATIONS_KEY]])
+            record_constraints(optuna_trial, result[VIOLATIONS_KEY])
         super().on_trial_complete(trial_id, result=result, error=error)

@@ -1,0 +1,157 @@
+"""`python -m searchlab.pick RUN_DIR (--max-gflops X | --min-accuracy Y | --knee) --out DIR`.
+
+Chooses one configuration from a sweep's completed, feasible trials and exports a bundle that
+`searchlab.deploy.load(DIR)` runs: the resolved configuration, the weights of both stages, the class
+names and a card (JSON and Markdown) with accuracy, GFLOPs mean/p95, memory and action usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from searchlab.pareto import knee_point, pareto_front
+from searchlab.results import TrialsTable, decoded_json
+
+OBJECTIVES = {"accuracy": "max", "gflops": "min"}
+
+
+class PickError(RuntimeError):
+    """Nothing satisfies the request; the message says what the run has instead."""
+
+
+def candidates(run_dir: Path) -> pd.DataFrame:
+    """Completed, feasible trials with both objectives, and their decoded details."""
+    table = TrialsTable.in_run(run_dir)
+    if not table.path.is_file():
+        raise PickError(f"{table.path} does not exist: run a sweep first (python -m searchlab.sweep FILE)")
+    frame = table.read()
+    frame = frame[(frame["status"] == "completed") & (frame["feasible"].fillna(True).astype(bool))]
+    frame = frame.dropna(subset=list(OBJECTIVES))
+    if frame.empty:
+        raise PickError(f"{run_dir} has no completed feasible trial yet")
+    frame = frame.assign(details=decoded_json(frame, "metrics_extra"), params_decoded=decoded_json(frame, "params"))
+    return frame
+
+
+def choose(frame: pd.DataFrame, *, max_gflops: float | None, min_accuracy: float | None, knee: bool) -> pd.Series:
+    """The trial the request asks for, chosen among the Pareto front (ties: the earlier trial)."""
+    front = frame[pareto_front(frame, OBJECTIVES)]
+    if knee:
+        return front.loc[knee_point(front, OBJECTIVES)]
+    if max_gflops is not None:
+        within = front[front["gflops"] <= max_gflops]
+        if within.empty:
+            raise PickError(f"no trial runs within {max_gflops:g} GFLOPs; the cheapest front point needs "
+                            f"{front['gflops'].min():.3g} GFLOPs")
+        return within.sort_values(["accuracy", "number"], ascending=[False, True]).iloc[0]
+    assert min_accuracy is not None
+    good = front[front["accuracy"] >= min_accuracy]
+    if good.empty:
+        raise PickError(f"no trial reaches accuracy {min_accuracy:g}; the best reaches {front['accuracy'].max():.4g}")
+    return good.sort_values(["gflops", "number"]).iloc[0]
+
+
+def card_of(row: pd.Series, *, run_dir: Path) -> dict[str, Any]:
+    details = row["details"] or {}
+    return {
+        "source": {"run_dir": str(run_dir), "trial_id": row["trial_id"], "number": int(row["number"])},
+        "accuracy": float(row["accuracy"]),
+        "accuracy_metric": "mAP" if "map" in details else "top-1",
+        "gflops_mean": float(row["gflops"]),
+        "gflops_p5": float(row["gflops_p5"]),
+        "gflops_p95": float(row["gflops_p95"]),
+        "memory_mb": float(row["memory_mb"]),
+        "skip_fraction": float(row["skip_fraction"]),
+        "action_usage": details.get("action_usage", {}),
+        "params": row["params_decoded"] or {},
+    }
+
+
+def card_markdown(card: dict[str, Any], config: dict[str, Any]) -> str:
+    usage = ", ".join(f"{action}: {share:.0%}" for action, share in card["action_usage"].items())
+    return "\n".join([
+        f"# searchlab bundle: trial {card['source']['number']} of {card['source']['run_dir']}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| accuracy ({card['accuracy_metric']}) | {card['accuracy']:.4f} |",
+        f"| GFLOPs per video, mean | {card['gflops_mean']:.3f} |",
+        f"| GFLOPs per video, p5 / p95 | {card['gflops_p5']:.3f} / {card['gflops_p95']:.3f} |",
+        f"| memory (MiB of stored parameters) | {card['memory_mb']:.2f} |",
+        f"| frames skipped | {card['skip_fraction']:.1%} |",
+        f"| action usage | {usage} |",
+        f"| backbone | {config['model']['backbone']}, bit-widths {config['model']['bit_widths']} |",
+        f"| decision space | {config['stage2']['decision_space']} |",
+        f"| frames x size | {config['data']['frames']} x {config['data']['crop_size']} px |",
+        "",
+        "GFLOPs are counted from the decisions the policy took on the held-out split, policy included;",
+        "accuracy is measured on the held-out split. Load with `searchlab.deploy.load(DIR)`.",
+        "",
+    ])
+
+
+def export_bundle(row: pd.Series, *, run_dir: Path, out: Path) -> Path:
+    """Write the bundle into `out` atomically (a temp folder renamed into place)."""
+    artifacts = (row["details"] or {}).get("artifacts") or {}
+    stage1, stage2 = Path(artifacts.get("stage1", "")), Path(artifacts.get("stage2", ""))
+    for name, folder, weights in (("stage1", stage1, "backbone.pt"), ("stage2", stage2, "policy.pt")):
+        if not (folder / weights).is_file():
+            raise PickError(f"trial {row['trial_id']}: {name} weights {folder / weights} are missing")
+    config = yaml.safe_load((stage2 / "config.yaml").read_text())
+    card = card_of(row, run_dir=run_dir)
+    class_names = (row["details"] or {}).get("class_names")
+    if class_names is None:
+        raise PickError(f"trial {row['trial_id']} did not record its class names; re-run the sweep")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    shutil.copy2(stage1 / "backbone.pt", staging / "backbone.pt")
+    shutil.copy2(stage2 / "policy.pt", staging / "policy.pt")
+    (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (staging / "classes.json").write_text(json.dumps(list(class_names)))
+    (staging / "card.json").write_text(json.dumps(card, indent=2))
+    (staging / "card.md").write_text(card_markdown(card, config))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(staging, out)
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m searchlab.pick", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--max-gflops", type=float, help="most accurate front point within this GFLOPs budget")
+    which.add_argument("--min-accuracy", type=float, help="cheapest front point with at least this accuracy")
+    which.add_argument("--knee", action="store_true", help="the knee of the accuracy/GFLOPs front")
+    parser.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        frame = candidates(args.run_dir)
+        row = choose(frame, max_gflops=args.max_gflops, min_accuracy=args.min_accuracy, knee=args.knee)
+        out = export_bundle(row, run_dir=args.run_dir, out=args.out)
+    except PickError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    card = json.loads((out / "card.json").read_text())
+    print(f"picked trial {card['source']['number']}: accuracy {card['accuracy']:.4f}, "
+          f"{card['gflops_mean']:.3f} GFLOPs (p95 {card['gflops_p95']:.3f}), {card['memory_mb']:.2f} MiB")
+    print(f"bundle: {out} (load with searchlab.deploy.load('{out}'))")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

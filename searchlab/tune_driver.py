@@ -1,0 +1,186 @@
+"""Ray Tune side of a sweep: the Tuner, its Optuna searcher, the trial function, the results stream.
+
+Kept apart from `searchlab.sweep` (the CLI) so that validating and planning a sweep never imports
+Ray. The trial function runs in a Tune worker process and calls `searchlab.pipeline.run_trial`;
+the driver-side `TrialsTableCallback` is the single writer of RUN_DIR/trials.parquet.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+
+from searchlab.config import Sweep, TrialConfig
+from searchlab.objectives import METRICS
+from searchlab.results import TrialRecord, TrialsTable
+from searchlab.space import constraint_violations, decode_params, encode_point, make_sampler, suggest
+from searchlab.tune_search import VIOLATIONS_KEY, ConstrainedOptunaSearch
+
+TUNE_DIR_NAME = "tune"
+STUDY_NAME = "searchlab"
+SWEEP_SNAPSHOT = "sweep.json"
+# The trial process only drives Ray Train (its workers hold the real CPU/GPU reservations), so it
+# reserves a sliver of a CPU: a whole one would starve the stage workers on a small machine.
+TRIAL_DRIVER_CPUS = 0.01
+
+
+def init_ray(address: str | None) -> None:
+    """Join a cluster (address, or RAY_ADDRESS from `ray job submit`) or start a local Ray."""
+    if ray.is_initialized():
+        return
+    target = address or os.environ.get("RAY_ADDRESS")
+    if target:
+        ray.init(address=target, log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=True)
+
+
+def trial_main(params: dict[str, Any], *, sweep_json: str, run_dir: str) -> None:
+    """One trial: resolve its configuration, run the stages, report metrics and constraint violations."""
+    from searchlab.pipeline import run_trial  # torch and the stages load in the trial process only
+
+    sweep = Sweep.model_validate_json(sweep_json)
+    overrides = decode_params(params, sweep.space)
+    config: TrialConfig = sweep.base.with_overrides(overrides)
+    trial_id = tune.get_context().get_trial_id()
+    outcome = run_trial(config, run_dir=Path(run_dir), trial_id=trial_id)
+    violations = constraint_violations(sweep.search.parsed_constraints(), outcome["metrics"])
+    tune.report(
+        {
+            **outcome["metrics"],
+            # a list, in the sweep's constraint order: Tune flattens nested dicts in results
+            VIOLATIONS_KEY: list(violations.values()),
+            "feasible": all(v <= 0 for v in violations.values()),
+            "details_json": json.dumps(outcome["details"]),
+            "stage1_key": outcome["stage1_key"],
+            "durations_json": json.dumps(outcome["durations"]),
+            "params_json": json.dumps(overrides),
+        }
+    )
+
+
+class TrialsTableCallback(tune.Callback):
+    """Streams one row per trial into RUN_DIR/trials.parquet, from the driver (a single writer)."""
+
+    def __init__(self, run_dir: str, constraint_names: list[str]) -> None:
+        self.run_dir = run_dir
+        self.constraint_names = constraint_names
+        self._started: dict[str, datetime] = {}
+
+    def _upsert(self, record: TrialRecord) -> None:
+        TrialsTable.in_run(self.run_dir).upsert(record)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._started[trial.trial_id] = datetime.now(timezone.utc)
+        self._upsert(TrialRecord(trial_id=trial.trial_id, number=_number(trial), status="running",
+                                 params=dict(trial.config or {}), started=self._started[trial.trial_id]))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        if not any(name in result for name in METRICS):
+            return  # ended without a report: on_trial_error records it
+        durations = json.loads(result.get("durations_json", "{}"))
+        self._upsert(TrialRecord(
+            trial_id=trial.trial_id,
+            number=_number(trial),
+            status="completed",
+            params=json.loads(result.get("params_json", "{}")),
+            metrics={**{name: result[name] for name in METRICS if name in result},
+                     **json.loads(result.get("details_json", "{}"))},
+            feasible=bool(result.get("feasible", True)),
+            violations=dict(zip(self.constraint_names, result.get(VIOLATIONS_KEY) or [])),
+            stage1_key=result.get("stage1_key"),
+            stage1_s=durations.get("stage1_s"),
+            stage2_s=durations.get("stage2_s"),
+            total_s=durations.get("total_s"),
+            started=self._started.get(trial.trial_id),
+            finished=datetime.now(timezone.utc),
+        ))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._upsert(TrialRecord(trial_id=trial.trial_id, number=_number(trial), status="failed",
+                                 params=dict(trial.config or {}), error=_reason(trial),
+                                 started=self._started.get(trial.trial_id), finished=datetime.now(timezone.utc)))
+
+
+def _number(trial: Any) -> int:
+    """Tune names trials <experiment>_<index>; the index is the trial's number in the sweep."""
+    return int(str(trial.trial_id).rsplit("_", 1)[-1])
+
+
+def _reason(trial: Any) -> str:
+    """The last line of the trial's traceback: the exception type and message."""
+    text = trial.get_error() or ""
+    lines = [line for line in str(text).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error (see the trial's error.txt under RUN_DIR/tune)"
+
+
+def build_searcher(sweep: Sweep, *, run_dir: Path) -> ConstrainedOptunaSearch:
+    search = sweep.search
+    storage = optuna.storages.RDBStorage(f"sqlite:///{run_dir / 'optuna.db'}")
+    return ConstrainedOptunaSearch(
+        space=functools.partial(suggest, space=sweep.space, base=sweep.base),
+        metric=list(search.objectives),
+        mode=list(search.objectives.values()),
+        points_to_evaluate=[encode_point(point, sweep.space) for point in search.points_to_evaluate] or None,
+        sampler=make_sampler(search, sweep.space),
+        study_name=STUDY_NAME,
+        storage=storage,
+    )
+
+
+def run_sweep(sweep: Sweep, *, run_dir: Path, address: str | None, resume: bool) -> str:
+    """Run (or resume) the sweep to its trial budget; returns a one-paragraph summary."""
+    init_ray(address)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    snapshot = run_dir / SWEEP_SNAPSHOT
+    if not resume:
+        _write_text_atomic(snapshot, sweep.model_dump_json(indent=2))
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_main, sweep_json=sweep.model_dump_json(), run_dir=str(run_dir)),
+        {"cpu": TRIAL_DRIVER_CPUS},
+    )
+    tune_path = run_dir / TUNE_DIR_NAME
+    if resume:
+        tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_unfinished=True, resume_errored=False)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=build_searcher(sweep, run_dir=run_dir),
+                num_samples=sweep.search.trials,
+                max_concurrent_trials=sweep.search.max_concurrent,
+            ),
+            run_config=tune.RunConfig(
+                storage_path=str(run_dir),
+                name=TUNE_DIR_NAME,
+                callbacks=[TrialsTableCallback(str(run_dir), sweep.search.constraints)],
+                failure_config=tune.FailureConfig(max_failures=0),
+                verbose=1,
+            ),
+        )
+    started = time.time()
+    grid = tuner.fit()
+    errors = sum(1 for result in grid if result.error is not None)
+    return (
+        f"sweep finished in {time.time() - started:.0f} s: {len(grid)} trials, {errors} failed.\n"
+        f"  results   {run_dir / 'trials.parquet'}\n"
+        f"  report    python -m searchlab.report {run_dir}\n"
+        f"  dashboard optuna-dashboard sqlite:///{run_dir / 'optuna.db'}\n"
+        f"  curves    tensorboard --logdir {run_dir / 'tensorboard'}"
+    )
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
