@@ -169,7 +169,7 @@ def list_candidates(
     if class_names is None:
         raw = [r.get("label", "") for rows in rows_by_split.values() for _, r in rows]
         tokens = {t.strip() for v in raw for t in v.replace(",", ";").split(";") if t.strip()}
-        if tokens and all(t.isdigit() for t in tokens):
+        if tokens and all(t.lstrip("-").isdigit() for t in tokens):
             count = num_classes or max(int(t) for t in tokens) + 1
             class_names = [f"class_{i:03d}" for i in range(count)]
         else:

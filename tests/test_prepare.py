@@ -1,0 +1,194 @@
+"""`python -m searchlab.data.prepare`: ActivityNet, Kinetics, Mini-Kinetics and list-file sources on
+small fixtures written here (real MP4s plus missing, empty and corrupt files)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from searchlab.data.manifest import read_manifest
+from searchlab.data.prepare import main, read_list_file
+from searchlab.data.synthetic import class_specs, render_video, write_mp4
+
+
+def _video(path: Path, frames: int = 6, fps: float = 10.0) -> None:
+    pixels = render_video(class_specs(2), np.random.default_rng(frames), classes=[0], num_frames=frames, size=32)
+    write_mp4(path, pixels, fps=fps)
+
+
+def _report(manifest_path: Path) -> dict[str, str]:
+    with open(manifest_path.with_name(manifest_path.stem + ".bad_videos.csv"), newline="") as handle:
+        return {row["video_id"]: row["reason"] for row in csv.DictReader(handle)}
+
+
+@pytest.fixture()
+def activitynet(tmp_path: Path) -> tuple[Path, Path]:
+    videos = tmp_path / "videos"
+    database = {
+        "aaa": {"subset": "training", "duration": 1.0, "annotations": [{"label": "Surfing", "segment": [0, 1]}]},
+        "bbb": {"subset": "training", "duration": 1.0, "annotations": [
+            {"label": "Archery", "segment": [0.0, 0.2]}, {"label": "Surfing", "segment": [0.2, 0.9]}]},
+        "ccc": {"subset": "validation", "duration": 1.0, "annotations": [{"label": "Archery", "segment": [0, 1]}]},
+        "ddd": {"subset": "validation", "duration": 1.0, "annotations": [{"label": "Archery", "segment": [0, 1]}]},
+        "eee": {"subset": "training", "duration": 1.0, "annotations": [{"label": "Surfing", "segment": [0, 1]}]},
+        "fff": {"subset": "training", "duration": 1.0, "annotations": [{"label": "Surfing", "segment": [0, 1]}]},
+        "ggg": {"subset": "testing", "duration": 1.0, "annotations": []},
+        "hhh": {"subset": "testing", "duration": 1.0, "annotations": []},
+    }
+    _video(videos / "v_aaa.mp4", frames=6)
+    _video(videos / "sub" / "bbb.mp4", frames=9)  # <id>.<ext> form, in a subfolder
+    _video(videos / "v_ccc.mp4", frames=5)
+    # ddd is missing; eee is empty; fff is not a video
+    (videos / "v_eee.mp4").write_bytes(b"")
+    (videos / "v_fff.mkv").write_bytes(b"garbage" * 50)
+    annotations = tmp_path / "activity_net.v1-3.min.json"
+    annotations.write_text(json.dumps({"version": "VERSION 1.3", "database": database}))
+    return annotations, videos
+
+
+def test_activitynet(activitynet: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    annotations, videos = activitynet
+    out = tmp_path / "out" / "anet.parquet"
+    code = main(["activitynet", "--annotations", str(annotations), "--videos", str(videos),
+                 "--out", str(out), "--workers", "2", "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    manifest = read_manifest(out, data_root=videos)
+    assert manifest.class_names == ("Archery", "Surfing") and manifest.dataset == "activitynet"
+    rows = {r["video_id"]: r for r in manifest.rows()}
+    assert sorted(rows) == ["aaa", "bbb", "ccc"]
+    assert rows["aaa"]["path"] == "v_aaa.mp4" and rows["bbb"]["path"] == "sub/bbb.mp4"
+    assert rows["bbb"]["label"] == 1 and rows["bbb"]["labels"] == [0, 1]  # most annotated time wins
+    assert rows["ccc"]["split"] == "val" and rows["aaa"]["split"] == "train"
+    assert (rows["bbb"]["num_frames"], rows["bbb"]["width"], rows["bbb"]["height"]) == (9, 32, 32)
+    assert rows["aaa"]["fps"] == pytest.approx(10.0) and rows["aaa"]["duration"] == pytest.approx(0.6)
+    report = _report(out)
+    assert report["ddd"].startswith("missing") and report["eee"] == "empty file (0 bytes)"
+    assert report["fff"].startswith("unreadable")
+    assert "kept 3 video(s) (train 2, val 1)" in printed
+    assert "skipped 3: " in printed and "missing 1" in printed and "unreadable 1" in printed
+    assert "testing subset: 2 video(s)" in printed
+
+
+def test_help_of_every_subcommand_runs() -> None:
+    for source in ("synthetic", "activitynet", "fcvid", "minisports", "minikinetics", "kinetics"):
+        with pytest.raises(SystemExit) as info:
+            main([source, "--help"])
+        assert info.value.code == 0
+    result = subprocess.run([sys.executable, "-m", "searchlab.data.prepare", "--help"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "activitynet" in result.stdout and "minikinetics" in result.stdout
+
+
+def _kinetics_csvs(root: Path) -> tuple[Path, Path, Path]:
+    train, val, test = root / "train.csv", root / "validate.csv", root / "test.csv"
+    train.write_text("label,youtube_id,time_start,time_end,split\n"
+                     "abseiling,AAAAAAAAAAA,14,24,train\n"
+                     '"playing cards",B_BBBBBBBBB,0,10,train\n'
+                     "abseiling,CCCCCCCCCCC,5,15,train\n")
+    val.write_text("label,youtube_id,time_start,time_end,split\nzumba,DDDDDDDDDDD,30,40,val\n")
+    test.write_text("youtube_id,time_start,time_end,split\nEEEEEEEEEEE,0,10,test\n")
+    return train, val, test
+
+
+def test_kinetics(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    train, val, test = _kinetics_csvs(tmp_path)
+    videos = tmp_path / "kinetics"
+    _video(videos / "train" / "abseiling" / "AAAAAAAAAAA_000014_000024.mp4")
+    _video(videos / "train" / "playing cards" / "B_BBBBBBBBB_000000_000010.mp4")
+    _video(videos / "val" / "zumba" / "DDDDDDDDDDD_000030_000040.mp4")
+    out = tmp_path / "k.parquet"
+    code = main(["kinetics", "--csv", str(train), str(val), str(test), "--videos", str(videos),
+                 "--out", str(out), "--workers", "1", "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    manifest = read_manifest(out)
+    assert manifest.class_names == ("abseiling", "playing cards", "zumba") and not manifest.multi_label
+    rows = {r["video_id"]: (r["path"], r["label"], r["split"]) for r in manifest.rows()}
+    assert rows == {
+        "AAAAAAAAAAA_000014_000024": ("train/abseiling/AAAAAAAAAAA_000014_000024.mp4", 0, "train"),
+        "B_BBBBBBBBB_000000_000010": ("train/playing cards/B_BBBBBBBBB_000000_000010.mp4", 1, "train"),
+        "DDDDDDDDDDD_000030_000040": ("val/zumba/DDDDDDDDDDD_000030_000040.mp4", 2, "val"),
+    }
+    assert _report(out) == {"CCCCCCCCCCC_000005_000015": "missing (no such file under --videos)"}
+    assert "left out 1 row(s) without a label" in printed and "missing 1" in printed
+
+
+def test_minikinetics_takes_ids_from_split_files_and_labels_from_kinetics(tmp_path: Path, capsys) -> None:
+    train, val, _ = _kinetics_csvs(tmp_path)
+    videos = tmp_path / "kinetics"
+    _video(videos / "AAAAAAAAAAA_000014_000024.mp4")
+    _video(videos / "DDDDDDDDDDD_000030_000040.mp4")
+    (tmp_path / "train_ids.txt").write_text("AAAAAAAAAAA\nZZZZZZZZZZZ\n")
+    (tmp_path / "val_ids.txt").write_text("DDDDDDDDDDD\n")
+    out = tmp_path / "mini.parquet"
+    code = main(["minikinetics", "--kinetics-csv", str(train), str(val), "--train-ids", str(tmp_path / "train_ids.txt"),
+                 "--val-ids", str(tmp_path / "val_ids.txt"), "--videos", str(videos), "--out", str(out),
+                 "--workers", "1", "--no-progress"])
+    assert code == 0
+    manifest = read_manifest(out)
+    assert manifest.class_names == ("abseiling", "zumba")
+    assert [(r["video_id"], r["label"], r["split"]) for r in manifest.rows()] == [
+        ("AAAAAAAAAAA_000014_000024", 0, "train"), ("DDDDDDDDDDD_000030_000040", 1, "val")]
+    assert "not found in the Kinetics CSVs (e.g. ZZZZZZZZZZZ)" in capsys.readouterr().out
+
+
+def test_fcvid_list_files_with_paths_names_and_multi_labels(tmp_path: Path) -> None:
+    videos = tmp_path / "fcvid"
+    _video(videos / "a" / "one.mp4")
+    _video(videos / "two.mp4")
+    _video(videos / "three.mp4")
+    (tmp_path / "classes.txt").write_text("0 basketball\n1 making cake\n2 dog\n")
+    (tmp_path / "train.txt").write_text("# path label\na/one.mp4 0\ntwo 1;2\n")
+    (tmp_path / "test.csv").write_text("three.mp4,dog\n")
+    out = tmp_path / "fcvid.parquet"
+    code = main(["fcvid", "--train", str(tmp_path / "train.txt"), "--val", str(tmp_path / "test.csv"),
+                 "--classes", str(tmp_path / "classes.txt"), "--videos", str(videos), "--out", str(out),
+                 "--workers", "1", "--no-progress"])
+    assert code == 0
+    manifest = read_manifest(out)
+    assert manifest.class_names == ("basketball", "making cake", "dog") and manifest.multi_label
+    assert [(r["video_id"], r["path"], r["labels"], r["split"]) for r in manifest.rows()] == [
+        ("one", "a/one.mp4", [0], "train"), ("two", "two.mp4", [1, 2], "train"), ("three", "three.mp4", [2], "val")]
+
+
+def test_list_file_problems_are_all_reported(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "v").mkdir()
+    (tmp_path / "train.txt").write_text("a 0\nb 999\nc -1\nd\n")
+    code = main(["minisports", "--train", str(tmp_path / "train.txt"), "--videos", str(tmp_path / "v"),
+                 "--out", str(tmp_path / "m.parquet"), "--workers", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "3 problem(s)" in err and "(b): label '999'" in err and "(c): label '-1'" in err and "(d): no label" in err
+    assert not (tmp_path / "m.parquet").exists()
+
+
+def test_bad_inputs_exit_2_with_the_reason(activitynet: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    annotations, videos = activitynet
+    (tmp_path / "bad.json").write_text('{"videos": {}}')
+    cases = [
+        (["activitynet", "--annotations", str(tmp_path / "bad.json"), "--videos", str(videos)], "need a JSON object with 'database'"),
+        (["activitynet", "--annotations", str(annotations), "--videos", str(tmp_path / "nope")], "not a folder"),
+        (["activitynet", "--annotations", str(annotations), "--videos", str(tmp_path / "out")], "no usable video"),
+        (["kinetics", "--csv", str(tmp_path / "absent.csv"), "--videos", str(videos)], "cannot read the list file"),
+        (["fcvid", "--videos", str(videos)], "at least one of --train LIST or --val LIST"),
+        (["synthetic", "--size", "33", "--frames", "2"], "size=33"),
+    ]
+    (tmp_path / "out").mkdir()
+    for argv, expected in cases:
+        code = main([*argv, "--out", str(tmp_path / "out" / "m.parquet"), "--no-progress"])
+        assert code == 2, argv
+        assert expected in capsys.readouterr().err, argv
+
+
+def test_read_list_file_formats(tmp_path: Path) -> None:
+    (tmp_path / "frames.txt").write_text("videos/x 120 7\n")
+    assert read_list_file(tmp_path / "frames.txt") == [{"key": "videos/x", "label": "7", "line": "1", "num_frames": "120"}]
+    (tmp_path / "headed.csv").write_text("video_id,label\nx,3\n")
+    assert read_list_file(tmp_path / "headed.csv") == [{"video_id": "x", "label": "3"}]
