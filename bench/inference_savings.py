@@ -130,7 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     def uniform_at(bits: int) -> torch.Tensor:
-        return forced_actions({bits: 1.0}, decision_space=decision_space, videos=args.videos, frames=args.frames, seed=0)
+        return forced_actions(
+            {bits: 1.0}, decision_space=decision_space, videos=args.videos, frames=args.frames, seed=0
+        )
 
     uniform = uniform_at(max(args.bits))
 
@@ -172,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print(f"{args.backbone}, {args.videos} videos x {args.frames} frames x {args.size} px, {args.threads} threads")
     print(f"decision mix {report['mix']} (forced; the policy is not timed)")
-    print(f"uniform {max(args.bits)}-bit: {seconds_uniform:.3f} s, {report['gflops_per_video_uniform']:.3f} GFLOPs/video")
+    uniform_gflops = report["gflops_per_video_uniform"]
+    print(f"uniform {max(args.bits)}-bit: {seconds_uniform:.3f} s, {uniform_gflops:.3f} GFLOPs/video")
     print(f"mixed:           {seconds_mixed:.3f} s, {report['gflops_per_video_mixed']:.3f} GFLOPs/video")
     per_frame = ", ".join(f"{b}-bit {1e3 * t:.1f}" for b, t in report["seconds_per_frame_by_bits"].items())
     print(f"ms per frame when every frame runs at one precision: {per_frame}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -70,7 +68,9 @@ def test_all_skipped_video_gets_zero_logits_and_a_bounded_gradient() -> None:
 
 def test_combine_rejects_mismatched_shapes_and_missing_precisions() -> None:
     with pytest.raises(ValueError) as info:
-        combine_frame_logits(torch.zeros(1, 2, 2, 4), torch.zeros(1, 3, 4), decision_space=(32, 4, 2, 0), bit_widths=(32, 4))
+        combine_frame_logits(
+            torch.zeros(1, 2, 2, 4), torch.zeros(1, 3, 4), decision_space=(32, 4, 2, 0), bit_widths=(32, 4)
+        )
     message = str(info.value)
     assert "actions cover (N, T)=(1, 3) but frame_logits cover (1, 2)" in message
     assert "[2] have no logits" in message

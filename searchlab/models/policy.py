@@ -55,7 +55,9 @@ def select_actions(logits: Tensor, *, mode: str, tau: float | None = None) -> Te
     num_actions = logits.shape[-1]
     if mode == "gumbel_hard":
         if tau is None or not tau > 0:
-            raise ValueError(f"mode 'gumbel_hard' needs a temperature tau > 0, got {tau!r}; pass tau=schedule.value(...)")
+            raise ValueError(
+                f"mode 'gumbel_hard' needs a temperature tau > 0, got {tau!r}; pass tau=schedule.value(...)"
+            )
         return F.gumbel_softmax(logits, tau=tau, hard=True, dim=-1)
     if mode == "argmax":
         index = logits.argmax(dim=-1)

@@ -173,7 +173,9 @@ def _problems(
                 problems.append(f"kind {kind!r} needs {name!r}; set it (e.g. {name}={_EXAMPLE[name]})")
             continue
         if name not in used:
-            problems.append(f"{name!r} is not a parameter of kind {kind!r}; remove it (kind {kind!r} reads {list(used)})")
+            problems.append(
+                f"{name!r} is not a parameter of kind {kind!r}; remove it (kind {kind!r} reads {list(used)})"
+            )
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             problems.append(f"{name}={value!r} must be a finite number")
