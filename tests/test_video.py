@@ -6,13 +6,14 @@ import logging
 import shutil
 from pathlib import Path
 
+import decord
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
 from searchlab.data.manifest import Manifest, build_manifest
-from searchlab.data.synthetic import render_video, class_specs, write_mp4
+from searchlab.data.synthetic import class_specs, render_video, write_mp4
 from searchlab.data.video import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -20,6 +21,7 @@ from searchlab.data.video import (
     EvalClipTransform,
     TrainClipTransform,
     VideoClipDataset,
+    _decode_size,
     tsn_indices,
 )
 
@@ -243,3 +245,22 @@ def test_failures_before_twenty_reads_do_not_raise(damaged_set: tuple[Manifest, 
         dataset[i]
     stats = dataset.failure_stats()
     assert stats.reads < 20 and stats.failures >= 4 and stats.fraction == stats.failures / stats.reads
+
+
+def test_reduced_size_decoding_matches_full_size(tmp_path: Path) -> None:
+    frames = render_video(class_specs(4), np.random.default_rng(1), classes=[2], num_frames=8, size=128)
+    write_mp4(tmp_path / "big.mp4", frames[:, 16:112], fps=8.0)  # 128x96 video
+    row = {"video_id": "big", "path": "big.mp4", "label": 2, "split": "val", "num_frames": 8,
+           "fps": 8.0, "duration": 1.0, "width": 128, "height": 96}
+    manifest = build_manifest([row], class_names=["a", "b", "c", "d"], dataset="big")
+    assert _decode_size(128, 96, 32) == (64, 48)  # what the dataset asks decord for
+    assert _decode_size(128, 96, 96) == (-1, -1) and _decode_size(32, 32, 16) == (-1, -1)
+    small = EvalClipTransform(short_side=32, crop_size=28)
+    dataset = VideoClipDataset(manifest=manifest, data_root=tmp_path, split="val", num_frames=4,
+                               transform=small, train=False)
+    reduced = dataset[0]["frames"]
+    full = decord.VideoReader(str(tmp_path / "big.mp4"), num_threads=1)
+    indices = tsn_indices(8, 4, train=False).tolist()
+    reference = small(torch.from_numpy(full.get_batch(indices).asnumpy()).permute(0, 3, 1, 2).contiguous())
+    assert reduced.shape == reference.shape == (4, 3, 28, 28)
+    assert (reduced - reference).abs().mean() < 0.06  # same frames; only the scaler path differs

@@ -330,8 +330,11 @@ def _index_videos(root: Path) -> dict[str, str]:
 def probe_video(path: str) -> tuple[dict[str, Any] | None, str | None]:
     """(num_frames, fps, duration, width, height) of a video by opening it with decord and decoding
     its first frame, or (None, reason). Runs in worker processes."""
-    if os.path.getsize(path) == 0:
-        return None, "empty file (0 bytes)"
+    try:
+        if os.path.getsize(path) == 0:
+            return None, "empty file (0 bytes)"
+    except OSError as err:
+        return None, f"unreadable ({err.strerror})"
     try:
         reader = decord.VideoReader(path, num_threads=1)
         frames = len(reader)

@@ -10,6 +10,7 @@ fraction above a limit raises, naming the files.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,12 +167,19 @@ class _DecodeFailure(Exception):
 
 
 def _decode_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """(width, height) to decode at: short side `short_side` when that shrinks the video, else -1s."""
-    if min(width, height) <= short_side:
-        return -1, -1
+    """(width, height) to decode at so the short side is still >= `short_side`, or (-1, -1) for
+    full size when shrinking would not help.
+
+    The width is rounded up to a multiple of 32: decord 0.6.0 pads scaled rows to an alignment and
+    then fails ("DECORDArrayCopyFromTo: The size must exactly match") for widths such as 16, 48
+    or 72; every multiple of 32 decodes correctly at any height.
+    """
     scale = short_side / min(width, height)
-    even = lambda v: max(2, 2 * round(v * scale / 2))  # noqa: E731  (yuv scalers prefer even sizes)
-    return even(width), even(height)
+    new_width = 32 * math.ceil(width * scale / 32)
+    if new_width >= width:
+        return -1, -1
+    new_height = 2 * math.ceil(height * new_width / width / 2)
+    return new_width, new_height
 
 
 class VideoClipDataset(Dataset):
