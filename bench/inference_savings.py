@@ -28,8 +28,9 @@ from searchlab import flops
 from searchlab.models import PolicyNetwork, VideoIQ, create_backbone, list_backbones
 
 NOTE = (
-    "CPU: quantised kernels are simulated (quantise-dequantise in float), so only skipping saves "
-    "wall-clock time here; the FLOPs ratio is what low-bit kernels would save."
+    "CPU: quantised kernels are simulated (quantise-dequantise in float), so a 2/4-bit frame costs more "
+    "time than a 32-bit one here and only skipping saves wall-clock time; the FLOPs ratio is what "
+    "low-bit integer kernels would save."
 )
 
 
