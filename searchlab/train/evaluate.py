@@ -19,9 +19,14 @@ from searchlab import flops
 from searchlab.train.metrics import accuracy_metrics
 from searchlab.train.worker import Worker, gather_objects
 
-__all__ = ["collect", "per_video", "policy_metrics", "score_metrics", "uniform_metrics"]
+__all__ = ["collect", "decision_bits", "per_video", "policy_metrics", "score_metrics", "uniform_metrics", "uses_map"]
 
 Batch = Mapping[str, Tensor]
+
+
+def uses_map(metric: str, *, manifest_multi_label: bool) -> bool:
+    """Whether ``accuracy`` is mAP: ``data.metric`` "map"/"top1", or "auto" = the manifest decides."""
+    return metric == "map" or (metric == "auto" and manifest_multi_label)
 
 
 @torch.no_grad()

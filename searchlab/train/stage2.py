@@ -239,7 +239,7 @@ def _evaluate(worker: Worker, config: TrialConfig, source: Source, policy: Polic
     outputs = evaluate.collect(worker, source.epoch(0), score)
     videos = evaluate.per_video(outputs, mean=("scores",), total=("gflops", "usage"))
     metrics = evaluate.policy_metrics(videos, decision_space=hp.decision_space, class_names=manifest.class_names,
-                                      multi_label=manifest.multi_label)
+                                      multi_label=evaluate.uses_map(config.data.metric, manifest_multi_label=manifest.multi_label))
     precisions = [b for b in hp.decision_space if b != 0]
     policy_mb = sum(p.numel() for p in policy.parameters()) * 4 / 2**20
     metrics["memory_mb"] = flops.memory_mb(config.model.backbone, bit_widths=precisions,

@@ -31,7 +31,16 @@ from searchlab.train.schedules import cosine_scheduler
 from searchlab.train.tblog import ScalarLog
 from searchlab.train.worker import Worker, checkpoint_epoch, resume, run_epoch, start_worker
 
-__all__ = ["POLICY_FEATURES_FILE", "TEACHER_FILE", "build_policy_classifier", "teacher_loop"]
+__all__ = [
+    "POLICY_FEATURES_FILE",
+    "TEACHER_FILE",
+    "build_policy_classifier",
+    "classifier_step",
+    "policy_frames",
+    "teacher_loop",
+    "teacher_step",
+    "video_logits",
+]
 
 TEACHER_FILE = "teacher.pt"
 POLICY_FEATURES_FILE = "policy_features.pt"
@@ -72,6 +81,27 @@ def policy_frames(frames: Tensor, size: int) -> Tensor:
     return flat.view(n, t, *flat.shape[1:])
 
 
+def teacher_step(*, model: nn.Module, optimizer: torch.optim.Optimizer, frames: Tensor, labels: Tensor) -> dict[str, Tensor]:
+    """One CE step of the recognition network on TSN clips (N, T, 3, H, W)."""
+    loss = F.cross_entropy(video_logits(model, frames), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {"loss/teacher_ce": loss.detach()}
+
+
+def classifier_step(
+    *, model: nn.Module, optimizer: torch.optim.Optimizer, frames: Tensor, labels: Tensor, size: int
+) -> dict[str, Tensor]:
+    """One CE step of MobileNetV2 as a frame classifier at ``size`` px (each frame: its video's label)."""
+    small = policy_frames(frames, size)
+    loss = F.cross_entropy(model(small.flatten(0, 1)), labels.repeat_interleave(small.shape[1]))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {"loss/policy_ce": loss.detach()}
+
+
 def teacher_loop(loop_config: dict[str, Any]) -> None:
     """Ray Train worker loop of the teacher stage (see the module docstring)."""
     config: TrialConfig = loop_config["config"]
@@ -105,24 +135,17 @@ def teacher_loop(loop_config: dict[str, Any]) -> None:
     start_epoch, _ = resume(worker, models=models, optimizer=optimizer, scheduler=scheduler)
     log = ScalarLog(loop_config["log_dir"], enabled=worker.is_writer, start_epoch=start_epoch)
 
-    def teacher_step(_: int, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        frames, labels = batch["frames"].to(worker.device), batch["label"].to(worker.device)
-        loss = F.cross_entropy(video_logits(teacher_ddp, frames), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    def step_teacher(_: int, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        terms = teacher_step(model=teacher_ddp, optimizer=optimizer, frames=batch["frames"].to(worker.device),
+                             labels=batch["label"].to(worker.device))
         scheduler.step()
-        return {"loss/teacher_ce": loss.detach()}
+        return terms
 
-    def classifier_step(_: int, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        frames = policy_frames(batch["frames"].to(worker.device), config.model.policy_input_size)
-        labels = batch["label"].to(worker.device).repeat_interleave(frames.shape[1])
-        loss = F.cross_entropy(classifier_ddp(frames.flatten(0, 1)), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    def step_classifier(_: int, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        terms = classifier_step(model=classifier_ddp, optimizer=optimizer, frames=batch["frames"].to(worker.device),
+                                labels=batch["label"].to(worker.device), size=config.model.policy_input_size)
         scheduler.step()
-        return {"loss/policy_ce": loss.detach()}
+        return terms
 
     for epoch in range(start_epoch, total_epochs):
         sampler.set_epoch(epoch)
@@ -130,12 +153,12 @@ def teacher_loop(loop_config: dict[str, Any]) -> None:
         in_teacher_phase = epoch < hp.epochs
         teacher.train(in_teacher_phase)
         classifier.train(not in_teacher_phase)
-        scalars = run_epoch(worker, loader, teacher_step if in_teacher_phase else classifier_step)
+        scalars = run_epoch(worker, loader, step_teacher if in_teacher_phase else step_classifier)
         scalars["lr"] = optimizer.param_groups[0 if in_teacher_phase else 1]["lr"]
         last = epoch + 1 == total_epochs
         metrics: dict[str, Any] = {}
         if last or (loop_config["eval_every"] and (epoch + 1) % loop_config["eval_every"] == 0):
-            metrics = _evaluate(worker, config, val_set, teacher, classifier, manifest.multi_label,
+            metrics = _evaluate(worker, config, val_set, teacher, classifier, evaluate.uses_map(config.data.metric, manifest_multi_label=manifest.multi_label),
                                 with_classifier=hp.policy_epochs > 0)
             scalars.update({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, float)})
         log.log(epoch, scalars)

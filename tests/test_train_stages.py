@@ -1,0 +1,206 @@
+"""The three stages as real Ray Train runs on tiny synthetic data (one damaged video included).
+
+TorchTrainer.fit() costs ~10-20 s of overhead here, so every run happens once per session in
+fixtures that the tests share: a 1-worker chain (teacher -> stage1 -> cache -> stage2), a
+2-worker chain (stage2 on live backbone outputs), and an interrupted + resumed stage 2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import ray
+import ray.train
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from searchlab.config import TrialConfig, load_trial_config
+from searchlab.data.manifest import read_manifest
+from searchlab.models import create_backbone
+from searchlab.objectives import METRICS
+from searchlab.train.backbone_cache import CachedBackboneOutputs, build_backbone_outputs, load_backbone
+from searchlab.train.launch import StageResult, run_stage
+from searchlab.train.loader import clip_dataset, load_manifest
+from searchlab.train.stage1 import load_teacher
+from searchlab.train.stage2 import LiveOutputs
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}})
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def damaged_data(synthetic_set, tmp_path_factory) -> Path:
+    """A copy of the tiny synthetic set with one training video overwritten by garbage."""
+    _, source = synthetic_set
+    root = tmp_path_factory.mktemp("train_data") / "data"
+    shutil.copytree(source, root)
+    manifest = read_manifest(root / "manifest.parquet", data_root=root)
+    victim = manifest.split("train").table["path"][0].as_py()
+    (root / victim).write_bytes(b"\x00not an mp4\x00" * 64)
+    return root
+
+
+def _config(data: Path, *, workers: int) -> TrialConfig:
+    return load_trial_config("spaces/demo.yaml", {
+        "data.manifest": str(data / "manifest.parquet"), "data.synthetic": None, "data.frames": 4,
+        "data.train_scale": [32, 40], "data.crop_size": 28, "data.eval_short_side": 32, "data.loader_workers": 0,
+        "data.max_failure_fraction": 0.5,
+        "model.policy_input_size": 16, "model.policy_hidden": 16, "model.policy_width_mult": 0.25,
+        "teacher.epochs": 1, "teacher.policy_epochs": 1, "teacher.batch_size": 4,
+        "stage1.epochs": 1, "stage1.batch_size": 4, "stage2.epochs": 2, "stage2.batch_size": 4,
+        "resources.workers": workers,
+    })
+
+
+@pytest.fixture(scope="session")
+def chain1(ray_local, damaged_data, tmp_path_factory) -> dict[str, object]:
+    out = tmp_path_factory.mktemp("chain1")
+    config = _config(damaged_data, workers=1)
+    common = {"config": config, "storage_path": out / "ray"}
+    teacher = run_stage("teacher", output_dir=out / "teacher", name="teacher", **common)
+    stage1 = run_stage("stage1", output_dir=out / "stage1", name="stage1", teacher_dir=teacher.output_dir, **common)
+    cache = build_backbone_outputs(out / "cache", config=config, teacher_dir=teacher.output_dir,
+                                   stage1_dir=stage1.output_dir)
+    stage2 = run_stage("stage2", output_dir=out / "stage2", name="stage2", teacher_dir=teacher.output_dir,
+                       stage1_dir=stage1.output_dir, cache_dir=cache, **common)
+    return {"config": config, "out": out, "teacher": teacher, "stage1": stage1, "cache": cache, "stage2": stage2}
+
+
+@pytest.fixture(scope="session")
+def chain2(ray_local, damaged_data, tmp_path_factory) -> dict[str, StageResult]:
+    out = tmp_path_factory.mktemp("chain2")
+    config = _config(damaged_data, workers=2).with_overrides({"stage2.epochs": 1})
+    common = {"config": config, "storage_path": out / "ray"}
+    teacher = run_stage("teacher", output_dir=out / "teacher", name="teacher", **common)
+    stage1 = run_stage("stage1", output_dir=out / "stage1", name="stage1", teacher_dir=teacher.output_dir, **common)
+    stage2 = run_stage("stage2", output_dir=out / "stage2", name="stage2", teacher_dir=teacher.output_dir,
+                       stage1_dir=stage1.output_dir, **common)  # live backbone outputs
+    return {"teacher": teacher, "stage1": stage1, "stage2": stage2}
+
+
+def _scalars(log_dir: Path) -> dict[str, list[float]]:
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def _finite_losses(result: StageResult) -> dict[str, list[float]]:
+    scalars = _scalars(result.log_dir)
+    losses = {tag: values for tag, values in scalars.items() if tag.startswith("loss/")}
+    assert losses, f"no loss scalars in {result.log_dir}"
+    assert all(math.isfinite(v) for values in losses.values() for v in values)
+    return scalars
+
+
+@pytest.mark.parametrize("chain", ["chain1", "chain2"])
+def test_teacher_trains_both_networks(chain, request):
+    result = request.getfixturevalue(chain)["teacher"]
+    assert {"teacher.pt", "policy_features.pt", "metrics.json", "config.yaml"} <= {p.name for p in result.output_dir.iterdir()}
+    assert 0.0 <= result.metrics["accuracy"] <= 1.0 and "top1" in result.metrics and "policy_accuracy" in result.metrics
+    scalars = _finite_losses(result)
+    assert len(scalars["loss/teacher_ce"]) == 1 and len(scalars["loss/policy_ce"]) == 1  # one epoch each
+
+
+@pytest.mark.parametrize("chain", ["chain1", "chain2"])
+def test_stage1_reports_uniform_baselines(chain, request):
+    result = request.getfixturevalue(chain)["stage1"]
+    uniform = result.metrics["uniform"]
+    assert set(uniform) == {"32", "4", "2"}
+    assert uniform["32"]["gflops"] > uniform["4"]["gflops"] > uniform["2"]["gflops"] > 0
+    assert result.metrics["accuracy"] == uniform["32"]["accuracy"] and result.metrics["memory_mb"] > 0
+    scalars = _finite_losses(result)
+    assert {"loss/ce_32", "loss/kd_4", "loss/ce_2", "eval/accuracy_2", "eval/gflops_32"} <= set(scalars)
+    assert json.loads((result.output_dir / "sources.json").read_text())["teacher"]
+
+
+@pytest.mark.parametrize("chain", ["chain1", "chain2"])
+def test_stage2_reports_the_metric_contract(chain, request):
+    result = request.getfixturevalue(chain)["stage2"]
+    metrics = result.metrics
+    assert set(METRICS) <= set(metrics) and "top1" in metrics
+    assert metrics["gflops_p5"] <= metrics["gflops"] <= metrics["gflops_p95"]
+    assert sum(metrics["usage"].values()) == pytest.approx(1.0)
+    assert metrics["skip_fraction"] == pytest.approx(metrics["usage"]["0"])
+    assert all(sum(u.values()) == pytest.approx(1.0) for u in metrics["usage_per_class"].values())
+    scalars = _finite_losses(result)
+    assert {"tau", "usage/0", "loss/efficiency", "loss/balance", "loss/decisiveness", "eval/gflops",
+            "eval/usage_32"} <= set(scalars)
+
+
+def test_stage2_temperature_follows_the_schedule(chain1):
+    # demo: exponential per epoch, tau0 = 5, rate = 0.7
+    assert _scalars(chain1["stage2"].log_dir)["tau"] == pytest.approx([5.0, 3.5])
+
+
+def test_interrupted_stage2_resumes_exactly(chain1):
+    out: Path = chain1["out"]
+    common = {"config": chain1["config"], "storage_path": out / "ray", "name": "stage2-resumed",
+              "output_dir": out / "stage2-resumed", "teacher_dir": chain1["teacher"].output_dir,
+              "stage1_dir": chain1["stage1"].output_dir, "cache_dir": chain1["cache"]}
+    with pytest.raises(ray.train.TrainingFailedError):
+        run_stage("stage2", inject_failure_after_epoch=1, **common)
+    assert not (out / "stage2-resumed").exists()
+    resumed = run_stage("stage2", **common)
+    reference = chain1["stage2"]
+    mine = torch.load(resumed.output_dir / "policy.pt", weights_only=True)
+    theirs = torch.load(reference.output_dir / "policy.pt", weights_only=True)
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert resumed.metrics == reference.metrics
+    assert _scalars(resumed.log_dir)["loss/total"] == pytest.approx(_scalars(reference.log_dir)["loss/total"])
+
+
+def test_cache_matches_live_backbone_outputs(chain1):
+    config: TrialConfig = chain1["config"]
+    manifest, root = load_manifest(config.data)
+    cached = CachedBackboneOutputs(chain1["cache"], split="val")
+    assert len(cached) == len(manifest.split("val"))
+    live = LiveOutputs(
+        backbone=load_backbone(config, stage1_dir=chain1["stage1"].output_dir, num_classes=manifest.num_classes),
+        teacher=load_teacher(config, teacher_dir=chain1["teacher"].output_dir, num_classes=manifest.num_classes),
+        config=config, device=torch.device("cpu"))
+    dataset = clip_dataset(config.data, manifest=manifest, root=root, split="val", train=False, seed=config.seed)
+    items = [dataset[i] for i in range(2)]
+    expected = live({key: torch.stack([item[key] for item in items]) for key in items[0]})
+    got = cached.__getitems__([0, 1])
+    assert got["frame_logits"].shape == expected["frame_logits"].shape == (2, 4, 3, manifest.num_classes)
+    assert torch.allclose(got["frame_logits"], expected["frame_logits"], rtol=1e-2, atol=1e-2)
+    assert torch.allclose(got["teacher_logits"], expected["teacher_logits"], rtol=1e-2, atol=1e-2)
+    assert torch.allclose(got["policy_frames"], expected["policy_frames"], atol=0.05)  # uint8 rounding
+    assert torch.equal(got["label"], expected["label"])
+
+
+def test_training_views_cycle_per_epoch(chain1):
+    cached = CachedBackboneOutputs(chain1["cache"], split="train")
+    assert cached.views == chain1["config"].stage2.cached_views == 2
+    cached.set_epoch(0)
+    first = cached.__getitems__([1])["policy_frames"]
+    cached.set_epoch(1)
+    second = cached.__getitems__([1])["policy_frames"]
+    cached.set_epoch(2)
+    assert not torch.equal(first, second) and torch.equal(cached.__getitems__([1])["policy_frames"], first)
+
+
+def test_damaged_video_did_not_stop_the_stages(chain1, damaged_data):
+    manifest = read_manifest(damaged_data / "manifest.parquet", data_root=damaged_data)
+    damaged = damaged_data / manifest.split("train").table["path"][0].as_py()
+    assert damaged.read_bytes().startswith(b"\x00not an mp4")
+    assert (chain1["stage2"].output_dir / "policy.pt").is_file()
+
+
+def test_stage_artifact_loads_into_a_fresh_network(chain1):
+    config: TrialConfig = chain1["config"]
+    backbone = create_backbone("resnet10", num_classes=4, bit_widths=config.model.bit_widths, alpha_init=1.0)
+    backbone.load_state_dict(torch.load(chain1["stage1"].output_dir / "backbone.pt", weights_only=True))
