@@ -51,13 +51,16 @@ def choose(frame: pd.DataFrame, *, max_gflops: float | None, min_accuracy: float
     if max_gflops is not None:
         within = front[front["gflops"] <= max_gflops]
         if within.empty:
-            raise PickError(f"no trial runs within {max_gflops:g} GFLOPs; the cheapest front point needs "
-                            f"{front['gflops'].min():.3g} GFLOPs")
+            cheapest = front.sort_values(["gflops", "number"]).iloc[0]
+            raise PickError(f"no trial runs within {max_gflops:g} GFLOPs; the cheapest, trial {int(cheapest['number'])}, "
+                            f"needs {cheapest['gflops']:.3g} GFLOPs (accuracy {cheapest['accuracy']:.4g})")
         return within.sort_values(["accuracy", "number"], ascending=[False, True]).iloc[0]
     assert min_accuracy is not None
     good = front[front["accuracy"] >= min_accuracy]
     if good.empty:
-        raise PickError(f"no trial reaches accuracy {min_accuracy:g}; the best reaches {front['accuracy'].max():.4g}")
+        best = front.sort_values(["accuracy", "number"], ascending=[False, True]).iloc[0]
+        raise PickError(f"no trial reaches accuracy {min_accuracy:g}; the best, trial {int(best['number'])}, reaches "
+                        f"{best['accuracy']:.4g} at {best['gflops']:.3g} GFLOPs")
     return good.sort_values(["gflops", "number"]).iloc[0]
 
 
@@ -101,28 +104,45 @@ def card_markdown(card: dict[str, Any], config: dict[str, Any]) -> str:
 
 
 def export_bundle(row: pd.Series, *, run_dir: Path, out: Path) -> Path:
-    """Write the bundle into `out` atomically (a temp folder renamed into place)."""
+    """Write the bundle into `out` atomically (a temp folder renamed into place).
+
+    An existing bundle at `out` is replaced; any other existing folder or file is left alone and
+    reported, so a mistyped --out never deletes someone's data.
+    """
     artifacts = (row["details"] or {}).get("artifacts") or {}
     stage1, stage2 = Path(artifacts.get("stage1", "")), Path(artifacts.get("stage2", ""))
-    for name, folder, weights in (("stage1", stage1, "backbone.pt"), ("stage2", stage2, "policy.pt")):
-        if not (folder / weights).is_file():
-            raise PickError(f"trial {row['trial_id']}: {name} weights {folder / weights} are missing")
-    config = yaml.safe_load((stage2 / "config.yaml").read_text())
-    card = card_of(row, run_dir=run_dir)
+    needed = ((stage1 / "backbone.pt", "stage-1 weights"), (stage2 / "policy.pt", "stage-2 weights"),
+              (stage2 / "config.yaml", "stage-2 configuration"))
+    missing = [f"{what} {path}" for path, what in needed if not path.is_file()]
+    if missing:
+        raise PickError(f"trial {row['trial_id']}: missing {', '.join(missing)}; re-run the trial (--resume) "
+                        "or pick another one")
     class_names = (row["details"] or {}).get("class_names")
     if class_names is None:
         raise PickError(f"trial {row['trial_id']} did not record its class names; re-run the sweep")
+    if out.exists() and not (out.is_dir() and (out / "card.json").is_file()):
+        raise PickError(f"{out} exists and is not a searchlab bundle; choose another --out or remove it yourself")
+    config = yaml.safe_load((stage2 / "config.yaml").read_text())
+    card = card_of(row, run_dir=run_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    shutil.copy2(stage1 / "backbone.pt", staging / "backbone.pt")
-    shutil.copy2(stage2 / "policy.pt", staging / "policy.pt")
-    (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (staging / "classes.json").write_text(json.dumps(list(class_names)))
-    (staging / "card.json").write_text(json.dumps(card, indent=2))
-    (staging / "card.md").write_text(card_markdown(card, config))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(staging, out)
+    try:
+        shutil.copy2(stage1 / "backbone.pt", staging / "backbone.pt")
+        shutil.copy2(stage2 / "policy.pt", staging / "policy.pt")
+        (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        (staging / "classes.json").write_text(json.dumps(list(class_names)))
+        (staging / "card.json").write_text(json.dumps(card, indent=2))
+        (staging / "card.md").write_text(card_markdown(card, config))
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+            os.replace(out, old / "previous")
+            os.replace(staging, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
     return out
 
 

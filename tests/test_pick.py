@@ -1,0 +1,207 @@
+"""`python -m searchlab.pick` on a hand-built run directory with real weights and a real config.
+
+Trials (number: accuracy, GFLOPs): the feasible completed front is 0 (0.50, 1.0), 1 (0.75, 2.0),
+2 (0.80, 4.0), 3 (0.82, 8.0), whose knee is 1; 4 (0.60, 5.0) is dominated by 2; 5 (0.99, 0.5) would
+dominate everything but is infeasible; 6 failed and 7 is still running (both with metrics that
+would dominate everything, so picking them would show).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from searchlab import deploy
+from searchlab.config import TrialConfig, load_sweep
+from searchlab.models import PolicyNetwork, create_backbone
+from searchlab.pick import main
+from searchlab.results import ACTION_USAGE, TrialRecord, TrialsTable
+
+REPO = Path(__file__).resolve().parents[1]
+T0 = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
+CLASSES = ["archery", "bowling", "cooking", "diving"]
+TINY = {"data.frames": 4, "data.crop_size": 32, "model.policy_width_mult": 0.25, "model.policy_input_size": 32,
+        "model.policy_hidden": 16}
+
+# number: (accuracy, gflops, status, feasible, decision space)
+TRIALS = {
+    0: (0.50, 1.0, "completed", True, [32, 0]),
+    1: (0.75, 2.0, "completed", True, [32, 4, 2, 0]),
+    2: (0.80, 4.0, "completed", True, [32, 4, 2]),
+    3: (0.82, 8.0, "completed", True, [32, 4, 0]),
+    4: (0.60, 5.0, "completed", True, [32, 2, 0]),
+    5: (0.99, 0.5, "completed", False, [32, 0]),
+    6: (0.99, 0.1, "failed", None, [32, 0]),
+    7: (0.99, 0.1, "running", None, [32, 0]),
+}
+FRONT = {0, 1, 2, 3}
+
+
+def trial_config(decision_space: list[int]) -> TrialConfig:
+    """The demo sweep's base at test sizes: what a sweep writes into each stage-2 artifact."""
+    return load_sweep(REPO / "spaces" / "demo.yaml").base.with_overrides(
+        {**TINY, "stage2.decision_space": decision_space}
+    )
+
+
+def write_run_dir(root: Path) -> Path:
+    """A run directory as the sweep leaves it: trials.parquet plus the stage artifacts it points to."""
+    run_dir = root / "runs" / "demo"
+    stage1 = root / "runs" / "cache" / "stage1" / "k1"
+    stage1.mkdir(parents=True)
+    torch.manual_seed(0)
+    backbone = create_backbone("resnet10", num_classes=len(CLASSES), bit_widths=(32, 4, 2), alpha_init=4.0)
+    torch.save(backbone.state_dict(), stage1 / "backbone.pt")
+    table = TrialsTable.in_run(run_dir)
+    for number, (accuracy, gflops, status, feasible, space) in TRIALS.items():
+        stage2 = run_dir / "trials" / f"trial_{number:03d}" / "stage2"
+        stage2.mkdir(parents=True)
+        torch.manual_seed(100 + number)
+        policy = PolicyNetwork(num_actions=len(space), input_size=32, hidden_size=16, width_mult=0.25)
+        torch.save(policy.state_dict(), stage2 / "policy.pt")
+        config = trial_config(space)
+        (stage2 / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        usage = {str(b): 1.0 / len(space) for b in space}
+        table.upsert(TrialRecord(
+            trial_id=f"trial_{number:03d}",
+            number=number,
+            status=status,
+            error="stage 2 ran out of memory" if status == "failed" else None,
+            params={"stage2.decision_space": space},
+            metrics={
+                "accuracy": accuracy, "gflops": gflops, "gflops_p5": 0.5 * gflops, "gflops_p95": 1.5 * gflops,
+                "memory_mb": 4.0 + number, "skip_fraction": usage.get("0", 0.0), "top1": accuracy,
+                ACTION_USAGE: usage, "class_names": CLASSES,
+                "artifacts": {"stage1": str(stage1), "stage2": str(stage2)},
+            },
+            feasible=feasible,
+            violations={"gflops <= 20": gflops - 20.0},
+            stage1_key="k1",
+            started=T0,
+            finished=T0 if status != "running" else None,
+        ))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_run_dir(tmp_path_factory.mktemp("pick"))
+
+
+def picked(run_dir: Path, out: Path, *flags: str) -> dict:
+    assert main([str(run_dir), *flags, "--out", str(out)]) == 0
+    return json.loads((out / "card.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("flags", "number"),
+    [
+        (("--max-gflops", "4.5"), 2),  # 5 (infeasible, 0.99 at 0.5) and 4 (dominated) lie within too
+        (("--max-gflops", "100"), 3),
+        (("--max-gflops", "1.0"), 0),  # the bound itself is within budget
+        (("--min-accuracy", "0.78"), 2),
+        (("--min-accuracy", "0.5"), 0),
+        (("--min-accuracy", "0.82"), 3),
+        (("--knee",), 1),
+    ],
+)
+def test_pick_chooses_the_requested_front_point(run_dir: Path, tmp_path: Path, flags: tuple[str, ...],
+                                                number: int) -> None:
+    card = picked(run_dir, tmp_path / "bundle", *flags)
+    assert card["source"]["number"] == number
+    assert card["source"]["trial_id"] == f"trial_{number:03d}"
+
+
+@pytest.mark.parametrize("budget", [1.0, 1.5, 2.0, 3.9, 5.0, 7.99, 9.0])
+def test_budget_picks_only_feasible_completed_front_points(run_dir: Path, tmp_path: Path, budget: float) -> None:
+    number = picked(run_dir, tmp_path / "bundle", "--max-gflops", str(budget))["source"]["number"]
+    assert number in FRONT
+    assert number == max((n for n in FRONT if TRIALS[n][1] <= budget), key=lambda n: TRIALS[n][0])
+
+
+def test_bundle_holds_every_file_and_the_chosen_trials_numbers(run_dir: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bundle"
+    card = picked(run_dir, out, "--min-accuracy", "0.7")
+    assert sorted(p.name for p in out.iterdir()) == sorted(deploy.BUNDLE_FILES)
+    accuracy, gflops, _, _, space = TRIALS[1]
+    assert card["accuracy"] == pytest.approx(accuracy)
+    assert card["accuracy_metric"] == "top-1"
+    assert card["gflops_mean"] == pytest.approx(gflops)
+    assert card["gflops_p5"] == pytest.approx(0.5 * gflops)
+    assert card["gflops_p95"] == pytest.approx(1.5 * gflops)
+    assert card["memory_mb"] == pytest.approx(5.0)
+    assert card["skip_fraction"] == pytest.approx(0.25)
+    assert card["action_usage"] == {str(b): 0.25 for b in space}
+    assert card["params"] == {"stage2.decision_space": space}
+    trial = run_dir / "trials" / "trial_001" / "stage2"
+    assert (out / "policy.pt").read_bytes() == (trial / "policy.pt").read_bytes()
+    assert yaml.safe_load((out / "config.yaml").read_text()) == yaml.safe_load((trial / "config.yaml").read_text())
+    assert json.loads((out / "classes.json").read_text()) == CLASSES
+    markdown = (out / "card.md").read_text()
+    assert "accuracy (top-1) | 0.7500" in markdown
+    assert "GFLOPs per video, mean | 2.000" in markdown
+    assert "GFLOPs per video, p5 / p95 | 1.000 / 3.000" in markdown
+    assert "32: 25%" in markdown and "0: 25%" in markdown
+    printed = capsys.readouterr().out
+    assert "picked trial 1: accuracy 0.7500, 2.000 GFLOPs" in printed
+    model = deploy.load(out)
+    assert model.model.decision_space == tuple(space)
+    assert model.class_names == tuple(CLASSES)
+
+
+def test_budget_nothing_meets_exits_2_naming_the_cheapest(run_dir: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bundle"
+    assert main([str(run_dir), "--max-gflops", "0.8", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "within 0.8 GFLOPs" in error
+    assert "trial 0" in error and "needs 1 GFLOPs" in error
+    assert not out.exists()
+    assert main([str(run_dir), "--min-accuracy", "0.9", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "accuracy 0.9" in error and "trial 3" in error and "0.82" in error
+    assert list(tmp_path.iterdir()) == []  # no bundle, no staging folder left behind
+
+
+def test_missing_run_dir_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path / "nope"), "--knee", "--out", str(tmp_path / "bundle")]) == 2
+    error = capsys.readouterr().err
+    assert "trials.parquet does not exist" in error and "searchlab.sweep" in error
+
+
+def test_run_without_completed_feasible_trials_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    TrialsTable.in_run(tmp_path / "run").upsert(
+        TrialRecord(trial_id="t0", number=0, status="failed", error="boom", metrics={"accuracy": 0.9, "gflops": 1.0})
+    )
+    assert main([str(tmp_path / "run"), "--knee", "--out", str(tmp_path / "bundle")]) == 2
+    assert "no completed feasible trial" in capsys.readouterr().err
+
+
+def test_missing_weights_exit_2_naming_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = write_run_dir(tmp_path)
+    (run_dir / "trials" / "trial_001" / "stage2" / "policy.pt").unlink()
+    (run_dir / "trials" / "trial_001" / "stage2" / "config.yaml").unlink()
+    assert main([str(run_dir), "--knee", "--out", str(tmp_path / "bundle")]) == 2
+    error = capsys.readouterr().err
+    assert "trial_001" in error and "policy.pt" in error and "config.yaml" in error
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_out_replaces_a_bundle_but_never_another_folder(run_dir: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bundle"
+    assert picked(run_dir, out, "--knee")["source"]["number"] == 1
+    assert picked(run_dir, out, "--max-gflops", "100")["source"]["number"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    assert main([str(run_dir), "--knee", "--out", str(precious)]) == 2
+    assert "is not a searchlab bundle" in capsys.readouterr().err
+    assert (precious / "notes.txt").read_text() == "keep me"
