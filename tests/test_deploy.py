@@ -1,0 +1,170 @@
+"""`searchlab.deploy.load` on a bundle written by hand in the format `searchlab.pick` exports.
+
+The precision test forces the policy's decisions: the LSTM's hidden states do not depend on the
+actions, so an fc layer fitted to them (least squares) makes the policy take a chosen action on
+each frame; a hook on the backbone then shows which precisions ran on how many frames.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import Tensor
+
+from searchlab.config import load_sweep
+from searchlab.deploy import BUNDLE_FILES, DeployedVideoIQ, load
+from searchlab.models import PolicyNetwork, create_backbone
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["archery", "bowling", "cooking", "diving"]
+SPACE = (32, 4, 2, 0)
+TINY = {"data.frames": 4, "data.crop_size": 32, "model.policy_width_mult": 0.25, "model.policy_input_size": 32,
+        "model.policy_hidden": 16, "stage2.decision_space": list(SPACE)}
+
+
+def write_bundle(folder: Path) -> Path:
+    """config.yaml, weights of both stages, classes and a card: the files of deploy.BUNDLE_FILES."""
+    folder.mkdir(parents=True)
+    config = load_sweep(REPO / "spaces" / "demo.yaml").base.with_overrides(TINY)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    torch.manual_seed(0)
+    backbone = create_backbone("resnet10", num_classes=len(CLASSES), bit_widths=(32, 4, 2), alpha_init=4.0)
+    torch.save(backbone.state_dict(), folder / "backbone.pt")
+    policy = PolicyNetwork(num_actions=len(SPACE), input_size=32, hidden_size=16, width_mult=0.25)
+    torch.save(policy.state_dict(), folder / "policy.pt")
+    (folder / "classes.json").write_text(json.dumps(CLASSES))
+    (folder / "card.json").write_text(json.dumps({"accuracy": 0.7, "gflops_mean": 1.5}))
+    (folder / "card.md").write_text("# card\n")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny convolutions run 100x slower with two threads on a CPU shared with other jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_bundle(tmp_path_factory.mktemp("deploy") / "bundle")
+
+
+@pytest.fixture
+def frames() -> Tensor:
+    return torch.randn(2, 4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def test_predict_gives_probabilities_and_one_hot_actions(bundle: Path, frames: Tensor) -> None:
+    deployed = load(bundle)
+    probs, actions = deployed.predict(frames)
+    assert probs.shape == (2, len(CLASSES))
+    assert torch.allclose(probs.sum(dim=1), torch.ones(2), atol=1e-6)
+    assert (probs >= 0).all()
+    assert actions.shape == (2, 4, len(SPACE))
+    assert set(actions.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(actions.sum(dim=-1), torch.ones(2, 4))
+    assert deployed.class_names == tuple(CLASSES)
+    assert deployed.card == {"accuracy": 0.7, "gflops_mean": 1.5}
+    assert deployed.config.stage2.decision_space == SPACE
+    assert not deployed.model.training
+
+
+def test_loaded_weights_equal_the_saved_ones(bundle: Path) -> None:
+    deployed = load(bundle)
+    for module, name in ((deployed.model.backbone, "backbone.pt"), (deployed.model.policy, "policy.pt")):
+        saved = torch.load(bundle / name, weights_only=True)
+        loaded = module.state_dict()
+        assert loaded.keys() == saved.keys()
+        assert all(torch.equal(loaded[key], saved[key]) for key in saved)
+
+
+def test_incomplete_bundle_names_the_missing_files(tmp_path: Path) -> None:
+    folder = write_bundle(tmp_path / "bundle")
+    (folder / "policy.pt").unlink()
+    (folder / "card.md").unlink()
+    with pytest.raises(FileNotFoundError) as caught:
+        load(folder)
+    message = str(caught.value)
+    assert "'policy.pt'" in message and "'card.md'" in message
+    assert all(f"'{name}'" not in message for name in BUNDLE_FILES if name not in ("policy.pt", "card.md"))
+    assert "searchlab.pick" in message
+    with pytest.raises(FileNotFoundError, match="missing"):
+        load(tmp_path / "nothing-here")
+
+
+def hidden_states(policy: PolicyNetwork, frames: Tensor) -> Tensor:
+    """The LSTM's hidden state after each frame (N, T, H), as the policy computes it at inference."""
+    features = policy.extract(frames)
+    state, steps = None, []
+    for t in range(frames.shape[1]):
+        _, state = policy.step(features[:, t], state)
+        steps.append(state[0])
+    return torch.stack(steps, dim=1)
+
+
+def force_actions(deployed: DeployedVideoIQ, frames: Tensor, plan: list[list[int]]) -> None:
+    """Fit the policy's fc so that frame (n, t) takes action index plan[n][t]."""
+    policy = deployed.model.policy
+    with torch.no_grad():
+        hidden = hidden_states(policy, frames).reshape(-1, policy.fc.in_features).double()
+        inputs = torch.cat([hidden, torch.ones(len(hidden), 1, dtype=hidden.dtype)], dim=1)
+        targets = 10.0 * torch.nn.functional.one_hot(torch.tensor(plan).reshape(-1), len(SPACE)).double()
+        solution = torch.linalg.lstsq(inputs, targets, driver="gelsd").solution  # (H + 1, |Ω|)
+        policy.fc.weight.copy_(solution[:-1].T.float())
+        policy.fc.bias.copy_(solution[-1].float())
+
+
+def record_backbone_calls(deployed: DeployedVideoIQ) -> list[tuple[int, int]]:
+    """(bit-width, number of frames) of every backbone call from now on."""
+    calls: list[tuple[int, int]] = []
+    deployed.model.backbone.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append((kwargs["bits"], args[0].shape[0])), with_kwargs=True
+    )
+    return calls
+
+
+def test_inference_runs_only_the_chosen_precisions(bundle: Path, frames: Tensor) -> None:
+    deployed = load(bundle)
+    plan = [[0, 3, 1, 3], [2, 0, 0, 3]]  # action indices into SPACE: video 0 = 32, skip, 4, skip
+    force_actions(deployed, frames, plan)
+    calls = record_backbone_calls(deployed)
+    probs, actions = deployed.predict(frames)
+    assert actions.argmax(dim=-1).tolist() == plan
+    assert sorted(calls) == [(2, 1), (4, 1), (32, 3)]  # 5 of 8 frames ran, skipped frames ran nothing
+    calls.clear()
+    backbone = deployed.model.backbone
+    with torch.no_grad():
+        expected = torch.stack([
+            torch.stack([backbone(frames[n, t : t + 1], bits=SPACE[k])[0]
+                         for t, k in enumerate(row) if SPACE[k] != 0]).mean(dim=0)
+            for n, row in enumerate(plan)
+        ]).softmax(dim=-1)
+    assert torch.allclose(probs, expected, atol=1e-5)
+
+
+def test_a_video_whose_frames_are_all_skipped_costs_nothing(bundle: Path, frames: Tensor) -> None:
+    deployed = load(bundle)
+    with torch.no_grad():
+        deployed.model.policy.fc.weight.zero_()
+        deployed.model.policy.fc.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 5.0]))  # always skip
+    calls = record_backbone_calls(deployed)
+    probs, actions = deployed.predict(frames)
+    assert calls == []
+    assert torch.equal(actions.argmax(dim=-1), torch.full((2, 4), SPACE.index(0)))
+    assert torch.allclose(probs, torch.full((2, len(CLASSES)), 1 / len(CLASSES)))
+
+
+def test_deploy_imports_neither_ray_nor_optuna() -> None:
+    code = "import sys, searchlab.deploy; print(sorted({'ray', 'optuna'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert result.stdout.strip() == "[]"
