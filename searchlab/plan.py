@@ -6,13 +6,21 @@ from pathlib import Path
 
 from searchlab.config import Sweep
 
-# Keys whose change needs a new stage-1 (and teacher) training; everything else reuses them.
-STAGE1_SECTIONS = ("data.", "model.backbone", "model.bit_widths", "model.pretrained", "teacher.", "stage1.", "seed")
+# Keys whose change needs a new stage-1 (and teacher) training; everything else reuses them. They
+# mirror the fields `searchlab.pipeline` hashes into the teacher and stage-1 cache keys: the teacher
+# also trains the policy's feature extractor (so its input size, width and initialisation count),
+# and the global batch is the per-worker batch times resources.workers.
+STAGE1_SECTIONS = (
+    "data.", "model.backbone", "model.bit_widths", "model.pretrained", "model.policy_input_size",
+    "model.policy_width_mult", "model.policy_pretrained", "teacher.", "stage1.", "resources.workers", "seed",
+)
+# Data keys the cache keys leave out: where the videos are read from and how many loader processes.
+NOT_STAGE1 = ("data.root", "data.loader_workers")
 
 
 def stage1_keys(sweep: Sweep) -> list[str]:
     """Searched keys that change what stage 1 trains (each new value means one more training)."""
-    return [key for key in sweep.space if key.startswith(STAGE1_SECTIONS)]
+    return [key for key in sweep.space if key.startswith(STAGE1_SECTIONS) and key not in NOT_STAGE1]
 
 
 def describe_plan(sweep: Sweep, *, run_dir: Path) -> str:
