@@ -17,9 +17,15 @@ def ensure_data(data: DataConfig, *, generate: bool) -> Path:
     if manifest.is_file():
         return manifest
     if data.synthetic is not None:
+        from searchlab.data.synthetic import MANIFEST_NAME, generate_synthetic
+
+        if manifest.name != MANIFEST_NAME:
+            raise DataMissing(
+                f"{manifest} does not exist, and the synthetic set is always written to <folder>/{MANIFEST_NAME}; "
+                f"set data.manifest to {manifest.with_name(MANIFEST_NAME)}"
+            )
         if not generate:
             raise DataMissing(f"{manifest} does not exist yet; the sweep will generate the synthetic set there")
-        from searchlab.data.synthetic import generate_synthetic
 
         knobs = data.synthetic
         generate_synthetic(
@@ -28,9 +34,14 @@ def ensure_data(data: DataConfig, *, generate: bool) -> Path:
             seed=knobs.seed, multi_label=knobs.multi_label,
         )
         return manifest
+    videos = Path(data.root) if data.root else manifest.parent
+    # prepare writes paths relative to --videos; the sweep reads them relative to data.root (default:
+    # the manifest's folder), so the two must name the same folder.
+    root_note = "" if data.root else " (--videos is searched recursively; to use another folder set data.root to it)"
     raise DataMissing(
         f"the {data.source} data set is not prepared: {manifest} does not exist.\n"
-        f"  Prepare it with `python -m searchlab.data.prepare {data.source} ... --out {manifest}` "
-        f"(see `python -m searchlab.data.prepare {data.source} --help` and README 'Preparing data sets'),\n"
+        f"  Prepare it with `python -m searchlab.data.prepare {data.source} ... --videos {videos} --out {manifest}`"
+        f"{root_note}\n"
+        f"  (see `python -m searchlab.data.prepare {data.source} --help` and README 'Preparing data sets'),\n"
         "  or point data.manifest in the sweep file at an existing manifest."
     )

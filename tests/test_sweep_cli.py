@@ -13,6 +13,8 @@ import pytest
 import yaml
 
 from searchlab.config import SpaceEntry, Sweep, load_sweep
+from searchlab.data.manifest import read_manifest
+from searchlab.data_check import DataMissing, ensure_data
 from searchlab.plan import describe_plan, stage1_keys
 from searchlab.sweep import TUNE_DIR_NAME, main
 
@@ -91,7 +93,8 @@ def test_dry_run_on_anet_prints_the_plan_and_how_to_prepare_the_data(tmp_path: P
     assert "constraints     gflops <= 40" in out
     assert all(key in out for key in sweep.space)
     assert "note: the activitynet data set is not prepared" in out
-    assert "python -m searchlab.data.prepare activitynet" in out
+    manifest = Path(sweep.base.data.manifest)
+    assert f"python -m searchlab.data.prepare activitynet ... --videos {manifest.parent} --out {manifest}" in out
     assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
 
 
@@ -123,6 +126,32 @@ def test_an_earlier_run_needs_resume_or_overwrite(tmp_path: Path, synthetic_set:
     assert f"{storage.resolve() / 'tiny'} holds an earlier run" in error
     assert "--resume" in error and "--overwrite" in error
     assert (previous / "experiment_state.json").read_text() == "{}"  # refused, so nothing was deleted
+
+
+SYNTHETIC = {"classes": 2, "train_per_class": 1, "val_per_class": 1, "frames": 4, "size": 16}
+
+
+def test_data_check_generates_the_synthetic_set_only_when_allowed(tmp_path: Path) -> None:
+    tree = tiny_sweep_tree(manifest=str(tmp_path / "synthetic" / "manifest.parquet"))
+    tree["base"]["data"]["synthetic"] = SYNTHETIC
+    data = load_sweep(write_sweep(tmp_path / "s.yaml", tree)).base.data
+    with pytest.raises(DataMissing, match="will generate the synthetic set there"):
+        ensure_data(data, generate=False)
+    assert not (tmp_path / "synthetic").exists()
+    manifest = ensure_data(data, generate=True)
+    assert manifest == tmp_path / "synthetic" / "manifest.parquet"
+    assert read_manifest(manifest).num_classes == 2
+    assert ensure_data(data, generate=False) == manifest  # there now: nothing to do
+
+
+def test_a_synthetic_manifest_not_named_manifest_parquet_exits_2(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    tree = tiny_sweep_tree(manifest=str(tmp_path / "synthetic" / "clips.parquet"))
+    tree["base"]["data"]["synthetic"] = SYNTHETIC
+    assert main([str(write_sweep(tmp_path / "s.yaml", tree)), "--storage", str(tmp_path / "runs")]) == 2
+    error = capsys.readouterr().err
+    assert f"set data.manifest to {tmp_path / 'synthetic' / 'manifest.parquet'}" in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]  # nothing generated, no run directory
 
 
 @pytest.mark.parametrize("path", SPACES, ids=[p.stem for p in SPACES])
