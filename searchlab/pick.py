@@ -52,8 +52,9 @@ def choose(frame: pd.DataFrame, *, max_gflops: float | None, min_accuracy: float
         within = front[front["gflops"] <= max_gflops]
         if within.empty:
             cheapest = front.sort_values(["gflops", "number"]).iloc[0]
-            raise PickError(f"no trial runs within {max_gflops:g} GFLOPs; the cheapest, trial {int(cheapest['number'])}, "
-                            f"needs {cheapest['gflops']:.3g} GFLOPs (accuracy {cheapest['accuracy']:.4g})")
+            raise PickError(f"no trial runs within {max_gflops:g} GFLOPs; the cheapest, trial "
+                            f"{int(cheapest['number'])}, needs {cheapest['gflops']:.3g} GFLOPs "
+                            f"(accuracy {cheapest['accuracy']:.4g})")
         return within.sort_values(["accuracy", "number"], ascending=[False, True]).iloc[0]
     assert min_accuracy is not None
     good = front[front["accuracy"] >= min_accuracy]
