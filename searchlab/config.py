@@ -519,8 +519,10 @@ def _hidden_cross_checks(error: ValidationError, base_tree: Any) -> list[str]:
         return []
     sections: dict[str, Any] = {}
     for name, model in (("model", ModelConfig), ("stage1", Stage1Config), ("stage2", Stage2Config)):
-        try:
-            sections[name] = model.model_validate(base_tree.get(name) or {})
+        section = base_tree.get(name) or {}
+        known = {k: v for k, v in section.items() if k in model.model_fields} if isinstance(section, dict) else {}
+        try:  # unknown keys are reported already; they must not hide the cross-section checks
+            sections[name] = model.model_validate(known)
         except ValidationError:
             pass  # that section's own errors are already reported; skip the checks that need it
     problems = []

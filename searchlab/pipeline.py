@@ -37,7 +37,7 @@ def teacher_fields(config: TrialConfig) -> dict[str, Any]:
     model = config.model
     return {
         "manifest": _manifest_fingerprint(config.data.manifest),
-        "data": config.data.model_dump(mode="json", exclude={"manifest", "root", "loader_workers"}),
+        "data": config.data.model_dump(mode="json", exclude={"manifest", "loader_workers"}),
         "backbone": model.backbone,
         "pretrained": model.pretrained,
         "policy": [model.policy_input_size, model.policy_width_mult, model.policy_pretrained],

@@ -14,8 +14,8 @@ STAGE1_SECTIONS = (
     "data.", "model.backbone", "model.bit_widths", "model.pretrained", "model.policy_input_size",
     "model.policy_width_mult", "model.policy_pretrained", "teacher.", "stage1.", "resources.workers", "seed",
 )
-# Data keys the cache keys leave out: where the videos are read from and how many loader processes.
-NOT_STAGE1 = ("data.root", "data.loader_workers")
+# Data keys the cache keys leave out: how many loader processes read the videos.
+NOT_STAGE1 = ("data.loader_workers",)
 
 
 def stage1_keys(sweep: Sweep) -> list[str]:

@@ -27,11 +27,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m searchlab.sweep", description=__doc__.split("\n")[0])
     parser.add_argument("file", help="sweep file, e.g. spaces/demo.yaml")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
-    parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep in its run directory")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true", help="continue the interrupted sweep in its run directory")
     parser.add_argument("--max-trials", type=int, default=None, help="override search.trials")
     parser.add_argument("--dry-run", action="store_true", help="validate, print the trial plan, run nothing")
     parser.add_argument("--storage", default=None, help="override storage (the run directory's parent)")
-    parser.add_argument("--overwrite", action="store_true",
+    start.add_argument("--overwrite", action="store_true",
                         help="delete an earlier run of this sweep first (cached stage artifacts are kept)")
     return parser.parse_args(argv)
 
@@ -54,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if "://" in sweep.storage:
+        print(f"error: storage {sweep.storage!r} is a URI; searchlab needs a file system path that every node sees "
+              "(mount the bucket or NFS share, e.g. /mnt/searchlab/runs, and set storage to it)", file=sys.stderr)
+        return 2
     run_dir = Path(sweep.storage).resolve() / sweep.base.name
     print(describe_plan(sweep, run_dir=run_dir))
     if args.dry_run:
@@ -62,23 +67,23 @@ def main(argv: list[str] | None = None) -> int:
         except DataMissing as missing:
             print(f"\nnote: {missing}")
         return 0
+    previous = run_dir / TUNE_DIR_NAME
+    if args.resume and not previous.exists():
+        print(f"error: --resume given but {previous} does not exist; run without --resume", file=sys.stderr)
+        return 2
+    if previous.exists() and not (args.resume or args.overwrite):
+        print(f"error: {run_dir} holds an earlier run; continue it with --resume or start over with --overwrite",
+              file=sys.stderr)
+        return 2
     try:
         ensure_data(sweep.base.data, generate=True)
     except DataMissing as missing:
         print(f"error: {missing}", file=sys.stderr)
         return 2
+    if args.overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
     from searchlab.tune_driver import run_sweep  # imports Ray: only when something runs
 
-    previous = run_dir / TUNE_DIR_NAME
-    if args.resume and not previous.exists():
-        print(f"error: --resume given but {previous} does not exist; run without --resume", file=sys.stderr)
-        return 2
-    if previous.exists() and not args.resume:
-        if not args.overwrite:
-            print(f"error: {run_dir} holds an earlier run; continue it with --resume or start over with --overwrite",
-                  file=sys.stderr)
-            return 2
-        shutil.rmtree(run_dir)
     summary = run_sweep(sweep, run_dir=run_dir, address=args.address, resume=args.resume)
     print(summary)
     return 0

@@ -60,7 +60,6 @@ def test_every_problem_of_a_bad_file_is_listed_and_exits_2(tmp_path: Path, capsy
     assert captured.out == ""  # no plan for a file that does not validate
 
 
-@pytest.mark.xfail(strict=True, reason="config.parse_sweep skips the Ω check when stage2 itself has an unknown key")
 def test_a_typo_beside_the_decision_space_does_not_hide_it(tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     tree = tiny_sweep_tree(manifest=str(tmp_path / "manifest.parquet"))
@@ -94,7 +93,8 @@ def test_dry_run_on_anet_prints_the_plan_and_how_to_prepare_the_data(tmp_path: P
     assert all(key in out for key in sweep.space)
     assert "note: the activitynet data set is not prepared" in out
     manifest = Path(sweep.base.data.manifest)
-    assert f"python -m searchlab.data.prepare activitynet ... --videos {manifest.parent} --out {manifest}" in out
+    videos = Path(sweep.base.data.root or manifest.parent)
+    assert f"python -m searchlab.data.prepare activitynet ... --videos {videos} --out {manifest}" in out
     assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
 
 
