@@ -20,6 +20,16 @@ from searchlab.models.registry import create_backbone, create_teacher
 SIZE, CLASSES = 32, 10
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from a second thread, and on shared cores every op would wait
+    for it to be scheduled; restored afterwards for the other test modules."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_module_macs_of_a_tiny_network_equal_hand_counts() -> None:
     net = nn.Sequential(
         nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),

@@ -16,8 +16,13 @@ Design choices (documented here because METHODS.md leaves them open):
 * The storage grid ``max_bits`` is an explicit argument. The networks in ``anyprec.py`` use the
   largest bit-width below 32 in B (4 for B = {32, 4, 2}), so the 4-bit weights are the plain DoReFa
   4-bit weights and 2-bit weights are their truncation.
-* Gradients are straight-through: identity through rounding, truncation and mean alignment
-  (``u + (q - u).detach()``), so the weight gradient is the gradient of ``2u - 1``.
+* Gradients are straight-through: identity through rounding, truncation and mean alignment,
+  so the weight gradient is the gradient of ``2u - 1`` (normalising max held constant).
+
+* Speed: ``weight_grid`` computes the integer weights (uint8 up to 8 bits) and the STE slope once
+  per weight version; a quantised layer keeps that grid and reuses it for every bit-width until
+  the weight is written again (an optimizer step), so a joint step over B pays for tanh/max once
+  and each bit-width costs one masked ``addcmul``.
 
 Activations: PACT (``quantize_activation``) with a custom autograd Function; at 32 bits they pass
 through unchanged (no clip). The layers read the active bit-width from their attribute ``bits``,
@@ -26,7 +31,9 @@ which the owning network sets before each forward.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -39,8 +46,10 @@ __all__ = [
     "QuantConv2d",
     "QuantLinear",
     "SwitchableBatchNorm2d",
+    "WeightGrid",
     "quantize_activation",
     "quantize_weight",
+    "weight_grid",
 ]
 
 
@@ -49,12 +58,85 @@ def _check_bits(bits: int, *, name: str) -> None:
         raise ValueError(f"{name} must be a positive int (1..32), got {bits!r}")
 
 
-def quantize_weight(w: torch.Tensor, bits: int, max_bits: int) -> torch.Tensor:
+@dataclass(frozen=True)
+class WeightGrid:
+    """The stored form of one weight tensor: its ``max_bits`` DoReFa integers (computed once).
+
+    ``levels``: ``round((2^max_bits - 1)·u)`` as unsigned integers (uint8 up to 8 bits);
+    ``mean``: their mean; ``slope``: the straight-through derivative ``dŴ/dW = (1 - tanh²W)/m``
+    (``m = max|tanh W|`` held constant). ``source`` and ``key`` identify the weight tensor and
+    version it was made from.
+    """
+
+    source: weakref.ref
+    key: tuple
+    max_bits: int
+    levels: torch.Tensor
+    mean: torch.Tensor
+    slope: torch.Tensor
+
+
+def _grid_key(w: torch.Tensor, max_bits: int) -> tuple:
+    # Tensor._version counts in-place writes (optimizer steps, load_state_dict); the data pointer
+    # changes when .to()/.data swap the storage.
+    return (w.data_ptr(), w._version, w.dtype, w.device, max_bits)
+
+
+def _grid_fits(grid: WeightGrid, w: torch.Tensor, max_bits: int) -> bool:
+    """Whether ``grid`` was made from this very tensor in its current version."""
+    return grid.source() is w and grid.key == _grid_key(w, max_bits)
+
+
+def weight_grid(w: torch.Tensor, max_bits: int) -> WeightGrid:
+    """DoReFa integer grid of ``w`` on ``max_bits`` bits (``1 <= max_bits < 32``)."""
+    _check_bits(max_bits, name="max_bits")
+    if max_bits >= FULL_PRECISION_BITS:
+        raise ValueError(f"max_bits must be < 32 (the storage grid of quantised weights), got {max_bits}")
+    with torch.no_grad():
+        t = torch.tanh(w)
+        low, high = torch.aminmax(t)
+        m = torch.maximum(-low, high)
+        top = float(2**max_bits - 1)
+        q = torch.addcmul(torch.full((), 0.5 * top, dtype=w.dtype, device=w.device), t, 0.5 * top / m).round_()
+        mean = q.mean()
+        levels = q.to(torch.uint8 if max_bits <= 8 else torch.int32)
+        slope = t.square_().sub_(1.0).div_(-m)
+    return WeightGrid(
+        source=weakref.ref(w), key=_grid_key(w, max_bits), max_bits=max_bits, levels=levels, mean=mean, slope=slope
+    )
+
+
+class _TruncatedWeight(torch.autograd.Function):
+    """Ŵ_b from the stored grid: drop low bits, align means, map to [-1, 1]; STE backward."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, grid: WeightGrid, bits: int) -> torch.Tensor:
+        top = float(2**grid.max_bits - 1)
+        levels = grid.levels
+        factor = torch.full((), 2.0 / top, dtype=w.dtype, device=w.device)
+        if bits < grid.max_bits:
+            levels = levels & ~(2 ** (grid.max_bits - bits) - 1)  # drop the low bits
+            low_mean = levels.sum(dtype=w.dtype) / levels.numel()
+            # Mean alignment on the integer grid (the 1/top factor cancels in the ratio).
+            tiny = torch.finfo(w.dtype).tiny
+            factor = factor * torch.where(low_mean > 0, grid.mean / low_mean.clamp_min(tiny), 1.0)
+        ctx.slope = grid.slope
+        return torch.addcmul(torch.full((), -1.0, dtype=w.dtype, device=w.device), levels, factor)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.slope, None, None
+
+
+def quantize_weight(
+    w: torch.Tensor, bits: int, max_bits: int, *, grid: WeightGrid | None = None
+) -> torch.Tensor:
     """Quantise weights to ``bits`` by truncating their ``max_bits`` DoReFa integer grid.
 
     Returns ``w`` itself for ``bits >= 32`` (full precision, raw weights: see module docstring).
     Otherwise ``1 <= bits <= max_bits < 32`` must hold; the result has at most ``2**bits``
-    distinct values and carries a straight-through gradient.
+    distinct values and carries a straight-through gradient. ``grid``: a ``weight_grid(w,
+    max_bits)`` made earlier for this very weight version (the layers reuse it across bit-widths).
     """
     _check_bits(bits, name="bits")
     if bits >= FULL_PRECISION_BITS:
@@ -65,42 +147,35 @@ def quantize_weight(w: torch.Tensor, bits: int, max_bits: int) -> torch.Tensor:
             f"need bits <= max_bits < 32 for a quantised weight, got bits={bits}, "
             f"max_bits={max_bits}; pass the storage grid (largest bit-width below 32) as max_bits"
         )
-    t = torch.tanh(w)
-    u = t / (2.0 * t.abs().max()) + 0.5
-    with torch.no_grad():
-        levels = float(2**max_bits - 1)
-        q = torch.round(u * levels)
-        if bits < max_bits:
-            step = float(2 ** (max_bits - bits))
-            q_full_mean = q.mean()
-            q = torch.floor(q / step) * step
-            q_mean = q.mean()
-            # Mean alignment on the integer grid (the 1/levels factor cancels in the ratio).
-            scale = torch.where(q_mean > 0, q_full_mean / q_mean.clamp_min(1.0), 1.0)
-            q = q * scale
-        q = q / levels
-    return 2.0 * (u + (q - u).detach()) - 1.0
+    if grid is None:
+        grid = weight_grid(w, max_bits)
+    elif not _grid_fits(grid, w, max_bits):
+        raise ValueError("grid was made from another weight version or max_bits; make it with weight_grid(w, max_bits)")
+    return _TruncatedWeight.apply(w, grid, bits)
 
 
 class _PACT(torch.autograd.Function):
-    """PACT forward (clip, uniform quantisation) with the PACT straight-through backward."""
+    """PACT forward (clip, uniform quantisation) with the PACT straight-through backward.
+
+    Saves the unquantised input ``x`` (the preceding ReLU keeps it alive anyway) rather than
+    masks, and builds the masks in backward only.
+    """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, alpha: torch.Tensor, levels: float) -> torch.Tensor:
-        above = x > alpha
-        inside = (x >= 0) & ~above
-        ctx.save_for_backward(inside, above)
-        ctx.alpha_shape = alpha.shape
+        ctx.save_for_backward(x, alpha)
         scale = levels / alpha
         return torch.clamp(x, min=alpha.new_zeros(()), max=alpha).mul_(scale).round_().div_(scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        inside, above = ctx.saved_tensors
-        grad_x = grad * inside if ctx.needs_input_grad[0] else None
-        grad_alpha = None
+        x, alpha = ctx.saved_tensors
+        above = x > alpha
+        grad_x = grad_alpha = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.where(above | (x < 0), 0.0, grad)
         if ctx.needs_input_grad[1]:
-            grad_alpha = (grad * above).sum().reshape(ctx.alpha_shape)
+            grad_alpha = torch.where(above, grad, 0.0).sum().reshape(alpha.shape)
         return grad_x, grad_alpha, None
 
 
@@ -145,6 +220,20 @@ class _QuantMixin:
         self.max_bits = max_bits
         self.bits = max(self.bit_widths)
         self.alpha = _alpha_dict(self.bit_widths, alpha_init)
+        self._grid: WeightGrid | None = None
+
+    def __getstate__(self) -> dict:
+        # The grid is a cache (and holds a weak reference, which cannot be pickled): copies and
+        # pickles (torch.save of a module, Ray) leave it out and rebuild it on first use.
+        state = self.__dict__.copy()
+        state["_grid"] = None
+        return state
+
+    def _weight_grid(self, weight: torch.Tensor) -> WeightGrid:
+        """The stored integer weights, recomputed only when the weight changed (once per step)."""
+        if self._grid is None or not _grid_fits(self._grid, weight, self.max_bits):
+            self._grid = weight_grid(weight, self.max_bits)
+        return self._grid
 
     def _quantized_inputs(
         self, x: torch.Tensor, weight: torch.Tensor
@@ -154,7 +243,7 @@ class _QuantMixin:
             return x, weight
         return (
             quantize_activation(x, self.alpha[str(bits)], bits),
-            quantize_weight(weight, bits, self.max_bits),
+            quantize_weight(weight, bits, self.max_bits, grid=self._weight_grid(weight)),
         )
 
     def _quant_repr(self) -> str:
