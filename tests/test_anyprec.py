@@ -167,4 +167,5 @@ def test_registry_lookup_and_collision_warning(monkeypatch: pytest.MonkeyPatch) 
         register_backbone("tiny-test")(tiny)
     with pytest.warns(UserWarning, match="already registered"):
         register_backbone("tiny-test")(tiny)
-    assert isinstance(create_backbone("tiny-test", num_classes=3, bit_widths=(8, 4), alpha_init=1.0), AnyPrecisionResNet)
+    net = create_backbone("tiny-test", num_classes=3, bit_widths=(8, 4), alpha_init=1.0)
+    assert isinstance(net, AnyPrecisionResNet) and net.max_bits == 8

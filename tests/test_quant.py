@@ -42,9 +42,10 @@ def test_weight_max_bits_is_plain_dorefa_in_minus_one_one(weights: torch.Tensor)
     assert q.abs().max().item() == pytest.approx(1.0) and q.min() >= -1.0
 
 
-@pytest.mark.parametrize("bits", [1, 2, 3])
-def test_lower_bits_truncate_the_max_bit_grid_then_align_means(weights: torch.Tensor, bits: int) -> None:
-    max_bits = 8
+@pytest.mark.parametrize(("bits", "max_bits"), [(1, 8), (2, 8), (3, 8), (4, 12)])
+def test_lower_bits_truncate_the_max_bit_grid_then_align_means(
+    weights: torch.Tensor, bits: int, max_bits: int
+) -> None:
     q_int = _dorefa_integers(weights, max_bits)
     step = 2 ** (max_bits - bits)
     truncated = torch.floor(q_int / step) * step / (2**max_bits - 1)
