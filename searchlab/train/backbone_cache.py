@@ -193,7 +193,8 @@ class CachedBackboneOutputs(Dataset):
     """Stage-2 batches read from a cache: the same dict as the live path, no decoding.
 
     Items: ``policy_frames`` float (T, 3, s, s) normalised, ``frame_logits`` float (T, |B|, C),
-    ``teacher_logits`` (C,), ``label``, ``target`` (C,), ``index``. ``set_epoch(e)`` selects view
+    ``teacher_logits`` (C,), ``label``, ``target`` (C,), ``index``, and ``position`` (the item
+    number in the cache, which keys per-clip memos). ``set_epoch(e)`` selects view
     e mod V. ``__getitems__`` reads a whole batch with one indexed read per array (the DataLoader
     uses it; pass ``collate_fn=CachedBackboneOutputs.collate``).
     """
@@ -239,4 +240,5 @@ class CachedBackboneOutputs(Dataset):
             "label": rows["labels"],
             "index": rows["index"],
             "target": rows["targets"].float(),
+            "position": torch.from_numpy(order),
         }

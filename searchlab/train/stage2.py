@@ -39,7 +39,16 @@ from searchlab.train.tblog import ScalarLog
 from searchlab.train.teacher import POLICY_FEATURES_FILE, policy_frames, video_logits
 from searchlab.train.worker import Worker, checkpoint_epoch, resume, run_epoch, start_worker
 
-__all__ = ["POLICY_FILE", "PolicyDecisions", "build_policy", "stage2_loop", "stage2_step"]
+__all__ = [
+    "POLICY_FILE",
+    "LiveOutputs",
+    "PolicyDecisions",
+    "build_policy",
+    "policy_optimizer",
+    "stage2_loop",
+    "stage2_step",
+    "train_mode",
+]
 
 POLICY_FILE = "policy.pt"
 Batch = dict[str, Tensor]
@@ -52,9 +61,40 @@ class PolicyDecisions(nn.Module):
         super().__init__()
         self.policy = policy
 
-    def forward(self, frames: Tensor, *, tau: float | None, mode: str) -> tuple[Tensor, Tensor, Tensor]:
-        out = self.policy.decide(self.policy.extract(frames), tau=tau, mode=mode)
+    def forward(
+        self, frames: Tensor, *, tau: float | None, mode: str, features: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``features`` (N, T, F), when given, are φ's features of ``frames`` computed earlier."""
+        out = self.policy.decide(self.policy.extract(frames) if features is None else features, tau=tau, mode=mode)
         return out.logits, out.probs, out.actions
+
+
+class FrozenFeatures:
+    """With φ frozen (lr_body = 0, eval mode) its features of a cached view never change.
+
+    So each (view, clip) is run through MobileNetV2 once per stage instead of once per epoch
+    that uses the view; later batches read the stored features (N·V·T·F floats on the device).
+    The result is identical to recomputing them; dropout and Gumbel noise come after φ.
+    """
+
+    def __init__(self, policy: PolicyNetwork, dataset: CachedBackboneOutputs) -> None:
+        self.policy, self.dataset = policy, dataset
+        self.features: dict[int, Tensor] = {}
+        self.known: dict[int, Tensor] = {}
+
+    @torch.no_grad()
+    def __call__(self, batch: Batch) -> Batch:
+        view, positions = self.dataset.view, batch["position"]
+        frames = batch["policy_frames"]
+        if view not in self.features:
+            shape = (len(self.dataset), frames.shape[1], self.policy.feature_dim)
+            self.features[view] = frames.new_zeros(shape)
+            self.known[view] = torch.zeros(len(self.dataset), dtype=torch.bool, device=frames.device)
+        missing = ~self.known[view][positions]
+        if missing.any():
+            self.features[view][positions[missing]] = self.policy.extract(frames[missing])
+            self.known[view][positions[missing]] = True
+        return {**batch, "policy_features": self.features[view][positions]}
 
 
 def build_policy(config: TrialConfig, *, teacher_dir: str | Path) -> PolicyNetwork:
@@ -70,6 +110,24 @@ def build_policy(config: TrialConfig, *, teacher_dir: str | Path) -> PolicyNetwo
     )
 
 
+def policy_optimizer(policy: PolicyNetwork, *, config: TrialConfig) -> torch.optim.SGD:
+    """SGD over LSTM/fc at ``lr`` and φ at ``lr_body``; with lr_body = 0 φ is frozen and left out."""
+    hp = config.stage2
+    groups = [{"params": [*policy.lstm.parameters(), *policy.fc.parameters()], "lr": hp.lr}]
+    if hp.lr_body == 0:
+        policy.features.requires_grad_(False)
+    else:
+        groups.append({"params": list(policy.features.parameters()), "lr": hp.lr_body})
+    return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+
+
+def train_mode(policy: PolicyNetwork, *, config: TrialConfig) -> None:
+    """Training mode, except a frozen φ, whose BatchNorm statistics must not drift either."""
+    policy.train()
+    if config.stage2.lr_body == 0:
+        policy.features.eval()
+
+
 def stage2_step(
     *,
     model: nn.Module,
@@ -80,7 +138,7 @@ def stage2_step(
 ) -> dict[str, Tensor]:
     """One policy step on a stage-2 batch (already on the device); returns the loss terms."""
     hp = config.stage2
-    _, probs, actions = model(batch["policy_frames"], tau=tau, mode="gumbel_hard")
+    _, probs, actions = model(batch["policy_frames"], tau=tau, mode="gumbel_hard", features=batch.get("policy_features"))
     video = combine_frame_logits(batch["frame_logits"], actions, decision_space=hp.decision_space,
                                  bit_widths=config.model.bit_widths)
     total, terms = stage2_loss(video_logits=video, teacher_logits=batch["teacher_logits"], labels=batch["label"],
@@ -164,15 +222,14 @@ def stage2_loop(loop_config: dict[str, Any]) -> None:
     manifest, root = load_manifest(config.data)
     sources = _sources(config, worker, loop_config, manifest, root)
     policy = build_policy(config, teacher_dir=loop_config["teacher_dir"])
-    freeze_body = hp.lr_body == 0
-    head = [*policy.lstm.parameters(), *policy.fc.parameters()]
-    groups = [{"params": head, "lr": hp.lr}]
-    if freeze_body:
-        policy.features.requires_grad_(False)
-    else:
-        groups.append({"params": list(policy.features.parameters()), "lr": hp.lr_body})
+    optimizer = policy_optimizer(policy, config=config)
+    groups = optimizer.param_groups
     model = ray_compat.prepare_model(PolicyDecisions(policy))
-    optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+    train_source = sources["train"]
+    if hp.lr_body == 0 and isinstance(train_source.dataset, CachedBackboneOutputs):
+        memo = FrozenFeatures(policy, train_source.dataset)
+        to_device = train_source.transform
+        train_source.transform = lambda batch: memo(to_device(batch))
     steps = len(sources["train"])
     scheduler = cosine_scheduler(optimizer, windows=[(0, hp.epochs * steps)] * len(groups))
     schedule = TemperatureSchedule.from_dict(hp.temperature)
@@ -181,9 +238,7 @@ def stage2_loop(loop_config: dict[str, Any]) -> None:
     log = ScalarLog(loop_config["log_dir"], enabled=worker.is_writer, start_epoch=start_epoch)
 
     for epoch in range(start_epoch, hp.epochs):
-        policy.train()
-        if freeze_body:
-            policy.features.eval()
+        train_mode(policy, config=config)
         taus: list[float] = []
 
         def step(iteration: int, batch: Batch) -> dict[str, Tensor]:

@@ -149,7 +149,7 @@ def run_epoch(
 ) -> dict[str, float]:
     """Run ``step(iteration, batch)`` over the batches; mean of its terms over every rank's batches.
 
-    Also measures throughput: ``clips_per_second`` (all ranks) and ``data_wait_fraction``, the
+    Also measures throughput: ``epoch_seconds``, ``clips_per_second`` (all ranks) and ``data_wait_fraction``, the
     share of the epoch's wall time spent waiting for the next batch (the loader must keep up).
     """
     sums: dict[str, float] = {}
@@ -172,6 +172,7 @@ def run_epoch(
     all_steps = sum(t[1] for t in totals)
     means = {name: sum(t[0].get(name, 0.0) for t in totals) / max(all_steps, 1) for name in sums}
     longest = max(t[4] for t in totals)
+    means["epoch_seconds"] = longest
     means["clips_per_second"] = sum(t[2] for t in totals) / max(longest, 1e-9)
     means["data_wait_fraction"] = sum(t[3] for t in totals) / max(sum(t[4] for t in totals), 1e-9)
     return means
