@@ -184,12 +184,13 @@ def action_cost_table(
 ) -> dict[int, float]:
     """Backbone GFLOPs (GMACs) per frame of every action in Ω; the skip action 0 costs 0."""
     _check_convention(convention)
-    bad = [a for a in decision_space if not isinstance(a, int) or not 0 <= a <= FULL_PRECISION_BITS]
-    if bad or not decision_space:
+    actions = list(decision_space)
+    bad = [a for a in actions if not isinstance(a, int | np.integer) or not 0 <= a <= FULL_PRECISION_BITS]
+    if bad or not actions:
         raise ValueError(f"decision_space must be non-empty bit-widths in 0..32 (0 = skip), bad: {bad}")
     layers = backbone_layer_macs(backbone, size=size, num_classes=num_classes)
     table = {}
-    for action in decision_space:
+    for action in map(int, actions):
         if action == 0:
             table[0] = 0.0
             continue
