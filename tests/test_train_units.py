@@ -159,7 +159,6 @@ def test_scalar_log_is_read_by_tensorboard(tmp_path):
     log = ScalarLog(tmp_path, enabled=True, start_epoch=0)
     for epoch in range(3):
         log.log(epoch, {"loss/total": 1.0 / (epoch + 1), "tau": float("nan")})
-    log.close()
     ScalarLog(tmp_path / "other", enabled=False, start_epoch=0).log(0, {"x": 1.0})
     events = EventAccumulator(str(tmp_path))
     events.Reload()

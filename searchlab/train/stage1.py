@@ -143,7 +143,6 @@ def stage1_loop(loop_config: dict[str, Any]) -> None:
             optimizer=optimizer, scheduler=scheduler, extra={}, write_artifact=artifact if last else None,
             inject_failure_after_epoch=loop_config["inject_failure_after_epoch"],
         )
-    log.close()
 
 
 def _flat(metrics: dict[str, Any]) -> dict[str, float]:

@@ -270,7 +270,6 @@ def stage2_loop(loop_config: dict[str, Any]) -> None:
             write_artifact=artifact if last else None,
             inject_failure_after_epoch=loop_config["inject_failure_after_epoch"],
         )
-    log.close()
 
 
 def _evaluate(worker: Worker, config: TrialConfig, source: Source, policy: PolicyNetwork, manifest: Any) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """TensorBoard scalars per epoch, written by rank 0 only (tensorboardX).
 
 Every rank holds a ``ScalarLog`` so the loops need no rank checks; on other ranks it writes
-nothing. A resumed stage opens the writer with ``purge_step`` = the first epoch it will run, so
-TensorBoard drops whatever a killed run logged after its last checkpoint and the curves stay
-single-valued.
+nothing. Each epoch's scalars go through a writer that is closed right away: tensorboardX writes
+events from a background queue that ``flush()`` does not drain, so a worker killed after its
+checkpoint would otherwise lose the epoch it just logged (one small event file per epoch is the
+price). A resumed stage opens its first writer with ``purge_step`` = the first epoch it will run,
+so TensorBoard drops whatever a killed run logged after its last checkpoint.
 """
 
 from __future__ import annotations
@@ -22,16 +24,17 @@ class ScalarLog:
 
     def __init__(self, log_dir: str | os.PathLike[str], *, enabled: bool, start_epoch: int) -> None:
         self.log_dir = os.fspath(log_dir)
-        self._writer = SummaryWriter(self.log_dir, purge_step=start_epoch or None) if enabled else None
+        self.enabled = enabled
+        self._purge_step: int | None = start_epoch or None
 
     def log(self, epoch: int, scalars: Mapping[str, float]) -> None:
-        if self._writer is None:
+        if not self.enabled:
             return
-        for tag, value in scalars.items():
-            if math.isfinite(float(value)):
-                self._writer.add_scalar(tag, float(value), global_step=epoch)
-        self._writer.flush()
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        writer = SummaryWriter(self.log_dir, purge_step=self._purge_step, filename_suffix=f".epoch{epoch:06d}")
+        self._purge_step = None
+        try:
+            for tag, value in scalars.items():
+                if math.isfinite(float(value)):
+                    writer.add_scalar(tag, float(value), global_step=epoch)
+        finally:
+            writer.close()

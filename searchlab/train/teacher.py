@@ -175,7 +175,6 @@ def teacher_loop(loop_config: dict[str, Any]) -> None:
             write_artifact=artifact if last else None,
             inject_failure_after_epoch=loop_config["inject_failure_after_epoch"],
         )
-    log.close()
 
 
 def _evaluate(
