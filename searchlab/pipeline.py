@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from searchlab.cache import ArtifactCache, stage_key
 from searchlab.config import TrialConfig
@@ -88,7 +89,10 @@ def run_trial(config: TrialConfig, *, run_dir: Path, trial_id: str) -> dict[str,
     outputs_key = stage_key("outputs", outputs_fields(config, stage1_key=stage1_key))
     resources = {"num_cpus": config.resources.cpus_per_worker,
                  "num_gpus": config.resources.gpus_per_worker if config.resources.use_gpu else 0}
-    build = ray.remote(**resources)(_build_outputs_task)
+    # A task started inside a Tune trial would join the trial's placement group, which holds only the
+    # trial driver's sliver of CPU: schedule it on the cluster's free resources instead.
+    build = ray.remote(**resources)(_build_outputs_task).options(
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
     outputs_dir = cache.get_or_build("outputs", outputs_key, lambda tmp: ray.get(build.remote(
         config, str(teacher_dir), str(stage1_dir), str(Path(tmp) / "outputs"))))
 

@@ -22,7 +22,7 @@ from ray import tune
 from searchlab.config import Sweep, TrialConfig
 from searchlab.objectives import METRICS
 from searchlab.results import TrialRecord, TrialsTable
-from searchlab.space import constraint_violations, decode_params, encode_point, make_sampler, suggest
+from searchlab.space import constraint_violations, encode_point, make_sampler, suggest
 from searchlab.tune_search import VIOLATIONS_KEY, ConstrainedOptunaSearch
 
 TUNE_DIR_NAME = "tune"
@@ -49,10 +49,17 @@ def trial_main(params: dict[str, Any], *, sweep_json: str, run_dir: str) -> None
     from searchlab.pipeline import run_trial  # torch and the stages load in the trial process only
 
     sweep = Sweep.model_validate_json(sweep_json)
-    overrides = decode_params(params, sweep.space)
+    overrides = dict(params)  # already decoded: `suggest` returns real values, which Ray passes on
     config: TrialConfig = sweep.base.with_overrides(overrides)
     trial_id = tune.get_context().get_trial_id()
-    outcome = run_trial(config, run_dir=Path(run_dir), trial_id=trial_id)
+    try:
+        outcome = run_trial(config, run_dir=Path(run_dir), trial_id=trial_id)
+    except BaseException as error:
+        # Tune keeps the traceback; the trials table gets the reason in one line, written before the
+        # trial dies so the driver's callback can read it.
+        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        _write_text_atomic(reason_path(Path(run_dir), trial_id), reason)
+        raise
     violations = constraint_violations(sweep.search.parsed_constraints(), outcome["metrics"])
     tune.report(
         {
@@ -81,7 +88,7 @@ class TrialsTableCallback(tune.Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._started[trial.trial_id] = datetime.now(timezone.utc)
-        self._upsert(TrialRecord(trial_id=trial.trial_id, number=_number(trial), status="running",
+        self._upsert(TrialRecord(trial_id=trial.trial_id, number=_number(trials, trial), status="running",
                                  params=dict(trial.config or {}), started=self._started[trial.trial_id]))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -91,7 +98,7 @@ class TrialsTableCallback(tune.Callback):
         durations = json.loads(result.get("durations_json", "{}"))
         self._upsert(TrialRecord(
             trial_id=trial.trial_id,
-            number=_number(trial),
+            number=_number(trials, trial),
             status="completed",
             params=json.loads(result.get("params_json", "{}")),
             metrics={**{name: result[name] for name in METRICS if name in result},
@@ -107,21 +114,27 @@ class TrialsTableCallback(tune.Callback):
         ))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._upsert(TrialRecord(trial_id=trial.trial_id, number=_number(trial), status="failed",
-                                 params=dict(trial.config or {}), error=_reason(trial),
+        self._upsert(TrialRecord(trial_id=trial.trial_id, number=_number(trials, trial), status="failed",
+                                 params=dict(trial.config or {}), error=_reason(self.run_dir, trial),
                                  started=self._started.get(trial.trial_id), finished=datetime.now(timezone.utc)))
 
 
-def _number(trial: Any) -> int:
-    """Tune names trials <experiment>_<index>; the index is the trial's number in the sweep."""
-    return int(str(trial.trial_id).rsplit("_", 1)[-1])
+def _number(trials: list, trial: Any) -> int:
+    """The trial's place in the sweep: Tune lists trials in creation order (restored ones too)."""
+    return next(i for i, other in enumerate(trials) if other.trial_id == trial.trial_id)
 
 
-def _reason(trial: Any) -> str:
-    """The last line of the trial's traceback: the exception type and message."""
-    text = trial.get_error() or ""
-    lines = [line for line in str(text).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "unknown error (see the trial's error.txt under RUN_DIR/tune)"
+def reason_path(run_dir: Path, trial_id: str) -> Path:
+    return run_dir / "trials" / trial_id / "failure.txt"
+
+
+def _reason(run_dir: str, trial: Any) -> str:
+    """Why a trial failed: the line its trial function wrote, else the last line of Tune's traceback."""
+    written = reason_path(Path(run_dir), trial.trial_id)
+    if written.is_file():
+        return written.read_text()
+    lines = [line for line in str(trial.get_error() or "").strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "the trial process died without a traceback (killed, or out of memory)"
 
 
 def build_searcher(sweep: Sweep, *, run_dir: Path) -> ConstrainedOptunaSearch:
@@ -181,6 +194,7 @@ def run_sweep(sweep: Sweep, *, run_dir: Path, address: str | None, resume: bool)
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
