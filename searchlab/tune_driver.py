@@ -17,6 +17,7 @@ from typing import Any
 
 import optuna
 import ray
+import ray.train
 from ray import tune
 
 from searchlab.config import Sweep, TrialConfig
@@ -57,8 +58,7 @@ def trial_main(params: dict[str, Any], *, sweep_json: str, run_dir: str) -> None
     except BaseException as error:
         # Tune keeps the traceback; the trials table gets the reason in one line, written before the
         # trial dies so the driver's callback can read it.
-        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
-        _write_text_atomic(reason_path(Path(run_dir), trial_id), reason)
+        _write_text_atomic(reason_path(Path(run_dir), trial_id), failure_reason(error))
         raise
     violations = constraint_violations(sweep.search.parsed_constraints(), outcome["metrics"])
     tune.report(
@@ -73,6 +73,19 @@ def trial_main(params: dict[str, Any], *, sweep_json: str, run_dir: str) -> None
             "params_json": json.dumps(overrides),
         }
     )
+
+
+def failure_reason(error: BaseException) -> str:
+    """Why a trial failed, in one line that names the problem.
+
+    A stage that fails in its Ray Train workers surfaces as a WorkerGroupError whose own message is
+    only "Training failed due to worker errors:"; the reason is the worker's exception (lowest rank).
+    Multi-line messages (a configuration's list of problems) are joined, not cut to their heading.
+    """
+    if isinstance(error, ray.train.WorkerGroupError) and error.worker_failures:
+        error = error.worker_failures[min(error.worker_failures)]
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 class TrialsTableCallback(tune.Callback):
@@ -189,7 +202,8 @@ def run_sweep(sweep: Sweep, *, run_dir: Path, address: str | None, resume: bool)
         f"  results   {run_dir / 'trials.parquet'}\n"
         f"  report    python -m searchlab.report {run_dir}\n"
         f"  dashboard optuna-dashboard sqlite:///{run_dir / 'optuna.db'}\n"
-        f"  curves    tensorboard --logdir {run_dir / 'tensorboard'}"
+        # stage-2 runs live in the run directory, the shared teacher and stage-1 runs in the cache beside it
+        f"  curves    tensorboard --logdir {run_dir.parent}"
     )
 
 
