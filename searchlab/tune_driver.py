@@ -32,6 +32,10 @@ SWEEP_SNAPSHOT = "sweep.json"
 # The trial process only drives Ray Train (its workers hold the real CPU/GPU reservations), so it
 # reserves a sliver of a CPU: a whole one would starve the stage workers on a small machine.
 TRIAL_DRIVER_CPUS = 0.01
+# Tune snapshots the experiment (trial states, searcher) at most every 10 s by default, so a driver
+# killed within 10 s of a trial finishing reran that trial on --resume (and lost trials started
+# since). Trials take minutes and the snapshot is small: take one every second.
+EXPERIMENT_SNAPSHOT_S = "1"
 
 
 def init_ray(address: str | None) -> None:
@@ -176,6 +180,7 @@ def run_sweep(sweep: Sweep, *, run_dir: Path, address: str | None, resume: bool)
         {"cpu": TRIAL_DRIVER_CPUS},
     )
     tune_path = run_dir / TUNE_DIR_NAME
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_SNAPSHOT_S)  # read when fit() starts
     if resume:
         tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_unfinished=True, resume_errored=False)
     else:

@@ -1,0 +1,66 @@
+"""A tiny sweep file for the end-to-end tests: the real pipeline on the session's synthetic set.
+
+Everything is at its smallest that still runs every part: 4 sampled frames at 32 px through a
+ResNet-10, a width-0.25 policy at 16 px, one epoch per training stage and two for stage 2.
+The temperature schedule is searched with one choice that passes config validation but that
+`TemperatureSchedule.from_dict` rejects when stage 2 starts (rate > 1), and the starting points
+put that choice on exactly one trial, so one trial fails for a real reason and the others complete.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+GOOD_TEMPERATURE = {"kind": "exponential", "tau0": 5.0, "rate": 0.7, "per": "epoch"}
+BAD_TEMPERATURE = {"kind": "exponential", "tau0": 5.0, "rate": 1.5, "per": "epoch"}
+# What the failed trial's recorded reason must say: the parameter and its allowed range.
+BAD_TEMPERATURE_REASON = "rate=1.5 must lie in (0, 1]"
+
+
+def sweep_tree(*, manifest: Path, storage: Path, name: str, trials: int, max_concurrent: int,
+               failing_point: bool) -> dict[str, Any]:
+    """A sweep over the stage-2 loss weight w1 and the decision space on one shared stage 1.
+
+    With `failing_point`, the second of the three starting points uses BAD_TEMPERATURE.
+    """
+    space: dict[str, Any] = {
+        "stage2.w1": {"uniform": [0.0, 1.0]},
+        "stage2.decision_space": {"choice": [[32, 4, 2, 0], [32, 2, 0]]},
+    }
+    starts: list[dict[str, Any]] = []
+    if failing_point:
+        space["stage2.temperature"] = {"choice": [GOOD_TEMPERATURE, BAD_TEMPERATURE]}
+        starts = [{"stage2.temperature": t} for t in (GOOD_TEMPERATURE, BAD_TEMPERATURE, GOOD_TEMPERATURE)]
+    return {
+        "base": {
+            "name": name,
+            "seed": 0,
+            "data": {"manifest": str(manifest), "frames": 4, "train_scale": [32, 40], "crop_size": 32,
+                     "eval_short_side": 32, "loader_workers": 0},
+            "model": {"backbone": "resnet10", "bit_widths": [32, 4, 2], "policy_input_size": 16,
+                      "policy_hidden": 16, "policy_width_mult": 0.25},
+            "teacher": {"epochs": 1, "policy_epochs": 1, "lr": 0.05, "batch_size": 4},
+            "stage1": {"epochs": 1, "lr": 0.01, "batch_size": 4},
+            "stage2": {"epochs": 2, "lr": 0.05, "lr_body": 0.0, "batch_size": 4, "temperature": GOOD_TEMPERATURE},
+            "resources": {"workers": 1, "cpus_per_worker": 1},
+        },
+        "search": {
+            "trials": trials,
+            "sampler": "tpe",
+            "seed": 0,
+            "objectives": {"accuracy": "max", "gflops": "min"},
+            "constraints": ["gflops <= 1000"],
+            "max_concurrent": max_concurrent,
+            "points_to_evaluate": starts,
+        },
+        "space": space,
+        "storage": str(storage),
+    }
+
+
+def write_sweep(path: Path, tree: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return path

@@ -1,0 +1,246 @@
+"""The main job end to end on local Ray: sweep -> tables, study, curves -> report -> pick -> deploy.
+
+A real sweep costs one Ray Train fit per stage (~15 s of fixed overhead each here), so the module
+runs ONE tiny sweep (3 trials, 2 at a time, one failing on purpose, see `sweep_fixtures`) in a
+fixture that the tests share, plus one 2-trial sweep that is killed with SIGKILL in a subprocess
+and resumed. Both sweeps keep their runs in the same storage, so they share the stage cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import pytest
+import ray
+import torch
+from sweep_fixtures import BAD_TEMPERATURE, BAD_TEMPERATURE_REASON, sweep_tree, write_sweep
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from searchlab import deploy, pick, report
+from searchlab import sweep as sweep_cli
+from searchlab.cache import ArtifactCache
+from searchlab.objectives import METRICS
+from searchlab.results import BaselinesTable, TrialsTable, decoded_json
+from searchlab.train.loader import clip_dataset, load_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+TRIALS = 3
+STUDY = "searchlab"  # searchlab.sweep.STUDY_NAME
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray for the module (2 CPUs, as on the team's machine); the sweep joins it."""
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}})
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sweep_run(ray_local, synthetic_set, tmp_path_factory) -> dict[str, Any]:
+    _, data_root = synthetic_set
+    base = tmp_path_factory.mktemp("sweep")
+    storage = base / "runs"
+    path = write_sweep(base / "e2e.yaml", sweep_tree(manifest=data_root / "manifest.parquet", storage=storage,
+                                                     name="e2e", trials=TRIALS, max_concurrent=2, failing_point=True))
+    code = sweep_cli.main([str(path)])
+    run_dir = storage / "e2e"
+    return {
+        "code": code,
+        "run_dir": run_dir,
+        "storage": storage,
+        "trials": TrialsTable.in_run(run_dir).read(),
+        # copied now: the resume test adds to the shared cache's ledger later
+        "ledger": ArtifactCache(storage / "cache").ledger(),
+        "base": base,
+        "data_root": data_root,
+    }
+
+
+def _completed(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["status"] == "completed"]
+
+
+def test_the_sweep_finishes_with_one_row_per_trial(sweep_run):
+    assert sweep_run["code"] == 0
+    frame = sweep_run["trials"]
+    assert len(frame) == TRIALS and frame["trial_id"].is_unique
+    assert sorted(frame["number"]) == list(range(TRIALS))
+    assert sorted(frame["status"]) == ["completed", "completed", "failed"]
+    done = _completed(frame)
+    for name in METRICS:
+        assert done[name].notna().all(), name
+    assert (done["gflops_p5"] <= done["gflops"]).all() and (done["gflops"] <= done["gflops_p95"]).all()
+    assert (done["gflops"] > 0).all() and (done["memory_mb"] > 0).all()
+    assert done["accuracy"].between(0, 1).all() and done["skip_fraction"].between(0, 1).all()
+    assert done["stage1_key"].str.fullmatch("[0-9a-f]{16}").all()
+    assert (done["stage1_s"] >= 0).all() and (done["stage2_s"] > 0).all()
+    assert (done["total_s"] >= done["stage2_s"]).all()
+    assert (done["finished"] > done["started"]).all()
+    assert done["feasible"].eq(True).all()  # gflops <= 1000 holds for every trial
+    for violations, gflops in zip(decoded_json(done, "violations"), done["gflops"]):
+        assert violations == {"gflops <= 1000": pytest.approx(gflops - 1000)}
+    for extra in decoded_json(done, "metrics_extra"):
+        assert sum(extra["action_usage"].values()) == pytest.approx(1.0)
+        assert len(extra["class_names"]) == 4
+    for params in decoded_json(frame, "params"):
+        assert set(params) == {"stage2.w1", "stage2.decision_space", "stage2.temperature"}
+
+
+def test_baselines_hold_the_uniform_reference_points(sweep_run):
+    baselines = BaselinesTable.in_run(sweep_run["run_dir"]).read()
+    keys = set(_completed(sweep_run["trials"])["stage1_key"])
+    assert len(keys) == 1 and set(baselines["stage1_key"]) == keys
+    by_bits = baselines.set_index("bits")
+    assert sorted(by_bits.index) == [2, 4, 32]
+    assert by_bits.at[32, "gflops"] > by_bits.at[4, "gflops"] > by_bits.at[2, "gflops"] > 0
+    assert (by_bits["memory_mb"] > 0).all()  # one stored any-precision model serves every bit-width
+    assert by_bits["accuracy"].between(0, 1).all()
+
+
+def test_the_optuna_study_records_every_trial(sweep_run):
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{sweep_run['run_dir'] / 'optuna.db'}")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["COMPLETE", "COMPLETE", "FAIL"]
+    frame = sweep_run["trials"]
+    done = _completed(frame)
+    for trial in study.trials:
+        if trial.state.name != "COMPLETE":
+            continue
+        assert len(trial.values) == 2
+        row = done[(done["accuracy"] == trial.values[0]) & (done["gflops"] == trial.values[1])]
+        assert len(row) >= 1  # the study and the table tell the same story
+        assert trial.constraints == {"0": pytest.approx(trial.values[1] - 1000)}  # the sampler sees them
+    failed = next(t for t in study.trials if t.state.name == "FAIL")
+    assert json.loads(failed.params["stage2.temperature"]) == BAD_TEMPERATURE
+
+
+def test_tensorboard_has_the_curves_of_every_stage(sweep_run):
+    run_dir, storage = sweep_run["run_dir"], sweep_run["storage"]
+    for row in _completed(sweep_run["trials"]).itertuples():
+        log_dir = run_dir / "ray-train" / f"stage2-{row.trial_id}" / "tensorboard"
+        assert list(log_dir.glob("events.out.tfevents.*")), log_dir
+        events = EventAccumulator(str(log_dir))
+        events.Reload()
+        assert len([e.value for e in events.Scalars("tau")]) == 2  # stage2.epochs
+        assert json.loads(row.metrics_extra)["tensorboard"] == str(log_dir)
+    for stage in ("teacher", "stage1"):
+        runs = list((storage / "cache" / "ray-train").glob(f"{stage}-*"))
+        assert len(runs) == 1 and list((runs[0] / "tensorboard").glob("events.out.tfevents.*")), stage
+
+
+def test_report_pick_and_deploy(sweep_run, tmp_path, capsys):
+    run_dir = sweep_run["run_dir"]
+    assert report.main([str(run_dir)]) == 0
+    page = (run_dir / "report.html").read_text()
+    assert (run_dir / "pareto.png").read_bytes().startswith(b"\x89PNG")
+    assert "data:image/png;base64," in page and BAD_TEMPERATURE_REASON in page
+    assert "trials: 3 (2 completed, 1 failed" in capsys.readouterr().out
+
+    done = _completed(sweep_run["trials"])
+    budget = float(done["gflops"].max())  # every completed trial fits: the most accurate one is picked
+    best = done.sort_values(["accuracy", "gflops", "number"], ascending=[False, True, True]).iloc[0]
+    out = tmp_path / "bundle"
+    assert pick.main([str(run_dir), "--max-gflops", str(budget), "--out", str(out)]) == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["gflops_mean"] <= budget
+    assert card["accuracy"] == pytest.approx(best["accuracy"])
+    assert card["source"]["trial_id"] in set(done["trial_id"])
+
+    model = deploy.load(out)
+    config = model.config
+    manifest, root = load_manifest(config.data)
+    clip = clip_dataset(config.data, manifest=manifest, root=root, split="val", train=False, seed=0)[0]
+    probabilities, actions = model.predict(clip["frames"].unsqueeze(0))
+    assert probabilities.shape == (1, 4) and torch.allclose(probabilities.sum(), torch.tensor(1.0))
+    assert actions.shape == (1, config.data.frames, len(config.stage2.decision_space))
+    assert torch.equal(actions.sum(dim=-1), torch.ones(1, config.data.frames))
+    assert model.class_names == tuple(json.loads(done.iloc[0]["metrics_extra"])["class_names"])
+
+
+def test_teacher_and_stage1_are_trained_once_for_all_trials(sweep_run):
+    ledger = sweep_run["ledger"]
+    key = _completed(sweep_run["trials"])["stage1_key"].iloc[0]
+    for kind in ("teacher", "stage1"):
+        (entry,) = ledger[kind].values()  # one distinct configuration
+        assert entry["builds"] == 1 and entry["failures"] == 0, kind
+        # every trial, the failing one too, looked its stages up once: the first built, the rest hit
+        assert entry["builds"] + entry["hits"] == TRIALS, kind
+    assert set(ledger["stage1"]) == {key}
+    assert sum(entry["builds"] for entry in ledger["outputs"].values()) == 1
+
+
+def test_a_failing_trial_is_recorded_with_its_reason(sweep_run):
+    frame = sweep_run["trials"]
+    (failed,) = frame[frame["status"] == "failed"].itertuples()
+    assert json.loads(failed.params)["stage2.temperature"] == BAD_TEMPERATURE
+    assert failed.error.startswith("ValueError: invalid temperature schedule")
+    assert BAD_TEMPERATURE_REASON in failed.error and "\n" not in failed.error
+    assert pd.isna(failed.accuracy) and failed.finished > failed.started
+    good = [json.loads(p)["stage2.temperature"] != BAD_TEMPERATURE for p in _completed(frame)["params"]]
+    assert good == [True, True]
+
+
+def _wait_for(predicate, *, process: subprocess.Popen, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if process.poll() is not None:
+            raise AssertionError(f"the sweep exited ({process.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout_s} s")
+        time.sleep(0.25)
+
+
+def test_a_killed_sweep_resumes_without_running_a_trial_twice(sweep_run):
+    storage, name = sweep_run["storage"], "e2e-resume"
+    path = write_sweep(sweep_run["base"] / f"{name}.yaml", sweep_tree(
+        manifest=sweep_run["data_root"] / "manifest.parquet", storage=storage, name=name, trials=3,
+        max_concurrent=1, failing_point=False))
+    run_dir = storage / name
+    table = TrialsTable.in_run(run_dir)
+    statuses = lambda: list(table.read()["status"]) if table.path.is_file() else []  # noqa: E731
+    log = (sweep_run["base"] / f"{name}.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "searchlab.sweep", str(path), "--max-trials", "2",
+         "--address", ray.get_runtime_context().gcs_address],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RAY_DEDUP_LOGS": "1"})
+    try:
+        _wait_for(lambda: statuses().count("completed") == 1 and statuses().count("running") == 1,
+                  process=process, timeout_s=240, what="completed first trial with the second one running")
+        time.sleep(2.0)  # > the sweep's experiment snapshot period: what a crash now may lose is bounded by it
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        log.close()
+    before = table.read()
+    first = _completed(before).iloc[0]
+    interrupted = before[before["status"] == "running"].iloc[0]
+
+    assert sweep_cli.main([str(path), "--resume"]) == 0
+
+    after = table.read()
+    assert len(after) == 2 and after["trial_id"].is_unique
+    assert list(after["status"]) == ["completed", "completed"]
+    assert set(after["trial_id"]) == {first["trial_id"], interrupted["trial_id"]}  # resumed, not replaced
+    again = after.set_index("trial_id").loc[first["trial_id"]]
+    assert (again["started"], again["finished"]) == (first["started"], first["finished"])  # not run again
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    ledger = ArtifactCache(storage / "cache").ledger()
+    assert set(after["stage1_key"]) == set(ledger["stage1"])  # the first sweep's stage 1, reused
+    assert [entry["builds"] for entry in ledger["stage1"].values()] == [1]
+    assert [entry["builds"] for entry in ledger["teacher"].values()] == [1]
