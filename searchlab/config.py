@@ -51,6 +51,7 @@ class SyntheticData(_Strict):
     size: int = Field(64, ge=16)
     seed: int = 0
     multi_label: bool = False
+    fine_contrast: float = Field(0.6, gt=0, le=1, description="stripe contrast of the fine classes")
 
 
 class DataConfig(_Strict):
@@ -106,6 +107,7 @@ class OptimConfig(_Strict):
     batch_size: int = Field(8, ge=1)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0)
+    checkpoint_every: int = Field(1, ge=1, description="epochs between resumable checkpoints (the last is always saved)")
 
 
 class TeacherConfig(OptimConfig):
@@ -137,6 +139,9 @@ class Stage2Config(OptimConfig):
     lr_body: float = Field(1e-4, ge=0, description="MobileNetV2 body learning rate; 0 freezes it")
     decision_space: tuple[int, ...] = (32, 4, 2, 0)
     w1: float = Field(0.21, ge=0, description="efficiency loss weight")
+    efficiency_cost: Literal["flops", "official"] = Field(
+        "flops", description="L_e's per-action cost: exact FLOPs / top precision's, or official min(b,8)^2/64"
+    )
     w2: float = Field(0.5, ge=0, description="balanced-usage loss weight")
     w3: float = Field(0.1, ge=0, description="decisiveness (entropy) loss weight")
     kd_weight: float = Field(1.0, ge=0)

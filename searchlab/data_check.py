@@ -31,7 +31,7 @@ def ensure_data(data: DataConfig, *, generate: bool) -> Path:
         generate_synthetic(
             manifest.parent, num_classes=knobs.classes, train_per_class=knobs.train_per_class,
             val_per_class=knobs.val_per_class, num_frames=knobs.frames, fps=knobs.fps, size=knobs.size,
-            seed=knobs.seed, multi_label=knobs.multi_label,
+            seed=knobs.seed, multi_label=knobs.multi_label, fine_contrast=knobs.fine_contrast,
         )
         return manifest
     videos = Path(data.root) if data.root else manifest.parent

@@ -81,3 +81,16 @@ def test_stage2_loss_weights_its_terms():
     total2, _ = stage2_loss(**kwargs, kd_weight=2.0, w1=0.3, w2=0.5, w3=0.1)
     expected = terms["ce"] + 2 * terms["kd"] + 0.3 * terms["efficiency"] + 0.5 * terms["balance"] + 0.1 * terms["decisiveness"]
     assert total2.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_flops_efficiency_costs_charge_the_exact_per_layer_price():
+    from searchlab import flops
+    from searchlab.train.losses import flops_efficiency_costs
+
+    costs = flops_efficiency_costs((32, 4, 2, 0), backbone="resnet10", size=32, num_classes=4)
+    table = flops.action_cost_table("resnet10", decision_space=[32, 4, 2, 0], size=32, num_classes=4)
+    assert costs.tolist() == pytest.approx([1.0, table[4] / table[32], table[2] / table[32], 0.0])
+    # first conv and fc stay at full precision, so 2 bits cost more than the official 1/16
+    assert costs[2] > efficiency_costs((32, 4, 2, 0))[2]
+    actions = F.one_hot(torch.tensor([[2, 3]]), 4).float()
+    assert efficiency_loss(actions, decision_space=(32, 4, 2, 0), costs=costs).item() == pytest.approx(costs[2].item() / 2)

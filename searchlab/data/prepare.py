@@ -461,6 +461,7 @@ def _build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--size", type=int, default=defaults.size, help="frame width = height in pixels, even (default %(default)s)")
     syn.add_argument("--seed", type=int, default=defaults.seed, help="random seed; same seed, same files (default %(default)s)")
     syn.add_argument("--fine-fraction", type=float, default=defaults.fine_fraction, help="share of classes that differ only in fine texture (default %(default)s)")
+    syn.add_argument("--fine-contrast", type=float, default=defaults.fine_contrast, help="stripe contrast of the fine classes: lower is harder for low precision (default %(default)s)")
     syn.add_argument("--multi-label", action="store_true", help="untrimmed variant: two classes per video in separate windows")
     syn.add_argument("--workers", type=_positive, default=None, help="writer processes (default: CPU count)")
     syn.add_argument("--force", action="store_true", help="regenerate even if DIR holds a set made with the same knobs")
@@ -502,7 +503,7 @@ def _run(args: argparse.Namespace) -> str:
         manifest = generate_synthetic(
             args.out, num_classes=args.classes, train_per_class=args.train_per_class,
             val_per_class=args.val_per_class, num_frames=args.frames, fps=args.fps, size=args.size,
-            seed=args.seed, multi_label=args.multi_label, fine_fraction=args.fine_fraction,
+            seed=args.seed, multi_label=args.multi_label, fine_fraction=args.fine_fraction, fine_contrast=args.fine_contrast,
             workers=args.workers, progress=progress, force=args.force,
         )
         return f"synthetic set: {len(manifest)} videos, {manifest.num_classes} classes, manifest {args.out / MANIFEST_NAME}"

@@ -49,8 +49,6 @@ _MOTIONS: tuple[str, ...] = ("still", "drift", "orbit", "oscillate")
 _SPLIT_CODES = {"train": 0, "val": 1}
 # Stripes alternate full colour and this fraction of it; plain objects use the mean of the two,
 # so every texture has the same average colour and only fine detail tells them apart.
-_DARK = 0.4
-_PLAIN = (1.0 + _DARK) / 2.0
 MANIFEST_NAME = "manifest.parquet"
 CONFIG_NAME = "synthetic.json"
 
@@ -81,6 +79,7 @@ class SyntheticConfig:
     seed: int = 0
     multi_label: bool = False
     fine_fraction: float = 0.5
+    fine_contrast: float = 0.6
     crf: int = 12
 
     def problems(self) -> list[str]:
@@ -94,6 +93,8 @@ class SyntheticConfig:
             found.append(f"num_classes={self.num_classes}: at most {looks} distinct looks; lower it")
         if not 0.0 <= self.fine_fraction <= 1.0:
             found.append(f"fine_fraction={self.fine_fraction}: must be in [0, 1]")
+        if not 0.0 < self.fine_contrast <= 1.0:
+            found.append(f"fine_contrast={self.fine_contrast}: must be in (0, 1]")
         if self.train_per_class < 0 or self.val_per_class < 0:
             found.append("train_per_class and val_per_class must be >= 0")
         if self.train_per_class + self.val_per_class == 0:
@@ -192,18 +193,22 @@ def _trajectory(spec: ClassSpec, rng: np.random.Generator, n: int, size: int, r:
     return _bounce(path, lo, hi)
 
 
-def _paint(frame: np.ndarray, spec: ClassSpec, centre: np.ndarray, r: float, half_period: int) -> None:
+def _paint(
+    frame: np.ndarray, spec: ClassSpec, centre: np.ndarray, r: float, half_period: int, contrast: float
+) -> None:
     size = frame.shape[0]
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     dx, dy = xx - centre[0], yy - centre[1]
     mask = _shape_mask(spec.shape, dx, dy, r)
     colour = np.asarray(spec.colour, dtype=np.float64)
+    # Stripes alternate full colour and (1 - contrast) of it; a plain object has their mean shade, so
+    # once stripes are blurred or lost to coarse activation levels, a striped object looks plain.
     if spec.texture == "plain":
-        shade = np.full((size, size), _PLAIN)
+        shade = np.full((size, size), 1.0 - contrast / 2.0)
     else:
         # Stripes are fixed to the object (they move with it), in whole pixels so they stay sharp.
         along = np.floor(dy if spec.texture == "hstripes" else dx) + 4 * half_period * size
-        shade = np.where((along // half_period) % 2 == 0, 1.0, _DARK)
+        shade = np.where((along // half_period) % 2 == 0, 1.0, 1.0 - contrast)
     frame[mask] = (shade[..., None] * colour)[mask]
 
 
@@ -234,6 +239,7 @@ def render_video(
     classes: list[int],
     num_frames: int,
     size: int,
+    fine_contrast: float = 0.6,
 ) -> np.ndarray:
     """Frames (T, size, size, 3) uint8 showing classes[i] only inside window i.
 
@@ -260,10 +266,10 @@ def render_video(
         ox, oy = (np.floor(offset0 + pan * t).astype(int)) % size
         frame = canvas[oy : oy + size, ox : ox + size].copy()
         if distractor is not None:
-            _paint(frame, distractor, distractor_path[t], 0.18 * size, half_period)
+            _paint(frame, distractor, distractor_path[t], 0.18 * size, half_period, fine_contrast)
         for c, (start, length), path in zip(classes, windows, paths):
             if start <= t < start + length:
-                _paint(frame, specs[c], path[t], r, half_period)
+                _paint(frame, specs[c], path[t], r, half_period, fine_contrast)
         frame += rng.normal(0.0, 3.0, size=frame.shape)
         frames[t] = np.clip(np.rint(frame), 0, 255).astype(np.uint8)
     return frames
@@ -322,7 +328,8 @@ def _make_video(job: dict[str, Any], config: SyntheticConfig, out_dir: str) -> d
     if config.multi_label:
         other = int(rng.integers(0, config.num_classes - 1))
         classes.append(other + (other >= job["primary"]))
-    frames = render_video(specs, rng, classes=classes, num_frames=config.num_frames, size=config.size)
+    frames = render_video(specs, rng, classes=classes, num_frames=config.num_frames, size=config.size,
+                          fine_contrast=config.fine_contrast)
     write_mp4(Path(out_dir) / job["path"], frames, fps=config.fps, crf=config.crf)
     return {
         "video_id": job["video_id"], "path": job["path"], "label": job["primary"],
@@ -365,6 +372,7 @@ def generate_synthetic(
     seed: int = 0,
     multi_label: bool = False,
     fine_fraction: float = 0.5,
+    fine_contrast: float = 0.6,
     crf: int = 12,
     workers: int | None = None,
     progress: bool = True,
@@ -379,7 +387,7 @@ def generate_synthetic(
     config = SyntheticConfig(
         num_classes=num_classes, train_per_class=train_per_class, val_per_class=val_per_class,
         num_frames=num_frames, fps=float(fps), size=size, seed=seed, multi_label=multi_label,
-        fine_fraction=fine_fraction, crf=crf,
+        fine_fraction=fine_fraction, fine_contrast=fine_contrast, crf=crf,
     )
     problems = config.problems()
     if workers is not None and workers < 1:

@@ -13,17 +13,21 @@ Choices (documented here because they change what w1..w3 mean):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from searchlab import flops
+
 __all__ = [
     "balance_loss",
     "decisiveness_loss",
     "efficiency_costs",
     "efficiency_loss",
+    "flops_efficiency_costs",
     "kd_loss",
     "stage1_loss",
     "stage2_loss",
@@ -68,14 +72,33 @@ def efficiency_costs(decision_space: Sequence[int]) -> Tensor:
     return torch.tensor([min(b, 8) ** 2 / 64.0 if b else 0.0 for b in decision_space])
 
 
+@functools.lru_cache(maxsize=64)
+def _flops_costs(decision_space: tuple[int, ...], backbone: str, size: int, num_classes: int) -> tuple[float, ...]:
+    table = flops.action_cost_table(backbone, decision_space=list(decision_space), size=size, num_classes=num_classes)
+    top = table[max(decision_space)]
+    return tuple(table[bits] / top for bits in decision_space)
+
+
+def flops_efficiency_costs(decision_space: Sequence[int], *, backbone: str, size: int, num_classes: int) -> Tensor:
+    """Per-action cost of L_e as METHODS §1.3 defines it: the action's exact FLOPs (first conv and fc
+    at full precision, searchlab.flops) over the top precision's, skip = 0.
+
+    The official min(b,8)²/64 charges a 2-bit frame 1/16 of a full one, while its real cost is
+    higher (1/6 for ResNet-10 at 56 px): with the official costs skipping is barely cheaper than
+    2 bits, so a policy never learns to skip where the FLOPs say it should.
+    """
+    return torch.tensor(_flops_costs(tuple(decision_space), backbone, size, num_classes))
+
+
 def _usage(actions: Tensor) -> Tensor:
     """Fraction of frames per action (|Ω|,), differentiable through straight-through actions."""
     return actions.reshape(-1, actions.shape[-1]).mean(dim=0)
 
 
-def efficiency_loss(actions: Tensor, *, decision_space: Sequence[int]) -> Tensor:
-    """L_e = Σ_k usage_k · cost_k with ``efficiency_costs``; ``actions`` (N, T, |Ω|)."""
-    return (_usage(actions) * efficiency_costs(decision_space).to(actions)).sum()
+def efficiency_loss(actions: Tensor, *, decision_space: Sequence[int], costs: Tensor | None = None) -> Tensor:
+    """L_e = Σ_k usage_k · cost_k; ``actions`` (N, T, |Ω|); costs default to ``efficiency_costs``."""
+    costs = efficiency_costs(decision_space) if costs is None else costs
+    return (_usage(actions) * costs.to(actions)).sum()
 
 
 def balance_loss(actions: Tensor) -> Tensor:
@@ -102,12 +125,13 @@ def stage2_loss(
     w1: float,
     w2: float,
     w3: float,
+    action_costs: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """L_g and its detached terms (ce, kd, efficiency, balance, decisiveness) for logging."""
     terms = {
         "ce": F.cross_entropy(video_logits, labels),
         "kd": kd_loss(video_logits, teacher_logits),
-        "efficiency": efficiency_loss(actions, decision_space=decision_space),
+        "efficiency": efficiency_loss(actions, decision_space=decision_space, costs=action_costs),
         "balance": balance_loss(actions),
         "decisiveness": decisiveness_loss(probs),
     }

@@ -32,7 +32,7 @@ from searchlab.train import evaluate, ray_compat
 from searchlab.train.backbone_cache import CachedBackboneOutputs, cache_meta, load_backbone
 from searchlab.train.checkpointing import unwrap, write_artifact
 from searchlab.train.loader import EpochSampler, clip_dataset, load_manifest, make_loader
-from searchlab.train.losses import stage2_loss
+from searchlab.train.losses import flops_efficiency_costs, stage2_loss
 from searchlab.train.schedules import cosine_scheduler
 from searchlab.train.stage1 import load_teacher
 from searchlab.train.tblog import ScalarLog
@@ -141,9 +141,13 @@ def stage2_step(
     _, probs, actions = model(batch["policy_frames"], tau=tau, mode="gumbel_hard", features=batch.get("policy_features"))
     video = combine_frame_logits(batch["frame_logits"], actions, decision_space=hp.decision_space,
                                  bit_widths=config.model.bit_widths)
+    costs = None
+    if hp.efficiency_cost == "flops":
+        costs = flops_efficiency_costs(hp.decision_space, backbone=config.model.backbone, size=config.data.crop_size,
+                                       num_classes=batch["frame_logits"].shape[-1])
     total, terms = stage2_loss(video_logits=video, teacher_logits=batch["teacher_logits"], labels=batch["label"],
                                actions=actions, probs=probs, decision_space=hp.decision_space,
-                               kd_weight=hp.kd_weight, w1=hp.w1, w2=hp.w2, w3=hp.w3)
+                               kd_weight=hp.kd_weight, w1=hp.w1, w2=hp.w2, w3=hp.w3, action_costs=costs)
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     optimizer.step()
@@ -269,6 +273,7 @@ def stage2_loop(loop_config: dict[str, Any]) -> None:
             models=models, optimizer=optimizer, scheduler=scheduler, extra={"tau": taus[-1]},
             write_artifact=artifact if last else None,
             inject_failure_after_epoch=loop_config["inject_failure_after_epoch"],
+            save=last or (epoch + 1) % config.stage2.checkpoint_every == 0,
         )
 
 

@@ -115,12 +115,19 @@ def checkpoint_epoch(
     extra: Mapping[str, Any],
     write_artifact: Callable[[Path], None] | None = None,
     inject_failure_after_epoch: int | None = None,
+    save: bool = True,
 ) -> None:
     """Checkpoint after ``epoch`` completed epochs (1-based count) and report ``metrics``.
+
+    ``save=False`` reports the metrics only: on tiny epochs a checkpoint costs more than the epoch,
+    so stages save every ``checkpoint_every`` epochs (and always the last one).
 
     ``write_artifact(folder)`` (rank 0, last epoch) fills the artifact folder inside the checkpoint.
     ``inject_failure_after_epoch``: raise ``InjectedFailure`` once that many epochs are saved.
     """
+    if not save:
+        ray_compat.report(dict(metrics))
+        return
     rng_states = gather_objects(worker, capture_rng_state())
     if worker.is_writer:
         with tempfile.TemporaryDirectory(prefix="searchlab-ckpt-") as folder:
