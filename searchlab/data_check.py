@@ -12,9 +12,13 @@ class DataMissing(RuntimeError):
 
 
 def ensure_data(data: DataConfig, *, generate: bool) -> Path:
-    """Return the manifest path, generating the synthetic set when configured and allowed."""
+    """Return the manifest path, generating the synthetic set when configured and allowed.
+
+    A configured synthetic set is (re)generated whenever its knobs changed: `generate_synthetic`
+    returns at once when the folder already holds a set made with the same knobs.
+    """
     manifest = Path(data.manifest)
-    if manifest.is_file():
+    if manifest.is_file() and (data.synthetic is None or not generate):
         return manifest
     if data.synthetic is not None:
         from searchlab.data.synthetic import MANIFEST_NAME, generate_synthetic

@@ -22,6 +22,7 @@ class ConstrainedOptunaSearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         optuna_trial = self._ot_trials.get(trial_id)
-        if optuna_trial is not None and result and VIOLATIONS_KEY in result:
+        already_told = trial_id in self._completed_trials  # a resumed sweep may report a trial again
+        if optuna_trial is not None and result and VIOLATIONS_KEY in result and not already_told:
             record_constraints(optuna_trial, result[VIOLATIONS_KEY])
         super().on_trial_complete(trial_id, result=result, error=error)
