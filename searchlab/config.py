@@ -116,6 +116,9 @@ class TeacherConfig(OptimConfig):
     epochs: int = Field(10, ge=1)
     lr: float = Field(0.01, gt=0)
     policy_epochs: int = Field(5, ge=0)
+    policy_target: Literal["distill", "labels"] = Field(
+        "distill", description="MobileNetV2 pretraining target: the teacher's per-frame predictions, or video labels"
+    )
 
 
 class AlphaConfig(_Strict):

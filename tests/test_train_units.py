@@ -61,6 +61,20 @@ def test_classifier_step_loss_falls_on_a_fixed_batch(clips):
     assert _falls(losses), losses
 
 
+def test_classifier_distils_the_teachers_per_frame_predictions(clips):
+    torch.manual_seed(0)
+    frames, labels = clips
+    # a teacher with confident per-frame predictions that depend on each frame's colour
+    teacher = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, CLASSES))
+    torch.nn.init.normal_(teacher[2].weight, std=100.0)
+    model = mobilenet_v2(weights=None, width_mult=0.25, num_classes=CLASSES)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.5)
+    losses = [float(classifier_step(model=model, optimizer=optimizer, frames=frames, labels=labels, size=16,
+                                    teacher=teacher)["loss/policy_kd"]) for _ in range(20)]
+    assert _falls(losses), losses
+    assert all(loss >= 0 for loss in losses)  # a KL divergence
+
+
 def test_stage1_step_loss_falls_and_trains_every_bit_width(clips):
     torch.manual_seed(0)
     frames, labels = clips

@@ -91,15 +91,29 @@ def teacher_step(*, model: nn.Module, optimizer: torch.optim.Optimizer, frames: 
 
 
 def classifier_step(
-    *, model: nn.Module, optimizer: torch.optim.Optimizer, frames: Tensor, labels: Tensor, size: int
+    *, model: nn.Module, optimizer: torch.optim.Optimizer, frames: Tensor, labels: Tensor, size: int,
+    teacher: nn.Module | None = None,
 ) -> dict[str, Tensor]:
-    """One CE step of MobileNetV2 as a frame classifier at ``size`` px (each frame: its video's label)."""
+    """One step of MobileNetV2 as a frame classifier at ``size`` px.
+
+    With ``teacher`` the target of each frame is the trained full-precision network's prediction on
+    that frame (distillation); without, every frame gets its video's label. Video labels are wrong
+    for the frames outside the informative window, and a small MobileNetV2 trained on them from
+    scratch stays near chance for many epochs; the teacher's per-frame predictions tell those frames
+    apart, which is what the policy needs its features for.
+    """
     small = policy_frames(frames, size)
-    loss = F.cross_entropy(model(small.flatten(0, 1)), labels.repeat_interleave(small.shape[1]))
+    logits = model(small.flatten(0, 1))
+    if teacher is None:
+        loss = F.cross_entropy(logits, labels.repeat_interleave(small.shape[1]))
+    else:
+        with torch.no_grad():
+            targets = teacher(frames.flatten(0, 1)).softmax(dim=-1)
+        loss = F.kl_div(logits.log_softmax(dim=-1), targets, reduction="batchmean")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return {"loss/policy_ce": loss.detach()}
+    return {"loss/policy_ce" if teacher is None else "loss/policy_kd": loss.detach()}
 
 
 def teacher_loop(loop_config: dict[str, Any]) -> None:
@@ -143,7 +157,8 @@ def teacher_loop(loop_config: dict[str, Any]) -> None:
 
     def step_classifier(_: int, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         terms = classifier_step(model=classifier_ddp, optimizer=optimizer, frames=batch["frames"].to(worker.device),
-                                labels=batch["label"].to(worker.device), size=config.model.policy_input_size)
+                                labels=batch["label"].to(worker.device), size=config.model.policy_input_size,
+                                teacher=teacher if hp.policy_target == "distill" else None)
         scheduler.step()
         return terms
 
