@@ -202,3 +202,18 @@ def test_cli_missing_teacher_artifact_exits_2(tmp_path, synthetic_set, capsys):
     code = cli_main(["stage1", "--config", "spaces/demo.yaml", "--set", f"data.manifest={root}/manifest.parquet",
                      "--out", str(tmp_path)])
     assert code == 2 and "run `python -m searchlab.train teacher`" in capsys.readouterr().err
+
+
+def test_recalibrated_batchnorm_matches_the_data_it_saw():
+    from searchlab.train.teacher import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    batches = [torch.randn(8, 3, 8, 8) * 3 + 2 for _ in range(4)]
+    net.eval()  # the mode it is in is the mode it is left in
+    recalibrate_batchnorm(net, batches)
+    with torch.no_grad():
+        features = torch.cat([net[0](b) for b in batches])
+    norm = net[1]
+    assert torch.allclose(norm.running_mean, features.mean(dim=(0, 2, 3)), atol=1e-4)
+    assert norm.momentum == 0.1 and not net.training

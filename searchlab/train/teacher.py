@@ -15,6 +15,7 @@ MobileNetV2 state dict; absent when policy_epochs = 0), ``metrics.json``, ``conf
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -116,6 +117,28 @@ def classifier_step(
     return {"loss/policy_ce" if teacher is None else "loss/policy_kd": loss.detach()}
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, inputs: Iterable[Tensor]) -> None:
+    """Recompute BatchNorm running statistics as exact averages over ``inputs``; weights unchanged.
+
+    Momentum averages lag behind weights that moved fast: after a few epochs from scratch the
+    MobileNetV2's running statistics no longer match its weights, and in eval mode (how the policy
+    uses it) it predicted one class for every frame. One forward pass fixes that.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average
+    was_training = model.training
+    model.train()
+    for batch in inputs:
+        model(batch)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    model.train(was_training)
+
+
 def teacher_loop(loop_config: dict[str, Any]) -> None:
     """Ray Train worker loop of the teacher stage (see the module docstring)."""
     config: TrialConfig = loop_config["config"]
@@ -171,6 +194,10 @@ def teacher_loop(loop_config: dict[str, Any]) -> None:
         scalars = run_epoch(worker, loader, step_teacher if in_teacher_phase else step_classifier)
         scalars["lr"] = optimizer.param_groups[0 if in_teacher_phase else 1]["lr"]
         last = epoch + 1 == total_epochs
+        if last and not in_teacher_phase:
+            size = config.model.policy_input_size
+            recalibrate_batchnorm(unwrap(classifier), (policy_frames(b["frames"].to(worker.device), size).flatten(0, 1)
+                                                       for b in loader))
         metrics: dict[str, Any] = {}
         if last or (loop_config["eval_every"] and (epoch + 1) % loop_config["eval_every"] == 0):
             metrics = _evaluate(worker, config, val_set, teacher, classifier, evaluate.uses_map(config.data.metric, manifest_multi_label=manifest.multi_label),
