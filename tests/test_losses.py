@@ -61,9 +61,9 @@ def test_efficiency_and_balance_by_hand():
     assert balance_loss(uniform).item() == pytest.approx(0.0)
 
 
-def test_decisiveness_sums_frame_entropies():
+def test_decisiveness_averages_frame_entropies():
     probs = torch.full((2, 3, 4), 0.25)
-    assert decisiveness_loss(probs).item() == pytest.approx(3 * math.log(4))
+    assert decisiveness_loss(probs).item() == pytest.approx(math.log(4))
     assert decisiveness_loss(F.one_hot(torch.zeros(2, 3, dtype=torch.long), 4).float()).item() == pytest.approx(0.0)
 
 

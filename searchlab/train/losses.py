@@ -108,9 +108,14 @@ def balance_loss(actions: Tensor) -> Tensor:
 
 
 def decisiveness_loss(probs: Tensor) -> Tensor:
-    """L_d = Σ_i H(π_i) over a clip's frames, averaged over clips; ``probs`` (N, T, |Ω|)."""
+    """L_d = (1/T) Σ_i H(π_i), averaged over clips; ``probs`` (N, T, |Ω|).
+
+    Divided by T like L_e and L_b (per-frame usages), so that w3 means the same at 8 or 16 frames:
+    summed over 8 frames the entropy term outweighed the others and collapsed every policy onto
+    one action within two epochs.
+    """
     entropy = -(probs * probs.clamp_min(1e-12).log()).sum(dim=-1)  # (N, T)
-    return entropy.sum(dim=1).mean()
+    return entropy.mean()
 
 
 def stage2_loss(

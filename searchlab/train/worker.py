@@ -119,14 +119,14 @@ def checkpoint_epoch(
 ) -> None:
     """Checkpoint after ``epoch`` completed epochs (1-based count) and report ``metrics``.
 
-    ``save=False`` reports the metrics only: on tiny epochs a checkpoint costs more than the epoch,
-    so stages save every ``checkpoint_every`` epochs (and always the last one).
+    ``save=False`` does nothing: on tiny epochs a checkpoint, and even a bare report (a barrier
+    with Ray Train's controller), costs more than the epoch, so stages report and save every
+    ``checkpoint_every`` epochs (and always the last); TensorBoard still gets every epoch.
 
     ``write_artifact(folder)`` (rank 0, last epoch) fills the artifact folder inside the checkpoint.
     ``inject_failure_after_epoch``: raise ``InjectedFailure`` once that many epochs are saved.
     """
     if not save:
-        ray_compat.report(dict(metrics))
         return
     rng_states = gather_objects(worker, capture_rng_state())
     if worker.is_writer:
