@@ -154,8 +154,11 @@ def backbone_layer_macs(backbone: str, *, size: int, num_classes: int) -> tuple[
     """
     if size < 1 or num_classes < 1:
         raise ValueError(f"size and num_classes must be >= 1, got size={size}, num_classes={num_classes}")
-    net = create_backbone(backbone, num_classes=num_classes, bit_widths=(FULL_PRECISION_BITS,), alpha_init=1.0)
-    layers = module_macs(_AtBits(net, FULL_PRECISION_BITS), torch.zeros(1, 3, size, size))
+    # fork_rng: building a network draws random weights, and a cost lookup in the middle of training
+    # must not move the global generator (resumed runs must replay the same Gumbel noise).
+    with torch.random.fork_rng(devices=[]):
+        net = create_backbone(backbone, num_classes=num_classes, bit_widths=(FULL_PRECISION_BITS,), alpha_init=1.0)
+        layers = module_macs(_AtBits(net, FULL_PRECISION_BITS), torch.zeros(1, 3, size, size))
     return tuple(
         LayerMacs(name=layer.name.removeprefix("net."), macs=layer.macs, quantised=layer.quantised)
         for layer in layers
@@ -215,7 +218,8 @@ def policy_gflops_per_frame(policy: nn.Module, *, size: int, frames: int = 1) ->
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.policy.decide(self.policy.extract(x), mode="argmax").probs
 
-    layers = module_macs(_Decide(), torch.zeros(1, frames, 3, size, size))
+    with torch.random.fork_rng(devices=[]):  # dropout in a traced forward must not move the generator
+        layers = module_macs(_Decide(), torch.zeros(1, frames, 3, size, size))
     return sum(l.macs for l in layers) / 1e9 / frames
 
 

@@ -191,3 +191,14 @@ def test_cli_reports_every_bad_argument() -> None:
     assert result.returncode == 2
     assert "unknown network 'nope'" in result.stderr
     assert "--frames must be >= 1" in result.stderr and "ints in 1..32" in result.stderr
+
+
+def test_cost_lookups_leave_the_global_random_generator_alone():
+    from searchlab import flops
+
+    flops.backbone_layer_macs.cache_clear()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    flops.action_cost_table("resnet10", decision_space=[32, 2, 0], size=32, num_classes=3)
+    assert torch.equal(torch.rand(3), expected)

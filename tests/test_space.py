@@ -118,8 +118,9 @@ def test_points_to_evaluate_are_encoded_and_enqueued() -> None:
     values = suggest(study.ask(), sweep.space, base=sweep.base)
     assert values == {"stage2.decision_space": [32, 4, 2, 0], "stage2.w1": 0.21, "stage2.w2": 0.5, "stage2.w3": 0.1}
     with pytest.raises(ValueError) as error:
-        encode_point({"stage2.decision_space": [4, 2], "stage2.w1": 3.0, "nope": 1}, sweep.space)
-    for fragment in ("not among the choices", "not a number in [0.0, 1.0]", "nope: not in space"):
+        encode_point({"stage2.decision_space": [4, 2], "stage2.w1": 30.0, "nope": 1}, sweep.space)
+    low, high = sweep.space["stage2.w1"].uniform
+    for fragment in ("not among the choices", f"30.0 is not a number in [{low}, {high}]", "nope: not in space"):
         assert fragment in str(error.value)
 
 
