@@ -140,10 +140,41 @@ def _front_table(frame: pd.DataFrame, directions: dict[str, str]) -> tuple[pd.Da
     return front.sort_values(list(directions)[::-1], kind="stable"), knee  # cheapest first for (accuracy, gflops)
 
 
+def versus_baselines(accuracy: float, gflops: float, baselines: pd.DataFrame) -> str:
+    """How a configuration compares with the uniform-precision baselines of its stage-1 network.
+
+    A step comparison, no interpolation: dominated by a baseline, or the accuracy gained over the
+    best baseline that costs no more (or, when every baseline costs more, that it is cheaper).
+    """
+    if baselines.empty:
+        return ""
+    dominating = baselines[(baselines["accuracy"] >= accuracy) & (baselines["gflops"] <= gflops)
+                           & ((baselines["accuracy"] > accuracy) | (baselines["gflops"] < gflops))]
+    if not dominating.empty:
+        return "dominated by uniform " + ", ".join(f"{int(b)}-bit" for b in sorted(dominating["bits"], reverse=True))
+    cheaper = baselines[baselines["gflops"] <= gflops]
+    if cheaper.empty:
+        cheapest = baselines.loc[baselines["gflops"].idxmin()]
+        return (f"not dominated: fewer GFLOPs than every uniform baseline (cheapest: {int(cheapest['bits'])}-bit, "
+                f"{cheapest['gflops']:.3g})")
+    best = cheaper.loc[cheaper["accuracy"].idxmax()]
+    return (f"not dominated: {100 * (accuracy - best['accuracy']):+.1f} pts over uniform {int(best['bits'])}-bit "
+            f"({best['gflops']:.3g} GFLOPs), the best baseline costing no more")
+
+
+def _with_baseline_comparison(front: pd.DataFrame, baselines: pd.DataFrame) -> pd.DataFrame:
+    if front.empty or {"accuracy", "gflops"} - set(front.columns):
+        return front
+    verdicts = [versus_baselines(row.accuracy, row.gflops, baselines[baselines["stage1_key"] == row.stage1_key])
+                for row in front.itertuples()]
+    return front.assign(**{"vs uniform baselines": verdicts})
+
+
 def _front_columns(front: pd.DataFrame, directions: dict[str, str]) -> list[str]:
     metrics = list(directions) + [m for m in METRICS if m not in directions and front[m].notna().any()]
     params = [c for c in front.columns if c.startswith(PARAM_PREFIX) and front[c].notna().any()]
-    return ["number", "trial_id", "knee", *metrics, "action usage", *params, "stage1_key"]
+    verdict = ["vs uniform baselines"] if "vs uniform baselines" in front.columns else []
+    return ["number", "trial_id", "knee", *metrics, "action usage", *verdict, *params, "stage1_key"]
 
 
 def _image(path: Path) -> str:
@@ -171,6 +202,7 @@ def build_report(run_dir: str | Path, *, objectives: Sequence[str] = DEFAULT_OBJ
     completed = frame[frame["status"] == "completed"].dropna(subset=list(directions))
     counts["infeasible"] = int(completed["feasible"].eq(False).sum())
     front, knee = _front_table(frame, directions)
+    front = _with_baseline_comparison(front, baselines)
     counts["front"] = len(front)
 
     if reference is None and not completed.empty:

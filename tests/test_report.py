@@ -116,3 +116,16 @@ def test_module_entry_point(tmp_path: Path) -> None:
         [sys.executable, "-m", "searchlab.report", str(tmp_path / "missing")], capture_output=True, text=True
     )
     assert result.returncode == 2 and "no such run directory" in result.stderr
+
+
+def test_front_points_are_compared_with_the_uniform_baselines():
+    from searchlab.report import versus_baselines
+
+    baselines = pd.DataFrame({"stage1_key": ["k"] * 3, "bits": [32, 4, 2], "accuracy": [1.0, 0.95, 0.94],
+                              "gflops": [0.5, 0.17, 0.09]})
+    assert versus_baselines(0.93, 0.10, baselines) == "dominated by uniform 2-bit"
+    assert versus_baselines(0.90, 0.60, baselines) == "dominated by uniform 32-bit, 4-bit, 2-bit"
+    verdict = versus_baselines(0.97, 0.18, baselines)
+    assert verdict.startswith("not dominated: +2.0 pts over uniform 4-bit (0.17 GFLOPs)")
+    assert versus_baselines(0.90, 0.05, baselines).startswith("not dominated: fewer GFLOPs than every uniform")
+    assert versus_baselines(0.97, 0.18, baselines.iloc[0:0]) == ""
