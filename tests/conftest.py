@@ -30,3 +30,17 @@ def multilabel_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Manifest, 
         seed=0, multi_label=True, workers=1, progress=False,
     )
     return manifest, root
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole session (2 CPUs, as on the team's machines); stages and sweeps join it."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}})
+    yield
+    if started:
+        ray.shutdown()

@@ -38,18 +38,6 @@ STUDY = "searchlab"  # searchlab.sweep.STUDY_NAME
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    """One local Ray for the module (2 CPUs, as on the team's machine); the sweep joins it."""
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}})
-    yield
-    if started:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def sweep_run(ray_local, synthetic_set, tmp_path_factory) -> dict[str, Any]:
     _, data_root = synthetic_set
     base = tmp_path_factory.mktemp("sweep")

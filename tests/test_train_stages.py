@@ -30,17 +30,6 @@ from searchlab.train.stage2 import LiveOutputs
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}})
-    yield
-    if started:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="session")
 def damaged_data(synthetic_set, tmp_path_factory) -> Path:
     """A copy of the tiny synthetic set with one training video overwritten by garbage."""
     _, source = synthetic_set
