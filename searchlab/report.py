@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import base64
 import html
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -241,6 +242,7 @@ img {{ max-width: 100%; }}
 {_table(pd.DataFrame([counts]))}
 <p>Objectives: {html.escape(objective_text)}. Hypervolume {history["hypervolume"].iloc[-1]:.6g} against reference
 {html.escape(", ".join(f"{v:.4g}" for v in reference))}.</p>
+{_cache_note(run_dir)}
 <h2>Accuracy vs GFLOPs</h2>
 {_image(pareto_png)}
 <h2>Hypervolume</h2>
@@ -261,6 +263,22 @@ img {{ max-width: 100%; }}
     return Report(html_path, pareto_png, hv_png, counts, shown_front, reference, float(history["hypervolume"].iloc[-1]))
 
 
+def cache_note(run_dir: Path) -> str:
+    """What the stage-2 backbone-output cache fixes, read from the sweep's snapshot (RUN_DIR/sweep.json)."""
+    snapshot = run_dir / "sweep.json"
+    if not snapshot.is_file():
+        return ""
+    views = json.loads(snapshot.read_text())["base"]["stage2"]["cached_views"]
+    return (f"Stage 2 trains on the frozen backbone's cached outputs: {views} fixed augmentation view(s) per "
+            f"training clip (TSN offsets, crop and flip drawn once; epoch e uses view e mod {views}), the "
+            "centre view for evaluation.")
+
+
+def _cache_note(run_dir: Path) -> str:
+    note = cache_note(run_dir)
+    return f"<p>{html.escape(note)}</p>" if note else ""
+
+
 def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
@@ -276,6 +294,8 @@ def _summary(report: Report) -> str:
     if not report.front.empty:
         columns = [c for c in report.front.columns if not c.startswith(PARAM_PREFIX) and c != "stage1_key"]
         lines.append(report.front[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    note = cache_note(report.html.parent)
+    lines += [note] if note else []
     lines += [f"report: {report.html}", f"figures: {report.pareto_png}, {report.hypervolume_png}"]
     return "\n".join(lines)
 

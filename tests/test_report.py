@@ -130,3 +130,14 @@ def test_front_points_are_compared_with_the_uniform_baselines():
     assert verdict.startswith("not dominated: +2.0 pts over uniform 4-bit (0.17 GFLOPs)")
     assert versus_baselines(0.90, 0.05, baselines).startswith("not dominated: fewer GFLOPs than every uniform")
     assert versus_baselines(0.97, 0.18, baselines.iloc[0:0]) == ""
+
+
+def test_report_states_the_fixed_augmentation_views(tmp_path: Path):
+    import json
+
+    from searchlab.report import cache_note
+
+    assert cache_note(tmp_path) == ""  # no sweep snapshot: nothing claimed
+    (tmp_path / "sweep.json").write_text(json.dumps({"base": {"stage2": {"cached_views": 3}}}))
+    assert "3 fixed augmentation view(s) per training clip" in cache_note(tmp_path)
+    assert "view e mod 3" in cache_note(tmp_path)
