@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
 
+from searchlab.atomic_dir import staged_directory
 from searchlab.pareto import knee_point, pareto_front
 from searchlab.results import TrialsTable, decoded_json
 
@@ -125,25 +124,13 @@ def export_bundle(row: pd.Series, *, run_dir: Path, out: Path) -> Path:
         raise PickError(f"{out} exists and is not a searchlab bundle; choose another --out or remove it yourself")
     config = yaml.safe_load((stage2 / "config.yaml").read_text())
     card = card_of(row, run_dir=run_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with staged_directory(out) as staging:
         shutil.copy2(stage1 / "backbone.pt", staging / "backbone.pt")
         shutil.copy2(stage2 / "policy.pt", staging / "policy.pt")
         (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         (staging / "classes.json").write_text(json.dumps(list(class_names)))
         (staging / "card.json").write_text(json.dumps(card, indent=2))
         (staging / "card.md").write_text(card_markdown(card, config))
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            os.replace(out, old / "previous")
-            os.replace(staging, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(staging, out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return out
 
 

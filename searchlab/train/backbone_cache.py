@@ -23,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from searchlab.atomic_dir import staged_directory
 from searchlab.config import TrialConfig
 from searchlab.data.video import IMAGENET_MEAN, IMAGENET_STD
 from searchlab.models import create_backbone
@@ -163,24 +162,12 @@ def build_backbone_outputs(
     torch_device = torch.device(device)
     backbone = load_backbone(config, stage1_dir=stage1_dir, num_classes=manifest.num_classes).to(torch_device)
     teacher = load_teacher(config, teacher_dir=teacher_dir, num_classes=manifest.num_classes).to(torch_device)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
+    with staged_directory(target) as staging:
         for split, train, views in (("train", True, config.stage2.cached_views), ("val", False, 1)):
             dataset = clip_dataset(config.data, manifest=manifest, root=root, split=split, train=train, seed=config.seed)
             _fill_split(staging, split, dataset=dataset, views=views, backbone=backbone, teacher=teacher,
                         config=config, num_classes=manifest.num_classes, device=torch_device, batch_size=batch_size)
         (staging / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        if target.exists():
-            aside = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-            os.replace(target, aside / "previous")
-            os.replace(staging, target)
-            shutil.rmtree(aside)
-        else:
-            os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 

@@ -27,6 +27,8 @@ import torch
 import yaml
 from torch import nn
 
+from searchlab.atomic_dir import staged_directory
+
 __all__ = [
     "STATE_FILE",
     "capture_rng_state",
@@ -157,15 +159,6 @@ def publish_directory(source: str | os.PathLike[str], target: str | os.PathLike[
     ``target`` is first renamed aside and deleted after the swap, so readers never see a half
     written folder (for the instant between the two renames ``target`` is absent).
     """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    shutil.copytree(source, staging, dirs_exist_ok=True)
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-        os.replace(target, old / "previous")
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old)
-    return target
+    with staged_directory(target) as staging:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+    return Path(target)
