@@ -117,13 +117,17 @@ def module_macs(module: nn.Module, inputs: torch.Tensor | tuple[torch.Tensor, ..
     one extra entry named ``"(other)"``, so the entries always sum to the total.
     """
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
-    was_training = module.training
+    # Each submodule's own mode is restored, not the root's: a wrapper built for counting (always in
+    # training mode) once put an evaluated policy back into training mode, so its evaluation ran
+    # with dropout and batch statistics and moved its BatchNorm running statistics.
+    modes = [(child, child.training) for child in module.modules()]
     module.eval()
     try:
         with torch.no_grad():
             by_module = _macs_by_module(module, inputs)
     finally:
-        module.train(was_training)
+        for child, training in modes:
+            child.training = training
     layers = [
         LayerMacs(name=name, macs=int(by_module.get(name, 0)), quantised=isinstance(m, QuantConv2d | QuantLinear))
         for name, m in _counting_units(module)

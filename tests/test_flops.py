@@ -202,3 +202,18 @@ def test_cost_lookups_leave_the_global_random_generator_alone():
     torch.manual_seed(123)
     flops.action_cost_table("resnet10", decision_space=[32, 2, 0], size=32, num_classes=3)
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("frozen_features", [False, True])
+def test_counting_a_policy_leaves_every_module_mode_and_state_alone(frozen_features: bool) -> None:
+    """Counting once put an evaluated policy back into training mode (the counting wrapper's mode),
+    so stage 2 evaluated with dropout and batch statistics and saved moved BN running statistics."""
+    policy = PolicyNetwork(num_actions=3, input_size=16, hidden_size=8, width_mult=0.25).eval()
+    if frozen_features:  # stage 2's training mode with a frozen body: φ evaluates, the head trains
+        policy.train()
+        policy.features.eval()
+    modes = {name: module.training for name, module in policy.named_modules()}
+    state = {name: value.clone() for name, value in policy.state_dict().items()}
+    flops.policy_gflops_per_frame(policy, size=32, frames=2)
+    assert {name: module.training for name, module in policy.named_modules()} == modes
+    assert all(torch.equal(value, policy.state_dict()[name]) for name, value in state.items())
