@@ -16,11 +16,21 @@ from __future__ import annotations
 
 import re
 import typing
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from searchlab.objectives import METRICS
 
@@ -136,6 +146,57 @@ class Stage1Config(OptimConfig):
     alpha: AlphaConfig = AlphaConfig()
 
 
+TemperatureKind = Literal["exponential", "linear", "cosine", "constant"]
+
+
+class TemperatureConfig(_Strict, Mapping[str, Any]):
+    """`stage2.temperature`: the Gumbel-softmax τ schedule (`searchlab.models.temperature`).
+
+    Which parameters a kind reads and their ranges (tau0 > 0, tau_end > 0, rate in (0, 1], per
+    epoch or iteration) are checked by the schedule's own `schedule_problems` on the section as
+    written, so every problem of it is listed at once, a section that loads is one stage 2 can
+    build, and the rules live in one place. The section reads as the mapping
+    `TemperatureSchedule.from_dict` takes (only the parameters its kind reads), so consumers build
+    the schedule with `TemperatureSchedule.from_dict(config.stage2.temperature)`.
+    """
+
+    kind: TemperatureKind
+    tau0: float | None = None
+    rate: float | None = None
+    tau_end: float | None = None
+    per: Literal["epoch", "iteration"] = "epoch"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schedule_valid(cls, data: Any) -> Any:
+        from searchlab.models.temperature import schedule_problems  # searchlab.models imports torch
+
+        problems = [] if isinstance(data, TemperatureConfig) else schedule_problems(data)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return data
+
+    @model_serializer(mode="wrap")
+    def _read_parameters_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A kind's unused parameters are None; dumped, they would be keys `from_dict` must skip.
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+    def __getitem__(self, key: str) -> Any:
+        return self.model_dump()[key]
+
+    def __iter__(self) -> Iterator[str]:  # type: ignore[override]  # a Mapping's keys, not pydantic's (name, value) pairs
+        return iter(self.model_dump())
+
+    def __len__(self) -> int:
+        return len(self.model_dump())
+
+
+def _official_temperature() -> TemperatureConfig:
+    from searchlab.models.temperature import TemperatureSchedule  # searchlab.models imports torch
+
+    return TemperatureConfig.model_validate(TemperatureSchedule().to_dict())
+
+
 class Stage2Config(OptimConfig):
     epochs: int = Field(50, ge=1)
     lr: float = Field(0.01, gt=0, description="LSTM and fc learning rate")
@@ -148,9 +209,7 @@ class Stage2Config(OptimConfig):
     w2: float = Field(0.5, ge=0, description="balanced-usage loss weight")
     w3: float = Field(0.1, ge=0, description="decisiveness (entropy) loss weight")
     kd_weight: float = Field(1.0, ge=0)
-    temperature: dict[str, Any] = Field(
-        default_factory=lambda: {"kind": "exponential", "tau0": 5.0, "rate": 0.956, "per": "epoch"}
-    )
+    temperature: TemperatureConfig = Field(default_factory=_official_temperature)
     eval_mode: Literal["argmax", "sample"] = "argmax"
     cached_views: int = Field(2, ge=1, description="fixed augmentation views per training clip in the cache")
 
@@ -176,7 +235,7 @@ class TrialConfig(_Strict):
     def _cross_checks(self) -> TrialConfig:
         problems = cross_check_trial(self)
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         return self
 
     def with_overrides(self, overrides: dict[str, Any]) -> TrialConfig:
@@ -251,15 +310,19 @@ def _open_mapping(node: dict[Any, Any]) -> bool:
 
 
 def _format_pydantic(error: ValidationError, prefix: str = "") -> list[str]:
+    """One line per problem, each naming its key; our validators put one problem per line."""
     problems = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        message = item["msg"]
         if item["type"] == "extra_forbidden":
-            message = "unknown key; remove it or check its spelling (see docs/configuration.md)"
+            messages = ["unknown key; remove it or check its spelling (see docs/configuration.md)"]
         elif item["type"] == "missing":
-            message = "required key is missing"
-        problems.append(f"{prefix}{where}: {message}")
+            messages = ["required key is missing"]
+        elif item["type"] == "value_error":
+            messages = item["msg"].removeprefix("Value error, ").split("\n")
+        else:
+            messages = [item["msg"]]
+        problems.extend(f"{prefix}{where}: {message}" for message in messages)
     return problems
 
 
@@ -337,7 +400,7 @@ class SpaceEntry(_Strict):
             elif self.step <= 0 or (self.integer is not None and self.step != int(self.step)):
                 problems.append(f"step {self.step} must be > 0 (and a whole number for int)")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         return self
 
     @property
@@ -368,7 +431,7 @@ class SearchConfig(_Strict):
         if not objectives:
             problems.append("give at least one objective, e.g. {accuracy: max, gflops: min}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         return objectives
 
     @field_validator("constraints")
@@ -381,7 +444,7 @@ class SearchConfig(_Strict):
             except ValueError as error:
                 problems.append(str(error))
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         return constraints
 
     def parsed_constraints(self) -> list[Constraint]:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from searchlab.models.temperature import KINDS, TemperatureSchedule
+from searchlab.models.temperature import KINDS, TemperatureSchedule, schedule_problems
 
 
 def test_default_is_official_videoiq_schedule() -> None:
@@ -91,3 +91,16 @@ def test_constructor_and_value_validate() -> None:
         TemperatureSchedule(per="iteration").value(epoch=0, iteration=4, iterations_per_epoch=4)
     with pytest.raises(ValueError, match="epoch=-1 is negative"):
         TemperatureSchedule().value(epoch=-1)
+
+
+def test_schedule_problems_is_what_from_dict_checks() -> None:
+    assert schedule_problems(TemperatureSchedule(kind="cosine", tau0=4.0, tau_end=0.1).to_dict()) == []
+    bad = {"kind": "constant", "tau0": 0.0, "tau_end": 1.0}
+    problems = schedule_problems(bad)
+    assert len(problems) == 2 and "tau0=0.0 must be > 0" in problems[0]
+    with pytest.raises(ValueError) as info:
+        TemperatureSchedule.from_dict(bad)
+    assert all(problem in str(info.value) for problem in problems)
+    assert schedule_problems([1, 2]) == [
+        "a temperature schedule must be a mapping, got list; write e.g. {kind: exponential, tau0: 5, rate: 0.956, per: epoch}"
+    ]

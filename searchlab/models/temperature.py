@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-__all__ = ["TemperatureSchedule", "KINDS", "PER"]
+__all__ = ["TemperatureSchedule", "KINDS", "PER", "schedule_problems"]
 
 #: Parameters each kind reads; every other parameter is an error for that kind.
 KINDS: dict[str, tuple[str, ...]] = {
@@ -126,30 +126,40 @@ class TemperatureSchedule:
     def from_dict(cls, data: Mapping[str, Any]) -> "TemperatureSchedule":
         """Build from a dict such as a sweep file's; every parameter of the kind must be given.
 
-        Raises ValueError listing every problem (unknown kind or key, missing or out-of-range
-        parameter) together with how to fix it.
+        Raises ValueError listing every problem (``schedule_problems``) with how to fix it.
         """
-        if not isinstance(data, Mapping):
-            raise ValueError(
-                f"a temperature schedule must be a mapping, got {type(data).__name__}; write e.g. "
-                "{kind: exponential, tau0: 5, rate: 0.956, per: epoch}"
-            )
-        problems: list[str] = []
-        kind = data.get("kind")
-        if kind is None:
-            problems.append(f"missing 'kind'; choose one of {sorted(KINDS)}")
-        allowed = {"kind", "per", *_PARAMETERS}
-        for key in sorted(set(data) - allowed, key=str):
-            problems.append(f"unknown key {key!r}; allowed keys are {sorted(allowed)}")
-        if isinstance(kind, str) and kind in KINDS:
-            for name in KINDS[kind]:
-                if data.get(name) is None:
-                    problems.append(f"kind {kind!r} needs {name!r}; add it (e.g. {name}: {_EXAMPLE[name]})")
-        values = {name: data.get(name) for name in _PARAMETERS}
-        problems += _problems(kind=kind, per=data.get("per", "epoch"), values=values, report_missing=False)
+        problems = schedule_problems(data)
         if problems:
             raise ValueError(_message(problems))
-        return cls(kind=kind, per=data.get("per", "epoch"), **{k: v for k, v in values.items() if v is not None})
+        values = {name: data.get(name) for name in _PARAMETERS}
+        return cls(kind=data["kind"], per=data.get("per", "epoch"), **{k: v for k, v in values.items() if v is not None})
+
+
+def schedule_problems(data: Any) -> list[str]:
+    """Every problem of a schedule written as a mapping (unknown kind or key, missing or
+    out-of-range parameter), each with its fix; empty when ``from_dict`` accepts it.
+
+    The sweep file's typed ``stage2.temperature`` section runs this same check at load time, so a
+    schedule that loads is one that stage 2 can build.
+    """
+    if not isinstance(data, Mapping):
+        return [
+            f"a temperature schedule must be a mapping, got {type(data).__name__}; write e.g. "
+            "{kind: exponential, tau0: 5, rate: 0.956, per: epoch}"
+        ]
+    problems: list[str] = []
+    kind = data.get("kind")
+    if kind is None:
+        problems.append(f"missing 'kind'; choose one of {sorted(KINDS)}")
+    allowed = {"kind", "per", *_PARAMETERS}
+    for key in sorted(set(data) - allowed, key=str):
+        problems.append(f"unknown key {key!r}; allowed keys are {sorted(allowed)}")
+    if isinstance(kind, str) and kind in KINDS:
+        for name in KINDS[kind]:
+            if data.get(name) is None:
+                problems.append(f"kind {kind!r} needs {name!r}; add it (e.g. {name}: {_EXAMPLE[name]})")
+    values = {name: data.get(name) for name in _PARAMETERS}
+    return problems + _problems(kind=kind, per=data.get("per", "epoch"), values=values, report_missing=False)
 
 
 _EXAMPLE = {"tau0": 5.0, "rate": _OFFICIAL_RATE, "tau_end": 0.5}
