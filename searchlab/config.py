@@ -14,11 +14,12 @@ load time, because Ray workers run in other directories.
 
 from __future__ import annotations
 
+import math
 import re
 import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -44,22 +45,40 @@ class ConfigError(ValueError):
         super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-class _Strict(BaseModel):
-    """Unknown keys are errors (a typo must not pass silently); objects are immutable."""
+# Upper limits on sizes and counts (docs/configuration.md, "Limits"). None is a limit of the method;
+# each is far beyond any sensible value (the papers: 8-16 frames at 224 px, tens of epochs, batches
+# of 8-64, tens of trials), so a value past one is a typo -- an extra zero, a wrong unit -- caught at
+# load instead of after hours of compute or an out-of-memory crash.
+MAX_TRIALS = 10_000
+MAX_CONCURRENT = 1_024  # trials at a time; also Ray Train workers per stage and loader processes
+MAX_FRAMES = 512  # frames sampled per clip
+MAX_SIDE = 2_048  # pixels: crop, scales, evaluation short side, policy input, synthetic frames
+MAX_EPOCHS = 10_000
+MAX_BATCH = 4_096  # clips per worker and step
+MAX_VIEWS = 64  # evaluation clips per video; cached augmentation views per training clip
+MAX_SEED = 2**32 - 1  # NumPy's RandomState (Optuna's samplers) takes seeds in [0, 2**32)
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Side = Annotated[int, Field(ge=8, le=MAX_SIDE)]
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors (a typo must not pass silently); objects are immutable; numbers are
+    finite (pydantic would otherwise take YAML's .nan and .inf for floats)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SyntheticData(_Strict):
     """Knobs of the embedded synthetic data set, generated when the manifest is missing."""
 
     classes: int = Field(8, ge=2)
-    train_per_class: int = Field(24, ge=1)
-    val_per_class: int = Field(8, ge=1)
-    frames: int = Field(32, ge=2)
-    fps: float = Field(8.0, gt=0)
-    size: int = Field(64, ge=16)
-    seed: int = 0
+    train_per_class: int = Field(24, ge=1, le=100_000)
+    val_per_class: int = Field(8, ge=1, le=100_000)
+    frames: int = Field(32, ge=2, le=8 * MAX_FRAMES)
+    fps: float = Field(8.0, gt=0, le=1_000)
+    size: int = Field(64, ge=16, le=MAX_SIDE)
+    seed: Seed = 0
     multi_label: bool = False
     fine_contrast: float = Field(0.6, gt=0, le=1, description="stripe contrast of the fine classes")
 
@@ -69,12 +88,12 @@ class DataConfig(_Strict):
     source: str = Field("synthetic", description="prepare subcommand that makes the manifest (activitynet, fcvid, ...)")
     root: str | None = None  # data root the manifest's paths are relative to; default: its folder
     synthetic: SyntheticData | None = None
-    frames: int = Field(16, ge=1, description="T, frames sampled TSN-style per clip")
-    train_scale: tuple[int, int] = (256, 320)
-    crop_size: int = Field(224, ge=8)
-    eval_short_side: int = Field(256, ge=8)
-    eval_clips: int = Field(1, ge=1)
-    loader_workers: int = Field(2, ge=0)
+    frames: int = Field(16, ge=1, le=MAX_FRAMES, description="T, frames sampled TSN-style per clip")
+    train_scale: tuple[Side, Side] = (256, 320)
+    crop_size: Side = 224
+    eval_short_side: Side = 256
+    eval_clips: int = Field(1, ge=1, le=MAX_VIEWS)
+    loader_workers: int = Field(2, ge=0, le=MAX_CONCURRENT)
     max_failure_fraction: float = Field(0.05, ge=0, le=1)
     metric: Literal["auto", "map", "top1"] = Field(
         "auto", description="accuracy metric; auto = mAP for multi-label manifests, top-1 otherwise"
@@ -97,9 +116,9 @@ class ModelConfig(_Strict):
     backbone: str = "resnet50"
     bit_widths: tuple[int, ...] = (32, 4, 2)
     pretrained: str | None = None  # torchvision state dict (.pt) on disk for the backbone
-    policy_input_size: int = Field(84, ge=16)
-    policy_hidden: int = Field(512, ge=1)
-    policy_width_mult: float = Field(1.0, gt=0)
+    policy_input_size: int = Field(84, ge=16, le=MAX_SIDE)
+    policy_hidden: int = Field(512, ge=1, le=16_384)
+    policy_width_mult: float = Field(1.0, gt=0, le=4.0)
     policy_pretrained: str | None = None  # MobileNetV2 state dict on disk
 
     @field_validator("bit_widths")
@@ -112,20 +131,20 @@ class ModelConfig(_Strict):
 
 
 class OptimConfig(_Strict):
-    epochs: int = Field(ge=1)
+    epochs: int = Field(ge=1, le=MAX_EPOCHS)
     lr: float = Field(gt=0)
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0)
-    checkpoint_every: int = Field(1, ge=1, description="epochs between resumable checkpoints (the last is always saved)")
+    checkpoint_every: int = Field(1, ge=1, le=MAX_EPOCHS, description="epochs between resumable checkpoints (the last is always saved)")
 
 
 class TeacherConfig(OptimConfig):
     """Full-precision network and the policy's feature extractor, trained on the same data."""
 
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
     lr: float = Field(0.01, gt=0)
-    policy_epochs: int = Field(5, ge=0)
+    policy_epochs: int = Field(5, ge=0, le=MAX_EPOCHS)
     policy_target: Literal["distill", "labels"] = Field(
         "distill", description="MobileNetV2 pretraining target: the teacher's per-frame predictions, or video labels"
     )
@@ -135,12 +154,12 @@ class AlphaConfig(_Strict):
     """PACT clip values: initial value, and a learning rate and weight decay per bit-width."""
 
     init: float = Field(2.0, gt=0)
-    lr: dict[int, float] = Field(default_factory=lambda: {32: 0.1, 4: 0.1, 2: 0.01})
-    wd: dict[int, float] = Field(default_factory=lambda: {32: 5e-4, 4: 5e-4, 2: 6e-2})
+    lr: dict[int, Annotated[float, Field(ge=0)]] = Field(default_factory=lambda: {32: 0.1, 4: 0.1, 2: 0.01})
+    wd: dict[int, Annotated[float, Field(ge=0)]] = Field(default_factory=lambda: {32: 5e-4, 4: 5e-4, 2: 6e-2})
 
 
 class Stage1Config(OptimConfig):
-    epochs: int = Field(100, ge=1)
+    epochs: int = Field(100, ge=1, le=MAX_EPOCHS)
     lr: float = Field(0.01, gt=0)
     kd_weight: float = Field(1.0, ge=0)
     alpha: AlphaConfig = AlphaConfig()
@@ -198,7 +217,7 @@ def _official_temperature() -> TemperatureConfig:
 
 
 class Stage2Config(OptimConfig):
-    epochs: int = Field(50, ge=1)
+    epochs: int = Field(50, ge=1, le=MAX_EPOCHS)
     lr: float = Field(0.01, gt=0, description="LSTM and fc learning rate")
     lr_body: float = Field(1e-4, ge=0, description="MobileNetV2 body learning rate; 0 freezes it")
     decision_space: tuple[int, ...] = (32, 4, 2, 0)
@@ -211,19 +230,19 @@ class Stage2Config(OptimConfig):
     kd_weight: float = Field(1.0, ge=0)
     temperature: TemperatureConfig = Field(default_factory=_official_temperature)
     eval_mode: Literal["argmax", "sample"] = "argmax"
-    cached_views: int = Field(2, ge=1, description="fixed augmentation views per training clip in the cache")
+    cached_views: int = Field(2, ge=1, le=MAX_VIEWS, description="fixed augmentation views per training clip in the cache")
 
 
 class ResourcesConfig(_Strict):
-    workers: int = Field(1, ge=1, description="Ray Train workers per stage")
+    workers: int = Field(1, ge=1, le=MAX_CONCURRENT, description="Ray Train workers per stage")
     use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(0.0, ge=0)
+    cpus_per_worker: float = Field(1.0, gt=0, le=256)
+    gpus_per_worker: float = Field(0.0, ge=0, le=16)
 
 
 class TrialConfig(_Strict):
     name: str = "trial"
-    seed: int = 0
+    seed: Seed = 0
     data: DataConfig
     model: ModelConfig = ModelConfig()
     teacher: TeacherConfig = TeacherConfig()
@@ -309,21 +328,41 @@ def _open_mapping(node: dict[Any, Any]) -> bool:
     return bool(node) and all(isinstance(k, int) for k in node)
 
 
-def _format_pydantic(error: ValidationError, prefix: str = "") -> list[str]:
-    """One line per problem, each naming its key; our validators put one problem per line."""
+# pydantic's range error types -> (operator, name of the bound in the error's context)
+_RANGES = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"), "less_than": ("<", "lt")}
+
+
+def _format_pydantic(error: ValidationError, prefix: str = "", *, skip: Mapping[tuple[Any, ...], Any] = {}) -> list[str]:
+    """One line per problem naming the key, the bad value and the fix; our validators put one
+    problem per line. Errors at the locations in `skip` are left out (reported otherwise)."""
     problems = []
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        if item["type"] == "extra_forbidden":
+        if item["loc"] in skip:
+            continue
+        where = _where(item["loc"])
+        kind, value = item["type"], item.get("input")
+        if kind == "extra_forbidden":
             messages = ["unknown key; remove it or check its spelling (see docs/configuration.md)"]
-        elif item["type"] == "missing":
+        elif kind == "missing":
             messages = ["required key is missing"]
-        elif item["type"] == "value_error":
+        elif kind == "value_error":
             messages = item["msg"].removeprefix("Value error, ").split("\n")
-        else:
+        elif kind == "less_than_equal":
+            limit = item["ctx"]["le"]
+            messages = [f"{value!r} is above the limit {limit}; use at most {limit} (limits: docs/configuration.md)"]
+        elif kind in _RANGES:
+            op, bound = _RANGES[kind]
+            messages = [f"{value!r} is out of range; use a value {op} {item['ctx'][bound]}"]
+        elif isinstance(value, (dict, list)):
             messages = [item["msg"]]
+        else:
+            messages = [f"{item['msg']} (got {value!r})"]
         problems.extend(f"{prefix}{where}: {message}" for message in messages)
     return problems
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
 
 
 def parse_trial_config(tree: dict[str, Any], *, source: str, prefix: str = "") -> TrialConfig:
@@ -409,15 +448,15 @@ class SpaceEntry(_Strict):
 
 
 class SearchConfig(_Strict):
-    trials: int = Field(20, ge=1)
+    trials: int = Field(20, ge=1, le=MAX_TRIALS)
     sampler: Sampler = "tpe"
-    seed: int = 0
+    seed: Seed = 0
     objectives: dict[str, Literal["max", "min"]] = Field(
         default_factory=lambda: {"accuracy": "max", "gflops": "min"}
     )
     constraints: list[str] = Field(default_factory=list)
     points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
-    max_concurrent: int = Field(1, ge=1)
+    max_concurrent: int = Field(1, ge=1, le=MAX_CONCURRENT)
 
     @field_validator("objectives")
     @classmethod
@@ -541,29 +580,86 @@ def _as_lists(value: Any) -> Any:
     return value
 
 
+class _SweepLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader that also notes repeated keys, of which YAML keeps the last silently."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.repeated: list[str] = []
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # keys merged in with `<<` are meant to be overridden
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            try:
+                if key in first_line:
+                    self.repeated.append(
+                        f"line {line}: key {key!r} repeats the one on line {first_line[key]} of the same "
+                        "mapping; YAML would keep only the last, so remove one"
+                    )
+                first_line.setdefault(key, line)
+            except TypeError:
+                continue  # an unhashable key: SafeLoader reports it as invalid YAML
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path) -> tuple[Any, list[str]]:
+    """The file's YAML tree and its repeated keys; a ConfigError when it cannot be read as YAML."""
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(str(path), [f"cannot read the file: {error.strerror}; check its permissions"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise ConfigError(str(path), [
+            f"not UTF-8 text: byte 0x{raw[error.start]:02x} on line {line} cannot be decoded; save the file as UTF-8"
+        ]) from None
+    loader = _SweepLoader(text)
+    try:
+        return loader.get_single_data(), loader.repeated
+    except yaml.YAMLError as error:
+        raise ConfigError(str(path), [f"not valid YAML: {error}"]) from None
+    except RecursionError:
+        raise ConfigError(str(path), ["not a sweep file: YAML nested too deeply to read"]) from None
+    finally:
+        loader.dispose()
+
+
 def load_sweep(path: str | Path) -> Sweep:
     """Read and validate a sweep file; raises ConfigError with every problem found."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(str(path), [f"no such file; sweep files live in spaces/ (e.g. spaces/demo.yaml)"])
-    try:
-        tree = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(str(path), [f"not valid YAML: {error}"]) from None
+        raise ConfigError(str(path), ["no such file; sweep files live in spaces/ (e.g. spaces/demo.yaml)"])
+    tree, problems = _read_yaml(path)
     if not isinstance(tree, dict):
-        raise ConfigError(str(path), ["top level must be a mapping with base, search, space, storage"])
-    return parse_sweep(tree, source=str(path))
+        found = "the file is empty" if tree is None else f"the top level is a {type(tree).__name__}"
+        raise ConfigError(str(path), [
+            *problems, f"{found}; a sweep file is a mapping with base, search, space, storage (see spaces/demo.yaml)"
+        ])
+    try:
+        sweep = parse_sweep(tree, source=str(path))
+    except ConfigError as error:
+        problems += error.problems
+    if problems:
+        raise ConfigError(str(path), problems)
+    return sweep
 
 
 def parse_sweep(tree: dict[str, Any], *, source: str) -> Sweep:
-    problems: list[str] = []
+    non_finite = dict(_non_finite_numbers(tree))
+    problems = [f"{_where(loc)}: {value} is not a finite number; write a finite value" for loc, value in non_finite.items()]
     tree = dict(tree)
     base_tree = _resolve_paths(tree.get("base"))
     tree["base"] = base_tree
     try:
         sweep = Sweep.model_validate({**tree, "source": source})
     except ValidationError as error:
-        problems.extend(_format_pydantic(error))
+        # a .nan/.inf is reported once, above, also where a key was meant to hold something else
+        problems.extend(_format_pydantic(error, skip=non_finite))
         problems.extend(_hidden_cross_checks(error, base_tree))
         sweep = None
     base = None
@@ -577,6 +673,18 @@ def parse_sweep(tree: dict[str, Any], *, source: str) -> Sweep:
         raise ConfigError(source, problems)
     assert sweep is not None
     return sweep
+
+
+def _non_finite_numbers(tree: Any, loc: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], float]]:
+    """(location, value) of every nan and ±inf anywhere in a YAML tree (pydantic's loc style)."""
+    if isinstance(tree, float) and not math.isfinite(tree):
+        yield loc, tree
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _non_finite_numbers(value, (*loc, key))
+    elif isinstance(tree, list):
+        for index, value in enumerate(tree):
+            yield from _non_finite_numbers(value, (*loc, index))
 
 
 def _hidden_cross_checks(error: ValidationError, base_tree: Any) -> list[str]:

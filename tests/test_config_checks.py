@@ -93,3 +93,107 @@ def test_searched_temperature_parameters_are_validated_like_the_section() -> Non
 def test_typed_kinds_match_the_schedules() -> None:
     assert set(typing.get_args(TemperatureKind)) == set(KINDS)
     assert set(typing.get_args(TemperatureConfig.model_fields["per"].annotation)) == set(PER)
+
+
+# ---------------------------------------------------------------------------------------------
+# The file itself, numbers, limits
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"base:\n  name: caf\xe9\n", "not UTF-8 text: byte 0xe9 on line 2 cannot be decoded; save the file as UTF-8"),
+        (b"", "the file is empty; a sweep file is a mapping with base, search, space, storage"),
+        (b"- base\n- search\n", "the top level is a list; a sweep file is a mapping"),
+        (b"just text\n", "the top level is a str; a sweep file is a mapping"),
+        (b"base: [unclosed\n", "not valid YAML"),
+        (b"base: {}\n---\nbase: {}\n", "not valid YAML"),
+    ],
+    ids=["latin-1", "empty", "list", "text", "unclosed", "two-documents"],
+)
+def test_unreadable_files_are_config_errors(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "sweep.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as error:
+        load_sweep(path)
+    assert message in error.value.problems[0] and error.value.source == str(path)
+
+
+def test_a_directory_is_not_a_sweep_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_sweep(tmp_path)
+
+
+def test_repeated_keys_are_reported_with_the_other_problems(tmp_path: Path) -> None:
+    path = tmp_path / "sweep.yaml"
+    text = (REPO / "spaces" / "demo.yaml").read_text()
+    text = text.replace("    w1: 0.21\n", "    w1: 0.21\n    w1: 0.5\n").replace("  seed: 0\n  data:", "  seed: -1\n  data:")
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_sweep(path)
+    assert_reported(error.value.problems, "key 'w1' repeats the one on line", "YAML would keep only the last",
+                    "base.seed: -1 is out of range; use a value >= 0")
+
+
+def test_yaml_merge_keys_may_be_overridden(tmp_path: Path) -> None:
+    tree_text = (REPO / "spaces" / "demo.yaml").read_text().replace(
+        "  teacher: {epochs: 4, lr: 0.05, batch_size: 16, policy_epochs: 8}",
+        "  teacher: &optim {epochs: 4, lr: 0.05, batch_size: 16, policy_epochs: 8}",
+    ).replace("  stage1:\n    epochs: 3\n", "  stage1:\n    <<: *optim\n    policy_epochs: null\n    epochs: 3\n")
+    path = tmp_path / "sweep.yaml"
+    path.write_text(tree_text)
+    with pytest.raises(ConfigError) as error:  # policy_epochs is not a stage-1 key, but no repeat is claimed
+        load_sweep(path)
+    assert not any("repeats" in p for p in error.value.problems)
+
+
+def test_non_finite_numbers_anywhere_are_reported_once_each(tmp_path: Path) -> None:
+    tree = demo_tree()
+    tree["base"]["stage2"]["w1"] = float("nan")
+    tree["base"]["data"]["crop_size"] = float("inf")
+    tree["base"]["stage1"]["alpha"]["lr"][4] = float("-inf")
+    tree["space"]["stage2.w2"] = {"uniform": [0.0, float("inf")]}
+    problems = problems_of(tmp_path, tree)  # yaml.safe_dump writes them as .nan / .inf / -.inf
+    assert_reported(
+        problems,
+        "base.stage2.w1: nan is not a finite number; write a finite value",
+        "base.data.crop_size: inf is not a finite number",
+        "base.stage1.alpha.lr.4: -inf is not a finite number",
+        "space.stage2.w2.uniform.1: inf is not a finite number",
+    )
+    assert len(problems) == 4
+
+
+def test_a_quoted_nan_is_no_number_either() -> None:
+    with pytest.raises(ConfigError, match="stage2.w1: Input should be a finite number"):
+        TrialConfig.model_validate({"data": {"manifest": "m"}}).with_overrides({"stage2.w1": "nan"})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "limit"),
+    [
+        ("search.trials", 50_000, 10_000),
+        ("search.max_concurrent", 5_000, 1_024),
+        ("base.data.frames", 1_600, 512),
+        ("base.data.crop_size", 22_400, 2_048),
+        ("base.data.eval_short_side", 25_600, 2_048),
+        ("base.data.eval_clips", 100, 64),
+        ("base.model.policy_input_size", 8_400, 2_048),
+        ("base.teacher.epochs", 100_000, 10_000),
+        ("base.stage1.batch_size", 16_000, 4_096),
+        ("base.stage2.epochs", 30_000, 10_000),
+        ("base.stage2.cached_views", 200, 64),
+        ("base.resources.workers", 4_000, 1_024),
+        ("base.seed", 2**40, 2**32 - 1),
+    ],
+)
+def test_absurd_sizes_name_their_limit(tmp_path: Path, key: str, value: int, limit: int) -> None:
+    tree = demo_tree()
+    *sections, last = key.split(".")
+    node = tree
+    for section in sections:
+        node = node.setdefault(section, {})
+    node[last] = value
+    if last == "crop_size":  # the crop must fit the scales: raise them within their limits
+        tree["base"]["data"].update(train_scale=[2000, 2048], eval_short_side=2048)
+    assert_reported(problems_of(tmp_path, tree), f"{key}: {value} is above the limit {limit}; use at most {limit}")
