@@ -278,7 +278,11 @@ def render_video(
 def write_mp4(path: str | os.PathLike[str], frames: np.ndarray, *, fps: float, crf: int = 12) -> None:
     """Write (T, H, W, 3) uint8 RGB frames as H.264 (libx264, yuv420p) MP4, atomically.
 
-    One encoder thread keeps the bytes identical across runs and machines for a given input.
+    The same frames give the same bytes in any process, whatever ran in it before. Macroblock-tree
+    rate control is off because x264's AVX-512 mbtree routines read heap memory they never wrote:
+    with it on, the bytes followed what the process had freed earlier, so they changed from one
+    write to the next and with the number of writer processes. One encoder thread: the writer
+    processes are the parallelism.
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 (T, H, W, 3); got {frames.dtype} {frames.shape}")
@@ -292,7 +296,7 @@ def write_mp4(path: str | os.PathLike[str], frames: np.ndarray, *, fps: float, c
         with av.open(tmp, mode="w", format="mp4") as container:
             stream = container.add_stream(
                 "libx264", rate=Fraction(fps).limit_denominator(1001),
-                options={"crf": str(crf), "threads": "1", "preset": "veryfast"},
+                options={"crf": str(crf), "threads": "1", "preset": "veryfast", "mbtree": "0"},
             )
             stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
             for frame in frames:
