@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from searchlab.atomic_dir import give_default_mode
+
 KEY_LENGTH = 16  # hex digits of sha256: 64 bits, collisions negligible for any sweep
 _TMP_PREFIX = ".tmp-"
 _EVENTS = ("hits", "misses", "builds", "failures")
@@ -112,6 +114,7 @@ class ArtifactCache:
                 build_fn(tmp)
                 if not any(tmp.iterdir()):
                     raise RuntimeError(f"build of {kind}/{key} wrote nothing into {tmp}; write the artifact there")
+                give_default_mode(tmp)  # mkdtemp made it private; the published artifact is not
                 os.replace(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -122,3 +124,12 @@ def test_empty_build_and_bad_names_are_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "stage1" / "k").exists()
     with pytest.raises(ValueError, match="plain, non-empty name"):
         cache.get_or_build("stage1", "../escape", lambda tmp: None)
+
+
+def test_a_published_artifact_has_the_default_mode_not_mkdtemps(tmp_path: Path) -> None:
+    previous = os.umask(0o027)
+    try:
+        path = ArtifactCache(tmp_path / "cache").get_or_build("stage1", "k", lambda tmp: (tmp / "w").write_text("w"))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o750
