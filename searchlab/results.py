@@ -101,6 +101,10 @@ class TrialRecord:
             value = self.metrics.get(name)
             if value is not None and not isinstance(value, (int, float)):
                 problems.append(f"metric {name} = {value!r} must be a number")
+            elif value is not None and self.status == "completed" and not math.isfinite(value):
+                # stored, NaN would read as "missing" (see _float): a diverged trial is a failure with a reason
+                problems.append(f"metric {name} = {value} of a completed trial must be finite; record a trial "
+                                "that diverged as failed, with the reason")
         if problems:
             raise ValueError(f"trial {self.trial_id}: " + "; ".join(problems))
 

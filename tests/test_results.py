@@ -98,6 +98,15 @@ def test_bad_records_are_rejected_with_every_reason() -> None:
         TrialRecord(trial_id="x", number=0, status="done")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_completed_trial_with_a_non_finite_metric_is_refused(value: float) -> None:
+    """Stored, NaN would read as a missing value: a diverged trial must be recorded as failed instead."""
+    with pytest.raises(ValueError, match=f"metric accuracy = {value} of a completed trial must be finite"):
+        TrialRecord(trial_id="x", number=0, status="completed", metrics={"accuracy": value, "gflops": 1.0})
+    TrialRecord(trial_id="x", number=0, status="failed", error="accuracy is NaN after stage2",
+                metrics={"accuracy": value})
+
+
 def test_empty_table_reads_with_fixed_columns(tmp_path: Path) -> None:
     table = TrialsTable(tmp_path / "missing" / "trials.parquet")
     frame = table.read()
