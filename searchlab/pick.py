@@ -3,6 +3,8 @@
 Chooses one configuration from a sweep's completed, feasible trials and exports a bundle that
 `searchlab.deploy.load(DIR)` runs: the resolved configuration, the weights of both stages, the class
 names and a card (JSON and Markdown) with accuracy, GFLOPs mean/p95, memory and action usage.
+The bundle names no absolute path (the run by its name, data paths relative to the data root), and
+carries a marker (.searchlab-bundle): --out replaces only a folder with that marker, or an empty one.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
 from searchlab.atomic_dir import staged_directory
 from searchlab.pareto import knee_point, pareto_front
 from searchlab.results import TrialsTable, decoded_json
+from searchlab.run_dir import BUNDLE_MARKER, has_marker, portable_config_yaml, resolve_in, write_marker
 
 OBJECTIVES = {"accuracy": "max", "gflops": "min"}
 
@@ -29,13 +33,13 @@ class PickError(RuntimeError):
 
 
 def candidates(run_dir: Path) -> pd.DataFrame:
-    """Completed, feasible trials with both objectives, and their decoded details."""
+    """Completed, feasible trials whose objectives are finite numbers, and their decoded details."""
     table = TrialsTable.in_run(run_dir)
     if not table.path.is_file():
         raise PickError(f"{table.path} does not exist: run a sweep first (python -m searchlab.sweep FILE)")
     frame = table.read()
     frame = frame[(frame["status"] == "completed") & (frame["feasible"].fillna(True).astype(bool))]
-    frame = frame.dropna(subset=list(OBJECTIVES))
+    frame = frame[np.isfinite(frame[list(OBJECTIVES)].to_numpy(dtype=float)).all(axis=1)]
     if frame.empty:
         raise PickError(f"{run_dir} has no completed feasible trial yet")
     frame = frame.assign(details=decoded_json(frame, "metrics_extra"), params_decoded=decoded_json(frame, "params"))
@@ -67,7 +71,8 @@ def choose(frame: pd.DataFrame, *, max_gflops: float | None, min_accuracy: float
 def card_of(row: pd.Series, *, run_dir: Path) -> dict[str, Any]:
     details = row["details"] or {}
     return {
-        "source": {"run_dir": str(run_dir), "trial_id": row["trial_id"], "number": int(row["number"])},
+        # the run by its folder's name: a path would name the machine that exported the bundle
+        "source": {"run": run_dir.resolve().name, "trial_id": row["trial_id"], "number": int(row["number"])},
         "accuracy": float(row["accuracy"]),
         "accuracy_metric": "mAP" if "map" in details else "top-1",
         "gflops_mean": float(row["gflops"]),
@@ -83,7 +88,7 @@ def card_of(row: pd.Series, *, run_dir: Path) -> dict[str, Any]:
 def card_markdown(card: dict[str, Any], config: dict[str, Any]) -> str:
     usage = ", ".join(f"{action}: {share:.0%}" for action, share in card["action_usage"].items())
     return "\n".join([
-        f"# searchlab bundle: trial {card['source']['number']} of {card['source']['run_dir']}",
+        f"# searchlab bundle: trial {card['source']['number']} of run {card['source']['run']}",
         "",
         "| | |",
         "|---|---|",
@@ -103,14 +108,29 @@ def card_markdown(card: dict[str, Any], config: dict[str, Any]) -> str:
     ])
 
 
+def check_out(out: Path) -> None:
+    """Refuse an --out that holds anything but a bundle of ours, so a mistyped --out never deletes data."""
+    if not (out.exists() or out.is_symlink()) or has_marker(out, BUNDLE_MARKER):
+        return
+    if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
+        return
+    what = "a symbolic link" if out.is_symlink() else "a non-empty folder" if out.is_dir() else "a file"
+    raise PickError(f"{out} is {what} but not a searchlab bundle (no {BUNDLE_MARKER} marker), so it will not be "
+                    "replaced; choose another --out, or move it away yourself")
+
+
 def export_bundle(row: pd.Series, *, run_dir: Path, out: Path) -> Path:
     """Write the bundle into `out` atomically (a temp folder renamed into place).
 
-    An existing bundle at `out` is replaced; any other existing folder or file is left alone and
-    reported, so a mistyped --out never deletes someone's data.
+    `out` may be absent, an empty folder or a bundle `pick` wrote (replaced); anything else is
+    refused (`check_out`).
     """
+    check_out(out)
     artifacts = (row["details"] or {}).get("artifacts") or {}
-    stage1, stage2 = Path(artifacts.get("stage1", "")), Path(artifacts.get("stage2", ""))
+    if not {"stage1", "stage2"} <= set(artifacts):
+        raise PickError(f"trial {row['trial_id']} did not record its artifact folders; re-run the sweep")
+    # relative to the run folder (absolute in runs made before artifacts were portable)
+    stage1, stage2 = resolve_in(run_dir, artifacts["stage1"]), resolve_in(run_dir, artifacts["stage2"])
     needed = ((stage1 / "backbone.pt", "stage-1 weights"), (stage2 / "policy.pt", "stage-2 weights"),
               (stage2 / "config.yaml", "stage-2 configuration"))
     missing = [f"{what} {path}" for path, what in needed if not path.is_file()]
@@ -120,17 +140,18 @@ def export_bundle(row: pd.Series, *, run_dir: Path, out: Path) -> Path:
     class_names = (row["details"] or {}).get("class_names")
     if class_names is None:
         raise PickError(f"trial {row['trial_id']} did not record its class names; re-run the sweep")
-    if out.exists() and not (out.is_dir() and (out / "card.json").is_file()):
-        raise PickError(f"{out} exists and is not a searchlab bundle; choose another --out or remove it yourself")
     config = yaml.safe_load((stage2 / "config.yaml").read_text())
     card = card_of(row, run_dir=run_dir)
     with staged_directory(out) as staging:
-        shutil.copy2(stage1 / "backbone.pt", staging / "backbone.pt")
-        shutil.copy2(stage2 / "policy.pt", staging / "policy.pt")
-        (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        # copyfile, not copy2: the bundle's files get the default mode, not the (maybe private) source's
+        shutil.copyfile(stage1 / "backbone.pt", staging / "backbone.pt")
+        shutil.copyfile(stage2 / "policy.pt", staging / "policy.pt")
+        # written again rather than copied: a run made before artifacts were portable has absolute paths
+        (staging / "config.yaml").write_text(portable_config_yaml(config))
         (staging / "classes.json").write_text(json.dumps(list(class_names)))
         (staging / "card.json").write_text(json.dumps(card, indent=2))
         (staging / "card.md").write_text(card_markdown(card, config))
+        write_marker(staging, BUNDLE_MARKER, run=card["source"]["run"], trial_id=card["source"]["trial_id"])
     return out
 
 

@@ -9,6 +9,9 @@ would dominate everything, so picking them would show).
 from __future__ import annotations
 
 import json
+import os
+import stat
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from searchlab.config import TrialConfig, load_sweep
 from searchlab.models import PolicyNetwork, create_backbone
 from searchlab.pick import main
 from searchlab.results import ACTION_USAGE, TrialRecord, TrialsTable
+from searchlab.run_dir import BUNDLE_MARKER, absolute_config_paths, data_root
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
@@ -128,7 +132,7 @@ def test_bundle_holds_every_file_and_the_chosen_trials_numbers(run_dir: Path, tm
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bundle"
     card = picked(run_dir, out, "--min-accuracy", "0.7")
-    assert sorted(p.name for p in out.iterdir()) == sorted(deploy.BUNDLE_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*deploy.BUNDLE_FILES, BUNDLE_MARKER])
     accuracy, gflops, _, _, space = TRIALS[1]
     assert card["accuracy"] == pytest.approx(accuracy)
     assert card["accuracy_metric"] == "top-1"
@@ -141,7 +145,9 @@ def test_bundle_holds_every_file_and_the_chosen_trials_numbers(run_dir: Path, tm
     assert card["params"] == {"stage2.decision_space": space}
     trial = run_dir / "trials" / "trial_001" / "stage2"
     assert (out / "policy.pt").read_bytes() == (trial / "policy.pt").read_bytes()
-    assert yaml.safe_load((out / "config.yaml").read_text()) == yaml.safe_load((trial / "config.yaml").read_text())
+    written = yaml.safe_load((trial / "config.yaml").read_text())  # absolute paths, as older runs wrote them
+    assert yaml.safe_load((out / "config.yaml").read_text())["data"]["manifest"] == "manifest.parquet"
+    assert absolute_config_paths(yaml.safe_load((out / "config.yaml").read_text()), data_root(written)) == written
     assert json.loads((out / "classes.json").read_text()) == CLASSES
     markdown = (out / "card.md").read_text()
     assert "accuracy (top-1) | 0.7500" in markdown
@@ -199,9 +205,68 @@ def test_out_replaces_a_bundle_but_never_another_folder(run_dir: Path, tmp_path:
     assert picked(run_dir, out, "--knee")["source"]["number"] == 1
     assert picked(run_dir, out, "--max-gflops", "100")["source"]["number"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
-    precious = tmp_path / "precious"
-    precious.mkdir()
-    (precious / "notes.txt").write_text("keep me")
-    assert main([str(run_dir), "--knee", "--out", str(precious)]) == 2
-    assert "is not a searchlab bundle" in capsys.readouterr().err
-    assert (precious / "notes.txt").read_text() == "keep me"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert picked(run_dir, empty, "--knee")["source"]["number"] == 1  # nothing to lose in an empty folder
+
+
+def unmarked_bundle(folder: Path) -> Path:
+    """A bundle as an older searchlab wrote it (card.json, no marker): not provably ours."""
+    folder.mkdir()
+    (folder / "card.json").write_text("{}")
+    (folder / "notes.txt").write_text("keep me")
+    return folder
+
+
+@pytest.mark.parametrize(("make", "what"), [
+    (lambda path: unmarked_bundle(path), "is a non-empty folder"),
+    (lambda path: path.write_text("keep me"), "is a file"),
+])
+def test_out_refuses_anything_but_its_own_bundle(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 make, what: str) -> None:
+    out = tmp_path / "out"
+    make(out)
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert main([str(run_dir), "--knee", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {out} {what} but not a searchlab bundle (no {BUNDLE_MARKER} marker)")
+    assert "choose another --out" in error
+    assert {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+@pytest.fixture
+def umask() -> Iterator[None]:
+    previous = os.umask(0o027)  # group may read, others nothing: neither mkdtemp's 0700 nor 0755
+    yield
+    os.umask(previous)
+
+
+def test_the_bundle_has_the_users_default_permissions(run_dir: Path, tmp_path: Path, umask: None) -> None:
+    out = tmp_path / "bundle"
+    picked(run_dir, out, "--knee")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {
+        name: 0o640 for name in [*deploy.BUNDLE_FILES, BUNDLE_MARKER]}
+
+
+def test_the_bundle_names_no_path_of_the_machine(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    picked(run_dir, out, "--knee")
+    for path in out.iterdir():
+        content = path.read_bytes()
+        for folder in (REPO, run_dir, tmp_path):  # the data set lives in the repository, the run in tmp
+            assert str(folder).encode() not in content, (path.name, folder)
+    assert json.loads((out / "card.json").read_text())["source"]["run"] == "demo"
+
+
+def test_a_trial_with_a_non_finite_objective_is_never_picked(tmp_path: Path) -> None:
+    """A table from before completed trials had to be finite: an infinite accuracy must not win."""
+    run_dir = write_run_dir(tmp_path)
+    table = TrialsTable.in_run(run_dir)
+    row = table.read().set_index("trial_id").loc["trial_000"]
+    record = TrialRecord(trial_id="trial_000", number=0, status="completed", params=json.loads(row["params"]),
+                         metrics={"accuracy": 0.5, "gflops": 1.0, **json.loads(row["metrics_extra"])}).to_row()
+    table._upsert_rows([{**record, "accuracy": float("inf")}])  # written as an older searchlab could
+    assert main([str(run_dir), "--max-gflops", "1.5", "--out", str(tmp_path / "bundle")]) == 2  # 0 was the only fit
+    assert main([str(run_dir), "--knee", "--out", str(tmp_path / "bundle")]) == 0
+    assert json.loads((tmp_path / "bundle" / "card.json").read_text())["source"]["number"] != 0
