@@ -14,6 +14,7 @@ load time, because Ray workers run in other directories.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 import typing
@@ -59,6 +60,14 @@ MAX_VIEWS = 64  # evaluation clips per video; cached augmentation views per trai
 MAX_SEED = 2**32 - 1  # NumPy's RandomState (Optuna's samplers) takes seeds in [0, 2**32)
 
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+
+# Folders under `storage` that are not run directories: the stage cache every sweep there shares
+# (searchlab.pipeline.CACHE_DIR_NAME, which a test keeps equal).
+RESERVED_RUN_NAMES = ("cache",)
+# The `python -m searchlab.data.prepare` subcommands (a test keeps them equal).
+DataSource = Literal["synthetic", "activitynet", "fcvid", "minisports", "minikinetics", "kinetics"]
+# Packages a sampler needs beyond Optuna's required ones: sampler -> (package, what for).
+SAMPLER_NEEDS: dict[str, tuple[str, str]] = {"gp": ("scipy", "Optuna's GPSampler fits its kernel with it")}
 Side = Annotated[int, Field(ge=8, le=MAX_SIDE)]
 
 
@@ -82,10 +91,26 @@ class SyntheticData(_Strict):
     multi_label: bool = False
     fine_contrast: float = Field(0.6, gt=0, le=1, description="stripe contrast of the fine classes")
 
+    @model_validator(mode="after")
+    def _generator_accepts(self) -> SyntheticData:
+        """The generator's own checks (e.g. even sizes, enough distinct looks), at load time."""
+        from searchlab.data.synthetic import SyntheticConfig  # imports PyAV
+
+        knobs = SyntheticConfig(
+            num_classes=self.classes, train_per_class=self.train_per_class, val_per_class=self.val_per_class,
+            num_frames=self.frames, fps=self.fps, size=self.size, seed=self.seed, multi_label=self.multi_label,
+            fine_contrast=self.fine_contrast,
+        )
+        problems = knobs.problems()
+        if problems:  # the generator names two knobs differently; say the sweep file's names
+            renamed = [re.sub(r"\bnum_(classes|frames)=", r"\1=", problem) for problem in problems]
+            raise ValueError("\n".join(renamed))
+        return self
+
 
 class DataConfig(_Strict):
     manifest: str
-    source: str = Field("synthetic", description="prepare subcommand that makes the manifest (activitynet, fcvid, ...)")
+    source: DataSource = Field("synthetic", description="prepare subcommand that makes the manifest")
     root: str | None = None  # data root the manifest's paths are relative to; default: its folder
     synthetic: SyntheticData | None = None
     frames: int = Field(16, ge=1, le=MAX_FRAMES, description="T, frames sampled TSN-style per clip")
@@ -120,6 +145,16 @@ class ModelConfig(_Strict):
     policy_hidden: int = Field(512, ge=1, le=16_384)
     policy_width_mult: float = Field(1.0, gt=0, le=4.0)
     policy_pretrained: str | None = None  # MobileNetV2 state dict on disk
+
+    @field_validator("backbone")
+    @classmethod
+    def _registered(cls, backbone: str) -> str:
+        from searchlab.models.registry import list_backbones  # imports torchvision
+
+        known = list_backbones()
+        if backbone not in known:
+            raise ValueError(f"unknown backbone {backbone!r}; registered (searchlab.models.registry): {', '.join(known)}")
+        return backbone
 
     @field_validator("bit_widths")
     @classmethod
@@ -239,6 +274,15 @@ class ResourcesConfig(_Strict):
     cpus_per_worker: float = Field(1.0, gt=0, le=256)
     gpus_per_worker: float = Field(0.0, ge=0, le=16)
 
+    @model_validator(mode="after")
+    def _gpus_used(self) -> ResourcesConfig:
+        if self.gpus_per_worker > 0 and not self.use_gpu:
+            raise ValueError(
+                f"gpus_per_worker {self.gpus_per_worker:g} would be ignored: use_gpu is false; set use_gpu: true "
+                "to train on GPUs, or gpus_per_worker: 0"
+            )
+        return self
+
 
 class TrialConfig(_Strict):
     name: str = "trial"
@@ -249,6 +293,20 @@ class TrialConfig(_Strict):
     stage1: Stage1Config = Stage1Config()
     stage2: Stage2Config = Stage2Config()
     resources: ResourcesConfig = ResourcesConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if name in ("", ".", "..") or any(c in name for c in "/\\\0") or name != name.strip():
+            raise ValueError(
+                f"name {name!r} must be a plain folder name, since the run directory is storage/name: not "
+                "empty, not . or .., no / or \\, no surrounding spaces; e.g. anet-videoiq-r50"
+            )
+        if name in RESERVED_RUN_NAMES:
+            raise ValueError(
+                f"name {name!r} is the folder of the stage cache that every sweep in storage shares; choose another name"
+            )
+        return name
 
     @model_validator(mode="after")
     def _cross_checks(self) -> TrialConfig:
@@ -669,10 +727,61 @@ def parse_sweep(tree: dict[str, Any], *, source: str) -> Sweep:
         except ValidationError:
             base = None  # already reported above
     problems.extend(_check_space(tree, base))
+    problems.extend(_environment_problems(tree))
     if problems:
         raise ConfigError(source, problems)
     assert sweep is not None
     return sweep
+
+
+def sampler_dependency_problem(sampler: str) -> str | None:
+    """Why `sampler` cannot run in this environment (a package it needs is missing), or None."""
+    if sampler not in SAMPLER_NEEDS:
+        return None
+    package, purpose = SAMPLER_NEEDS[sampler]
+    if importlib.util.find_spec(package) is not None:
+        return None
+    return (
+        f"search.sampler {sampler} needs {package} ({purpose}), which this environment lacks; use sampler tpe "
+        f"or nsga2, or add {package} to the dependencies"
+    )
+
+
+def _environment_problems(tree: dict[str, Any]) -> list[str]:
+    """What the sweep would meet outside the file: missing packages and files, a run directory
+    that holds the data (--overwrite deletes it). Checked at load, not on every validation: a trial
+    process or a deployed bundle validates the same configuration elsewhere. Reads the raw tree
+    (paths already resolved), so a problem elsewhere in `base` hides none of these."""
+    problems = []
+    search = _section(tree, "search")
+    if isinstance(search.get("sampler"), str):
+        missing = sampler_dependency_problem(search["sampler"])
+        problems += [missing] if missing else []
+    base = _section(tree, "base")
+    model, data = _section(base, "model"), _section(base, "data")
+    for key in ("pretrained", "policy_pretrained"):
+        value = model.get(key)
+        if isinstance(value, str) and not Path(value).is_file():
+            problems.append(
+                f"base.model.{key}: {value} is not a file; put the state dict there or set {key}: null (random initialisation)"
+            )
+    storage, name = tree.get("storage", "runs"), base.get("name", TrialConfig.model_fields["name"].default)
+    if isinstance(storage, str) and "://" not in storage and isinstance(name, str) and name:
+        run_dir = Path(storage).expanduser().resolve() / name
+        for key in ("manifest", "root"):
+            value = data.get(key)
+            if isinstance(value, str) and (Path(value) == run_dir or run_dir in Path(value).parents):
+                problems.append(
+                    f"base.name {name!r}: the run directory {run_dir} would hold data.{key} {value}, and "
+                    "--overwrite deletes the run directory; choose another name or storage"
+                )
+    return problems
+
+
+def _section(tree: Any, key: str) -> dict[Any, Any]:
+    """tree[key] when both are mappings, else {} (a wrong type there is reported by pydantic)."""
+    value = tree.get(key) if isinstance(tree, dict) else None
+    return value if isinstance(value, dict) else {}
 
 
 def _non_finite_numbers(tree: Any, loc: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], float]]:

@@ -15,7 +15,6 @@ constrained sampler reads; Optuna 5 deprecates the ``constraints_func`` argument
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import warnings
@@ -25,7 +24,7 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from searchlab.config import Constraint, SearchConfig, SpaceEntry, TrialConfig
+from searchlab.config import Constraint, SearchConfig, SpaceEntry, TrialConfig, sampler_dependency_problem
 
 _SCALAR = (type(None), bool, int, float, str)
 
@@ -279,11 +278,9 @@ def make_sampler(search: SearchConfig, space: Mapping[str, SpaceEntry]) -> optun
     if search.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=search.seed, population_size=population_size(search.trials))
     if search.sampler == "gp":
-        if importlib.util.find_spec("scipy") is None:
-            raise RuntimeError(
-                "search.sampler gp needs scipy (Optuna's GPSampler fits its kernel with it), which this "
-                "environment lacks; use sampler tpe or nsga2, or add scipy to the dependencies"
-            )
+        missing = sampler_dependency_problem(search.sampler)
+        if missing:  # load_sweep reports it; a SearchConfig built in code meets it here
+            raise RuntimeError(missing)
         return optuna.samplers.GPSampler(seed=search.seed, n_startup_trials=startup_trials(search.trials))
     if search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=search.seed)

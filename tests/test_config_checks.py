@@ -197,3 +197,80 @@ def test_absurd_sizes_name_their_limit(tmp_path: Path, key: str, value: int, lim
     if last == "crop_size":  # the crop must fit the scales: raise them within their limits
         tree["base"]["data"].update(train_scale=[2000, 2048], eval_short_side=2048)
     assert_reported(problems_of(tmp_path, tree), f"{key}: {value} is above the limit {limit}; use at most {limit}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Names looked up later, files, packages, the run directory
+
+
+def test_names_are_checked_against_their_registries(tmp_path: Path) -> None:
+    tree = demo_tree()
+    tree["base"]["model"]["backbone"] = "resnet99"
+    tree["base"]["data"]["source"] = "anet"
+    tree["base"]["data"]["synthetic"].update(size=63, classes=100)
+    tree["base"]["teacher"]["policy_target"] = "logits"
+    assert_reported(
+        problems_of(tmp_path, tree),
+        "base.model.backbone: unknown backbone 'resnet99'; registered (searchlab.models.registry): resnet10, resnet18",
+        "base.data.source: Input should be 'synthetic', 'activitynet',",
+        "(got 'anet')",
+        "base.data.synthetic: size=63: must be even (yuv420p) and >= 16",
+        "base.data.synthetic: classes=100: at most",
+        "base.teacher.policy_target: Input should be 'distill' or 'labels' (got 'logits')",
+    )
+
+
+def test_data_sources_are_the_prepare_subcommands() -> None:
+    import argparse
+
+    from searchlab.config import DataSource
+    from searchlab.data.prepare import _build_parser
+
+    parser = _build_parser()
+    (subcommands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(typing.get_args(DataSource)) == set(subcommands.choices)
+
+
+def test_the_reserved_run_name_is_the_pipelines_cache_folder() -> None:
+    from searchlab.config import RESERVED_RUN_NAMES
+    from searchlab.pipeline import CACHE_DIR_NAME  # imports Ray: in this test only
+
+    assert CACHE_DIR_NAME in RESERVED_RUN_NAMES
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "runs/demo", "a\\b", " demo", "cache"])
+def test_the_run_name_must_be_a_plain_folder_name(tmp_path: Path, name: str) -> None:
+    tree = demo_tree()
+    tree["base"]["name"] = name
+    expected = "the stage cache" if name == "cache" else "must be a plain folder name"
+    assert_reported(problems_of(tmp_path, tree), f"base.name: name {name!r}", expected)
+
+
+def test_a_run_directory_that_holds_the_data_is_refused(tmp_path: Path) -> None:
+    tree = demo_tree()
+    tree["storage"] = str(tmp_path / "runs")
+    tree["base"]["name"] = "data"  # the demo's manifest lives in runs/data/synthetic/
+    tree["base"]["data"]["manifest"] = str(tmp_path / "runs" / "data" / "synthetic" / "manifest.parquet")
+    assert_reported(problems_of(tmp_path, tree), f"base.name 'data': the run directory {tmp_path / 'runs' / 'data'} "
+                    "would hold data.manifest", "--overwrite deletes the run directory")
+
+
+def test_missing_weight_files_and_unused_gpus_are_reported(tmp_path: Path) -> None:
+    tree = demo_tree()
+    tree["base"]["model"]["pretrained"] = str(tmp_path / "resnet10.pth")
+    tree["base"]["resources"]["gpus_per_worker"] = 1
+    assert_reported(
+        problems_of(tmp_path, tree),
+        f"base.model.pretrained: {tmp_path / 'resnet10.pth'} is not a file; put the state dict there or set pretrained: null",
+        "base.resources: gpus_per_worker 1 would be ignored: use_gpu is false",
+    )
+
+
+def test_a_sampler_whose_package_is_missing_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from searchlab import config
+
+    monkeypatch.setitem(config.SAMPLER_NEEDS, "nsga2", ("no_such_package_for_searchlab", "a test"))
+    tree = demo_tree()
+    tree["search"]["sampler"] = "nsga2"
+    assert_reported(problems_of(tmp_path, tree), "search.sampler nsga2 needs no_such_package_for_searchlab (a test), "
+                    "which this environment lacks")
