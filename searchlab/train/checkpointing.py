@@ -8,7 +8,10 @@ augmentation draws do not need saving: they are functions of (seed, epoch, index
 ``torch.load(weights_only=True)``.
 
 An artifact is what later stages and the sweep read: weights-only state dicts, ``metrics.json``
-and the resolved ``config.yaml``, published into the caller's ``output_dir`` atomically.
+and the resolved ``config.yaml``, published into the caller's ``output_dir`` atomically. It names no
+absolute path, so it can be moved or copied to another machine: ``config.yaml`` holds its paths
+relative to the data root (``searchlab.run_dir.portable_config_yaml``) and ``sources.json`` names
+the artifacts it was trained from relative to its own folder, once published.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
-from searchlab.atomic_dir import staged_directory
+from searchlab.atomic_dir import give_default_mode, staged_directory
+from searchlab.run_dir import portable_config_yaml, relative_path
 
 __all__ = [
     "STATE_FILE",
@@ -91,6 +94,7 @@ def _atomic_torch_save(payload: Any, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     torch.save(payload, tmp)
+    give_default_mode(tmp)  # mkstemp made it 0600: weights copied into a bundle would stay private
     os.replace(tmp, path)
 
 
@@ -135,13 +139,16 @@ def write_artifact(
     sources: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``<name>.pt`` per state dict, ``metrics.json``, ``config.yaml`` into ``directory``,
-    and ``sources.json`` naming the artifacts this one was trained from, if any."""
+    and ``sources.json`` naming the artifacts this one was trained from, if any.
+
+    ``sources`` are absolute here: the artifact is written inside a checkpoint, and only
+    `publish_directory` knows the folder they can be made relative to."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     for name, state_dict in state_dicts.items():
         _atomic_torch_save({k: v.detach().cpu() for k, v in state_dict.items()}, out / f"{name}.pt")
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    (out / CONFIG_FILE).write_text(yaml.safe_dump(dict(config), sort_keys=False))
+    (out / CONFIG_FILE).write_text(portable_config_yaml(config))
     if sources:
         (out / SOURCES_FILE).write_text(json.dumps(dict(sources), indent=2, sort_keys=True))
     return out
@@ -157,8 +164,14 @@ def publish_directory(source: str | os.PathLike[str], target: str | os.PathLike[
 
     The copy is made in a temp folder next to ``target`` and renamed into place. A previous
     ``target`` is first renamed aside and deleted after the swap, so readers never see a half
-    written folder (for the instant between the two renames ``target`` is absent).
+    written folder (for the instant between the two renames ``target`` is absent). The paths in
+    ``sources.json`` become relative to ``target`` (the temp folder is its sibling, so they hold
+    for both); read them with ``searchlab.run_dir.resolve_in(target, path)``.
     """
     with staged_directory(target) as staging:
         shutil.copytree(source, staging, dirs_exist_ok=True)
+        sources = staging / SOURCES_FILE
+        if sources.is_file():
+            relative = {name: relative_path(target, path) for name, path in json.loads(sources.read_text()).items()}
+            sources.write_text(json.dumps(relative, indent=2, sort_keys=True))
     return Path(target)
