@@ -226,25 +226,77 @@ def test_bad_files_are_replaced_counted_and_logged_once(
     assert "missing file" in reasons and "empty file (0 bytes)" in reasons and "unreadable" in reasons
 
 
-def test_too_many_failures_raise_and_name_the_files(damaged_set: tuple[Manifest, Path]) -> None:
-    manifest, root = damaged_set
-    dataset = _dataset(manifest, root)  # default limit 5%, checked from 20 reads on
-    with pytest.raises(DataFailureError) as info:
-        for _ in range(3):
-            for i in range(len(dataset)):
-                dataset[i]
-    text = str(info.value)
-    assert "max_failure_fraction 5.0%" in text and "missing.mp4" in text and "zero.mp4" in text
-    assert dataset.failure_stats().reads >= 20
+def _split_of_32(synthetic_set: tuple[Manifest, Path], root: Path, damaged: dict[str, bytes]) -> Manifest:
+    """32 training videos: the damaged files first (name -> bytes), then copies of good synthetic videos."""
+    manifest, source = synthetic_set
+    good = manifest.split("train").rows()
+    names = [*damaged, *(f"good{i:02d}" for i in range(len(damaged), 32))]
+    rows = []
+    for i, name in enumerate(names):
+        template = good[i % len(good)]
+        if name in damaged:
+            (root / f"{name}.mp4").write_bytes(damaged[name])
+        else:
+            shutil.copy(source / template["path"], root / f"{name}.mp4")
+        rows.append(dict(template, video_id=name, path=f"{name}.mp4"))
+    return build_manifest(rows, class_names=manifest.class_names, dataset="thirty-two")
 
 
-def test_failures_before_twenty_reads_do_not_raise(damaged_set: tuple[Manifest, Path]) -> None:
-    manifest, root = damaged_set
-    dataset = _dataset(manifest, root)
-    for i in range(4, 8):  # about half of fewer than 20 reads fail: below the minimum, no check
-        dataset[i]
+def _damaged(synthetic_set: tuple[Manifest, Path]) -> dict[str, bytes]:
+    manifest, source = synthetic_set
+    data = (source / manifest.split("train").rows()[0]["path"]).read_bytes()
+    return {
+        "garbage": b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8,
+        "truncated": data[: len(data) // 2],
+        "zero": b"",
+    }
+
+
+def test_one_bad_video_in_32_never_stops_training(synthetic_set: tuple[Manifest, Path], tmp_path: Path) -> None:
+    manifest = _split_of_32(synthetic_set, tmp_path, {"truncated": _damaged(synthetic_set)["truncated"]})
+    dataset = _dataset(manifest, tmp_path)  # default limit 5%: 1 of 32 is 3.1%
+    for epoch in range(3):  # the bad video is the first read of every epoch
+        dataset.set_epoch(epoch)
+        items = [dataset[i] for i in range(len(dataset))]
+        assert int(items[0]["index"]) != 0 and all(torch.isfinite(it["frames"]).all() for it in items)
+    loader = DataLoader(dataset, batch_size=8, num_workers=2)
+    assert sum(len(batch["index"]) for batch in loader) == 32
     stats = dataset.failure_stats()
-    assert stats.reads < 20 and stats.failures >= 4 and stats.fraction == stats.failures / stats.reads
+    assert [Path(f).name for f in stats.failed_files] == ["truncated.mp4"]
+    assert stats.failures == 4 and stats.reads == 4 * 33  # every read of it failed and was replaced
+    assert (stats.unreadable, stats.videos) == (1, 32) and stats.fraction == 1 / 32
+
+
+def test_too_many_bad_videos_raise_naming_them_and_the_fix(
+    synthetic_set: tuple[Manifest, Path], tmp_path: Path
+) -> None:
+    manifest = _split_of_32(synthetic_set, tmp_path, _damaged(synthetic_set))
+    dataset = _dataset(manifest, tmp_path)
+    dataset[0]  # 1 of 32 bad: replaced
+    with pytest.raises(DataFailureError) as info:
+        dataset[1]  # 2 of 32: over 5%
+    text = str(info.value)
+    assert "2 of the 32 videos of split 'train' cannot be read (6.2% > max_failure_fraction 5.0%)" in text
+    assert "garbage.mp4" in text and "truncated.mp4" in text and "zero.mp4" not in text
+    assert "drop them from the manifest" in text and "resume" not in text
+    tolerant = _dataset(manifest, tmp_path, max_failure_fraction=0.1)  # 3 of 32 is 9.4%
+    for epoch in range(2):
+        tolerant.set_epoch(epoch)
+        assert all(int(tolerant[i]["index"]) >= 3 for i in range(len(tolerant)))
+    stats = tolerant.failure_stats()
+    assert stats.unreadable == 3 and sorted(Path(f).name for f in stats.failed_files) == [
+        "garbage.mp4", "truncated.mp4", "zero.mp4"]
+
+
+def test_a_video_that_reads_again_stops_counting(synthetic_set: tuple[Manifest, Path], tmp_path: Path) -> None:
+    manifest = _split_of_32(synthetic_set, tmp_path, {"truncated": _damaged(synthetic_set)["truncated"]})
+    dataset = _dataset(manifest, tmp_path)
+    dataset[0]
+    assert dataset.failure_stats().unreadable == 1
+    shutil.copy(tmp_path / "good01.mp4", tmp_path / "truncated.mp4")  # fixed on disk during the run
+    assert int(dataset[0]["index"]) == 0
+    stats = dataset.failure_stats()
+    assert stats.unreadable == 0 and stats.failures == 1 and len(stats.failed_files) == 1
 
 
 def test_reduced_size_decoding_matches_full_size(tmp_path: Path) -> None:

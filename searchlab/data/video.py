@@ -3,8 +3,8 @@
 `VideoClipDataset` decodes only the T frames a clip needs with decord (at reduced size when the
 transform will shrink the frames anyway), applies one set of random parameters to all T frames of a
 clip (METHODS §1.2), and never lets one bad file stop a multi-hour run: the sample is replaced by a
-deterministic other one, counted in counters shared with DataLoader workers, and only a failure
-fraction above a limit raises, naming the files.
+deterministic other one and counted in counters shared with DataLoader workers. Only when more than
+max_failure_fraction of the split's videos are unreadable does it raise, naming the files.
 """
 
 from __future__ import annotations
@@ -147,19 +147,31 @@ class EvalClipTransform:
 
 @dataclass(frozen=True)
 class FailureStats:
-    """Reads and failed reads so far, over the main process and every DataLoader worker."""
+    """Reads so far over the main process and every DataLoader worker: all reads, failed reads,
+    the files that ever failed, and how many of the split's videos failed their latest read."""
 
     reads: int
     failures: int
     failed_files: tuple[str, ...]
+    videos: int
+    unreadable: int
 
     @property
     def fraction(self) -> float:
-        return self.failures / self.reads if self.reads else 0.0
+        """The share of the split's videos that are unreadable: what max_failure_fraction limits."""
+        return self.unreadable / self.videos
 
 
 class DataFailureError(RuntimeError):
     """Too many videos could not be read; the message names them."""
+
+
+# A rerun or a resume reads the same files again; only the files or the manifest can change that.
+_FIX = (
+    "Fix or replace these files, or drop them from the manifest (re-run `python -m "
+    "searchlab.data.prepare`, which leaves unreadable videos out, or delete their rows); then start "
+    "the run again. To train without them as they are, raise data.max_failure_fraction."
+)
 
 
 class _DecodeFailure(Exception):
@@ -191,6 +203,11 @@ class VideoClipDataset(Dataset):
     Randomness comes from (seed, epoch, item) only, so results do not depend on worker count.
     A failed read is replaced by another row drawn from the same seed; the returned label, target and
     index are those of the row actually returned.
+
+    The failure limit is judged on the whole split: the share of its videos whose latest read
+    failed (a video that reads again stops counting). A share of reads would let one bad file that
+    comes up early in an epoch stop a run. Under DDP each process judges the videos it has read
+    against the whole split, so it can only under-count.
     """
 
     def __init__(
@@ -205,7 +222,6 @@ class VideoClipDataset(Dataset):
         num_clips: int = 1,
         seed: int = 0,
         max_failure_fraction: float = 0.05,
-        min_reads_for_check: int = 20,
         max_replacements: int = 10,
         decode_threads: int = 1,
     ) -> None:
@@ -218,8 +234,8 @@ class VideoClipDataset(Dataset):
             problems.append(f"num_clips={num_clips}: must be >= 1, and 1 when train=True")
         if not 0.0 <= max_failure_fraction <= 1.0:
             problems.append(f"max_failure_fraction={max_failure_fraction}: must be in [0, 1]")
-        if min_reads_for_check < 1 or max_replacements < 0 or decode_threads < 0:
-            problems.append("min_reads_for_check >= 1, max_replacements >= 0, decode_threads >= 0")
+        if max_replacements < 0 or decode_threads < 0:
+            problems.append(f"max_replacements={max_replacements}, decode_threads={decode_threads}: must be >= 0")
         if problems:
             raise ValueError("VideoClipDataset: " + "; ".join(problems))
         rows = manifest.split(split).table
@@ -229,6 +245,7 @@ class VideoClipDataset(Dataset):
                 f"{sorted(set(manifest.table['split'].to_pylist()))}"
             )
         self.data_root = Path(data_root)
+        self.split = split
         self.num_frames = num_frames
         self.transform = transform
         self.train = train
@@ -236,7 +253,6 @@ class VideoClipDataset(Dataset):
         self.seed = seed
         self.num_classes = manifest.num_classes
         self.max_failure_fraction = max_failure_fraction
-        self.min_reads_for_check = min_reads_for_check
         self.max_replacements = max_replacements
         self.decode_threads = decode_threads
         self._paths: list[str] = rows["path"].to_pylist()
@@ -247,6 +263,7 @@ class VideoClipDataset(Dataset):
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._reads = torch.zeros(len(self._paths), dtype=torch.int32).share_memory_()
         self._failures = torch.zeros(len(self._paths), dtype=torch.int32).share_memory_()
+        self._unreadable = torch.zeros(len(self._paths), dtype=torch.bool).share_memory_()
 
     def __len__(self) -> int:
         return len(self._paths) * self.num_clips
@@ -256,11 +273,12 @@ class VideoClipDataset(Dataset):
         self._epoch[0] = epoch
 
     def failure_stats(self) -> FailureStats:
-        failed = torch.nonzero(self._failures).flatten().tolist()
         return FailureStats(
             reads=int(self._reads.sum()),
             failures=int(self._failures.sum()),
-            failed_files=tuple(str(self.data_root / self._paths[i]) for i in failed),
+            failed_files=self._files(self._failures),
+            videos=len(self._paths),
+            unreadable=int(self._unreadable.sum()),
         )
 
     def __getitem__(self, item: int) -> dict[str, Any]:
@@ -277,11 +295,11 @@ class VideoClipDataset(Dataset):
                 self._record_failure(row, str(failure))
                 row = self._replacement(row, replacements)
                 continue
-            self._check_failure_fraction()
+            self._unreadable[row] = False
             return self._item(row, frames, rng)
         raise DataFailureError(
-            f"item {item}: {self.max_replacements + 1} reads in a row failed "
-            f"({self.failure_stats().failures} failures so far); files: {self._failed_names()}"
+            f"item {item} of split {self.split!r}: {self.max_replacements + 1} reads in a row failed. "
+            f"Unreadable files: {self._names(self._files(self._unreadable))}. {_FIX}"
         )
 
     def _replacement(self, row: int, rng: np.random.Generator) -> int:
@@ -319,27 +337,24 @@ class VideoClipDataset(Dataset):
     def _record_failure(self, row: int, reason: str) -> None:
         first = int(self._failures[row]) == 0
         self._failures[row] += 1
+        self._unreadable[row] = True
         if first:
             _log.warning("%s: %s; replaced by another video", self.data_root / self._paths[row], reason)
-        self._check_failure_fraction()
+        stats = self.failure_stats()
+        if stats.fraction > self.max_failure_fraction:
+            raise DataFailureError(
+                f"{stats.unreadable} of the {stats.videos} videos of split {self.split!r} cannot be read "
+                f"({stats.fraction:.1%} > max_failure_fraction {self.max_failure_fraction:.1%}): "
+                f"{self._names(self._files(self._unreadable))}. {_FIX}"
+            )
 
-    def _failed_names(self) -> str:
-        files = self.failure_stats().failed_files
+    def _files(self, flags: torch.Tensor) -> tuple[str, ...]:
+        return tuple(str(self.data_root / self._paths[i]) for i in torch.nonzero(flags).flatten().tolist())
+
+    @staticmethod
+    def _names(files: tuple[str, ...]) -> str:
         shown = ", ".join(files[:20])
         return shown + (f" ... and {len(files) - 20} more" if len(files) > 20 else "")
-
-    def _check_failure_fraction(self) -> None:
-        reads = int(self._reads.sum())
-        if reads < self.min_reads_for_check:
-            return
-        failures = int(self._failures.sum())
-        if failures / reads > self.max_failure_fraction:
-            raise DataFailureError(
-                f"{failures} of {reads} video reads failed ({failures / reads:.1%} > "
-                f"max_failure_fraction {self.max_failure_fraction:.1%}). Unreadable files: "
-                f"{self._failed_names()}. Re-run `python -m searchlab.data.prepare` (it drops "
-                "unreadable videos) or raise max_failure_fraction."
-            )
 
     def _item(self, row: int, frames: torch.Tensor, rng: np.random.Generator) -> dict[str, Any]:
         target = torch.zeros(self.num_classes, dtype=torch.float32)
