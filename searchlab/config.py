@@ -15,6 +15,7 @@ load time, because Ray workers run in other directories.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
 import re
 import typing
@@ -578,64 +579,271 @@ def schema_key_problem(key: str) -> str | None:
     return None
 
 
-def _check_space(sweep_tree: dict[str, Any], base: TrialConfig | None) -> list[str]:
-    """Space keys must name config fields; choices and starting points must give valid trials."""
+# ---------------------------------------------------------------------------------------------
+# Space checks at load time: everything `searchlab.space` and a trial would meet later
+
+# Combinations of the entries' extreme values (choices, range ends) checked as whole trials; past
+# this many only each entry alone is checked, which catches all but cross-entry conflicts.
+MAX_COMBINATIONS = 1_024
+
+
+def plain(value: Any) -> Any:
+    """Tuples as lists and mappings as dicts, recursively: YAML gives lists, a config gives tuples,
+    so values compare equal whichever side they come from."""
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+def get_dotted(tree: Any, key: str) -> tuple[bool, Any]:
+    """(found, value) of dotted `key` in a nested dict; per-bit tables have integer keys."""
+    node = tree
+    for part in key.split("."):
+        name: Any = part
+        if isinstance(node, dict) and part not in node and part.lstrip("-").isdigit():
+            name = int(part)
+        if not isinstance(node, dict) or name not in node:
+            return False, None
+        node = node[name]
+    return True, node
+
+
+def ordered_keys(space: Mapping[str, SpaceEntry]) -> list[str]:
+    """Space keys with every searched key a `when` reads placed before the entry that reads it;
+    raises ValueError on a cycle of conditions."""
+    order, cycles = _space_order(space)
+    if cycles:
+        raise ValueError(cycles[0])
+    return order
+
+
+def _space_order(space: Mapping[str, SpaceEntry]) -> tuple[list[str], list[str]]:
+    """The order of `ordered_keys`, and a description of each cycle of conditions found."""
+    order: list[str] = []
+    state: dict[str, str] = {}
+    cycles: list[str] = []
+
+    def visit(key: str, path: list[str]) -> None:
+        if state.get(key) == "done":
+            return
+        if state.get(key) == "active":
+            cycle = " -> ".join([*path[path.index(key) :], key])
+            cycles.append(f"space conditions form a cycle: {cycle}; a when: may not depend on itself")
+            return
+        state[key] = "active"
+        for needed in space[key].when or {}:
+            if needed in space:
+                visit(needed, [*path, key])
+        state[key] = "done"
+        order.append(key)
+
+    for key in space:
+        visit(key, [])
+    return order, cycles
+
+
+def value_problem(entry: SpaceEntry, value: Any) -> str | None:
+    """Why `value` is not one the entry can take (a choice, a number in range, on its grid), or None."""
+    if entry.choice is not None:
+        if plain(value) not in [plain(c) for c in entry.choice]:
+            return f"{value!r} is not among the choices {entry.choice!r}"
+        return None
+    low, high = entry.uniform or entry.loguniform or entry.integer  # type: ignore[misc]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        return f"{value!r} is not a number in [{low}, {high}]"
+    if entry.integer is not None and value != int(value):
+        return f"{value!r} is not an integer"
+    if entry.step is not None and not math.isclose((value - low) / entry.step, round((value - low) / entry.step)):
+        return f"{value!r} is not on the entry's grid {low} + k * {entry.step:g}"
+    return None
+
+
+def point_problems(point: Mapping[str, Any], space: Mapping[str, SpaceEntry]) -> list[str]:
+    """A starting point's problems against the space alone: every key searched, every value one its
+    entry can take (Optuna would otherwise sample a value it does not recognise, silently)."""
     problems = []
-    space = sweep_tree.get("space") or {}
-    if not isinstance(space, dict):
-        return ["space: must be a mapping of dotted keys to entries"]
-    for key, entry in space.items():
+    for key, value in point.items():
+        entry = space.get(key)
+        if entry is None:
+            problems.append(f"{key}: not in space (known: {', '.join(space)}); add it to space or remove it")
+        elif (problem := value_problem(entry, value)) is not None:
+            problems.append(f"{key}: {problem}")
+    return problems
+
+
+def _extremes(entry: SpaceEntry) -> list[tuple[str, Any]]:
+    """(label, value) of the values that bound what an entry gives a trial: every choice, or a
+    range's low and the highest value on its grid."""
+    if entry.choice is not None:
+        return [("choice", value) for value in entry.choice]
+    if entry.integer is not None:  # Optuna lowers `high` onto the grid low + k * step
+        low, high = entry.integer
+        step = int(entry.step or 1)
+        return [("low", low), ("high", low + (high - low) // step * step)]
+    low, high = entry.uniform or entry.loguniform  # type: ignore[misc]
+    if entry.step is not None:
+        high = low + math.floor((high - low) / entry.step + 1e-9) * entry.step
+    return [("low", low), ("high", high)]
+
+
+def _conditions_hold(entry: SpaceEntry, chosen: Mapping[str, Any], base_tree: dict[str, Any]) -> bool:
+    """`searchlab.space.conditions_hold` on a dumped base: chosen values first, else the base's."""
+    for key, wanted in (entry.when or {}).items():
+        actual = chosen[key] if key in chosen else get_dotted(base_tree, key)[1]
+        if plain(actual) != plain(wanted):
+            return False
+    return True
+
+
+def _trial_problem(base: TrialConfig, overrides: dict[str, Any]) -> str | None:
+    try:
+        base.with_overrides(overrides)
+    except ConfigError as error:
+        return "; ".join(error.problems)
+    return None
+
+
+def _check_space(sweep_tree: dict[str, Any], base: TrialConfig | None, skip: Mapping[tuple[Any, ...], Any]) -> list[str]:
+    """Space keys must name config fields, conditions must be decidable and acyclic, and every
+    choice, range end and starting point must give a valid trial: a file that loads never fails
+    at a trial's configuration. Entries and points at locations in `skip` (non-finite numbers,
+    reported already) are left out."""
+    raw_space = sweep_tree.get("space")
+    if not isinstance(raw_space, dict):
+        return []  # pydantic reports a space that is not a mapping
+    skipped = {loc[1] for loc in skip if loc[:1] == ("space",) and len(loc) > 1}
+    problems, space = [], {}
+    for key, raw in raw_space.items():
+        if not isinstance(key, str) or key in skipped:
+            continue  # pydantic reports a key that is not text
         problem = schema_key_problem(key)
         if problem:
             problems.append(f"space.{problem}")
             continue
-        if base is not None and isinstance(entry, dict) and entry.get("choice"):
-            for value in entry["choice"]:
-                trial_tree = base.model_dump(mode="python")
-                set_dotted(trial_tree, key, value)
-                try:
-                    TrialConfig.model_validate(trial_tree)
-                except ValidationError as error:
-                    first = _format_pydantic(error)[0]
-                    problems.append(f"space.{key}: choice {value!r} gives an invalid trial: {first}")
-        if isinstance(entry, dict):
-            for cond_key in entry.get("when") or {}:
-                if cond_key not in space and schema_key_problem(cond_key):
-                    problems.append(f"space.{key}.when: {cond_key!r} is neither a searched key nor a config key")
-    search = sweep_tree.get("search") or {}
-    if not isinstance(search, dict):
-        return problems
-    for index, point in enumerate(search.get("points_to_evaluate") or []):
-        if not isinstance(point, dict):
-            problems.append(f"search.points_to_evaluate[{index}]: must be a mapping of space keys to values")
-            continue
-        unknown = [k for k in point if k not in space]
-        if unknown:
-            problems.append(
-                f"search.points_to_evaluate[{index}]: keys {unknown} are not in space; add them to space or remove them"
-            )
-        for key, value in point.items():
-            entry = space.get(key)
-            if isinstance(entry, dict) and isinstance(entry.get("choice"), list):
-                if _as_lists(value) not in [_as_lists(c) for c in entry["choice"]]:
-                    problems.append(
-                        f"search.points_to_evaluate[{index}].{key}: {value!r} is not one of the choices {entry['choice']!r}"
-                    )
-    if search.get("sampler") == "grid":
-        continuous = [k for k, e in space.items() if isinstance(e, dict) and "choice" not in e]
+        try:
+            space[key] = SpaceEntry.model_validate(raw)
+        except ValidationError:
+            continue  # reported by the Sweep's own validation
+    base_tree = base.model_dump(mode="python") if base is not None else None
+    order, cycles = _space_order(space)
+    problems += cycles + _condition_problems(space, base_tree)
+    search = sweep_tree.get("search")
+    points = search.get("points_to_evaluate") if isinstance(search, dict) else None
+    for index, point in enumerate(points if isinstance(points, list) else []):
+        if isinstance(point, dict) and ("search", "points_to_evaluate", index) not in {loc[:3] for loc in skip}:
+            # values for entries that are themselves invalid are checked once the entry is fixed
+            point = {k: v for k, v in point.items() if k in space or k not in raw_space}
+            problems += [f"search.points_to_evaluate[{index}].{p}" for p in point_problems(point, space)]
+            if base is not None and base_tree is not None:
+                problems += _point_trial_problems(index, point, space, base, base_tree)
+    if base is not None and base_tree is not None and not cycles:
+        entry_problems = _entry_trial_problems(space, base, base_tree)
+        # Conflicts between entries only mean something once each entry is valid on its own.
+        problems += entry_problems or _combination_problems(space, order, base, base_tree)
+    if isinstance(search, dict) and search.get("sampler") == "grid":
+        continuous = [k for k, e in space.items() if e.choice is None]
         if continuous:
             problems.append(f"search.sampler grid needs choice entries only; {continuous} are continuous")
-        conditional = [k for k, e in space.items() if isinstance(e, dict) and e.get("when")]
+        conditional = [k for k, e in space.items() if e.when]
         if conditional:
             problems.append(f"search.sampler grid cannot search conditional entries {conditional}; drop when: or use tpe")
     return problems
 
 
-def _as_lists(value: Any) -> Any:
-    """Tuples as lists, recursively: YAML gives lists, a config gives tuples."""
-    if isinstance(value, (list, tuple)):
-        return [_as_lists(v) for v in value]
-    return value
+def _condition_problems(space: Mapping[str, SpaceEntry], base_tree: dict[str, Any] | None) -> list[str]:
+    """A `when` must read a known key and be able to hold; else its entry is never searched."""
+    problems = []
+    for key, entry in space.items():
+        for cond_key, wanted in (entry.when or {}).items():
+            if cond_key in space:
+                problem = value_problem(space[cond_key], wanted)
+                if problem:
+                    problems.append(
+                        f"space.{key}.when: {cond_key} never equals {wanted!r} ({problem}), so {key} would never "
+                        "be searched; fix the value or drop the condition"
+                    )
+            elif schema_key_problem(cond_key):
+                problems.append(f"space.{key}.when: {cond_key!r} is neither a searched key nor a config key")
+            elif base_tree is not None:
+                found, actual = get_dotted(base_tree, cond_key)
+                if found and plain(actual) != plain(wanted):
+                    problems.append(
+                        f"space.{key}.when: {cond_key} is not searched and is {plain(actual)!r} in base, never "
+                        f"{wanted!r}, so {key} would never be searched; fix the value, search {cond_key}, or drop "
+                        "the condition"
+                    )
+    return problems
+
+
+def _entry_trial_problems(space: Mapping[str, SpaceEntry], base: TrialConfig, base_tree: dict[str, Any]) -> list[str]:
+    """Each entry's choices and range ends, alone on the base (with the searched values its
+    conditions ask for), must give a valid trial."""
+    problems = []
+    for key, entry in space.items():
+        when = entry.when or {}
+        if any(plain(get_dotted(base_tree, k)[1]) != plain(v) for k, v in when.items() if k not in space):
+            continue  # never searched: reported by the condition checks
+        conditions = {k: v for k, v in when.items() if k in space}
+        for label, value in _extremes(entry):
+            problem = _trial_problem(base, {**conditions, key: value})
+            if problem:
+                problems.append(f"space.{key}: {label} {value!r} gives an invalid trial: {problem}")
+    return problems
+
+
+def _combination_problems(
+    space: Mapping[str, SpaceEntry], order: list[str], base: TrialConfig, base_tree: dict[str, Any]
+) -> list[str]:
+    """Every combination of the entries' extremes, applied as a trial would apply them (an entry
+    whose conditions fail keeps the base value), must give a valid trial; a few distinct problems
+    are shown with the combination that met each first."""
+    extremes = [[value for _, value in _extremes(space[key])] for key in order]
+    if math.prod(len(values) for values in extremes) > MAX_COMBINATIONS:
+        return []
+    first: dict[str, dict[str, Any]] = {}
+    for combination in itertools.product(*extremes):
+        chosen: dict[str, Any] = {}
+        for key, value in zip(order, combination):
+            if _conditions_hold(space[key], chosen, base_tree):
+                chosen[key] = value
+        problem = _trial_problem(base, chosen)
+        if problem is not None:
+            first.setdefault(problem, chosen)
+    return [
+        f"space: the values {chosen} together give an invalid trial: {problem}; narrow these entries so that "
+        "every combination is valid"
+        for problem, chosen in list(first.items())[:3]
+    ]
+
+
+def _point_trial_problems(
+    index: int, point: dict[str, Any], space: Mapping[str, SpaceEntry], base: TrialConfig, base_tree: dict[str, Any]
+) -> list[str]:
+    """A starting point's values must be used (their entries' conditions hold) and give a valid trial."""
+    problems, used = [], {}
+    where = f"search.points_to_evaluate[{index}]"
+    for key, value in point.items():
+        entry = space.get(key)
+        if entry is None:
+            continue  # reported by point_problems
+        for cond_key, wanted in (entry.when or {}).items():
+            if cond_key in space and cond_key not in point:
+                continue  # sampled in that trial: cannot be known here
+            actual = point[cond_key] if cond_key in point else get_dotted(base_tree, cond_key)[1]
+            if plain(actual) != plain(wanted):
+                problems.append(
+                    f"{where}.{key}: would be dropped: its condition {cond_key} = {wanted!r} does not hold for this "
+                    f"point ({cond_key} is {plain(actual)!r}); remove {key} from the point or change {cond_key}"
+                )
+                break
+        else:
+            used[key] = value
+    problem = _trial_problem(base, used) if used else None
+    if problem:
+        problems.append(f"{where}: gives an invalid trial: {problem}")
+    return problems
 
 
 class _SweepLoader(yaml.SafeLoader):
@@ -726,7 +934,7 @@ def parse_sweep(tree: dict[str, Any], *, source: str) -> Sweep:
             base = TrialConfig.model_validate(base_tree)
         except ValidationError:
             base = None  # already reported above
-    problems.extend(_check_space(tree, base))
+    problems.extend(_check_space(tree, base, non_finite))
     problems.extend(_environment_problems(tree))
     if problems:
         raise ConfigError(source, problems)

@@ -24,7 +24,17 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from searchlab.config import Constraint, SearchConfig, SpaceEntry, TrialConfig, sampler_dependency_problem
+from searchlab.config import (
+    Constraint,
+    SearchConfig,
+    SpaceEntry,
+    TrialConfig,
+    get_dotted,
+    ordered_keys,
+    plain,
+    point_problems,
+    sampler_dependency_problem,
+)
 
 _SCALAR = (type(None), bool, int, float, str)
 
@@ -39,16 +49,7 @@ def encode_value(value: Any) -> Any:
         return value
     if isinstance(value, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in value):
         return "-".join(str(v) for v in value)
-    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"))
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists, recursively, so a base tuple compares equal to a YAML list."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
+    return json.dumps(plain(value), sort_keys=True, separators=(",", ":"))
 
 
 def _choice_table(key: str, entry: SpaceEntry) -> dict[Any, Any]:
@@ -56,7 +57,7 @@ def _choice_table(key: str, entry: SpaceEntry) -> dict[Any, Any]:
     table: dict[Any, Any] = {}
     for value in entry.choice or []:
         code = encode_value(value)
-        if code in table and _plain(table[code]) != _plain(value):
+        if code in table and plain(table[code]) != plain(value):
             raise ValueError(
                 f"space.{key}: choices {table[code]!r} and {value!r} both encode to {code!r}; "
                 "make the choices distinct"
@@ -74,7 +75,7 @@ def decode_params(params: Mapping[str, Any], space: Mapping[str, SpaceEntry]) ->
             table = _choice_table(key, entry)
             if value not in table:
                 raise ValueError(f"{key}: stored value {value!r} is not among the choices {entry.choice!r}")
-            value = _plain(table[value])
+            value = plain(table[value])
         decoded[key] = value
     return decoded
 
@@ -108,40 +109,13 @@ def to_distributions(space: Mapping[str, SpaceEntry]) -> dict[str, BaseDistribut
     return {key: to_distribution(key, entry) for key, entry in space.items()}
 
 
-def ordered_keys(space: Mapping[str, SpaceEntry]) -> list[str]:
-    """Space keys with every searched key a `when` reads placed before the entry that reads it."""
-    order: list[str] = []
-    state: dict[str, str] = {}
-
-    def visit(key: str, path: list[str]) -> None:
-        if state.get(key) == "done":
-            return
-        if state.get(key) == "active":
-            cycle = " -> ".join([*path[path.index(key) :], key])
-            raise ValueError(f"space conditions form a cycle: {cycle}; a when: may not depend on itself")
-        state[key] = "active"
-        for needed in space[key].when or {}:
-            if needed in space:
-                visit(needed, [*path, key])
-        state[key] = "done"
-        order.append(key)
-
-    for key in space:
-        visit(key, [])
-    return order
-
-
 def _base_value(base: TrialConfig | None, key: str) -> Any:
     if base is None:
         raise ValueError(f"condition on {key!r}, which is not searched: pass base= (the sweep's base config)")
-    node: Any = base.model_dump(mode="python")
-    for part in key.split("."):
-        if isinstance(node, dict) and part not in node and part.lstrip("-").isdigit():
-            part = int(part)  # type: ignore[assignment]
-        if not isinstance(node, dict) or part not in node:
-            raise ValueError(f"condition on {key!r}: no such key in the base config")
-        node = node[part]
-    return node
+    found, value = get_dotted(base.model_dump(mode="python"), key)
+    if not found:
+        raise ValueError(f"condition on {key!r}: no such key in the base config")
+    return value
 
 
 def conditions_hold(
@@ -150,7 +124,7 @@ def conditions_hold(
     """Whether every `when` pair equals the trial's value (suggested, else the base config's)."""
     for key, wanted in (entry.when or {}).items():
         actual = chosen[key] if key in chosen else _base_value(base, key)
-        if _plain(actual) != _plain(wanted):
+        if plain(actual) != plain(wanted):
             return False
     return True
 
@@ -171,7 +145,7 @@ def suggest(
         if entry.choice is not None:
             table = _choice_table(key, entry)
             code = trial.suggest_categorical(key, list(table))
-            chosen[key] = _plain(table[code])
+            chosen[key] = plain(table[code])
         elif entry.integer is not None:
             low, high = entry.integer
             chosen[key] = trial.suggest_int(key, low, high, step=int(entry.step or 1))
@@ -188,31 +162,14 @@ def suggest(
 def encode_point(point: Mapping[str, Any], space: Mapping[str, SpaceEntry]) -> dict[str, Any]:
     """A points_to_evaluate entry in Optuna's encoded form (for ``Study.enqueue_trial``).
 
-    Checks every key and value against the space and reports all problems at once: Optuna would
-    otherwise silently sample a value it does not recognise.
+    Checks every key and value against the space (`searchlab.config.point_problems`, which
+    load_sweep runs too) and reports all problems at once: Optuna would otherwise silently sample
+    a value it does not recognise.
     """
-    problems, encoded = [], {}
-    for key, value in point.items():
-        entry = space.get(key)
-        if entry is None:
-            problems.append(f"{key}: not in space (known: {', '.join(space)})")
-            continue
-        if entry.choice is not None:
-            code = encode_value(value)
-            if code not in _choice_table(key, entry):
-                problems.append(f"{key}: {value!r} is not among the choices {entry.choice!r}")
-            encoded[key] = code
-            continue
-        bounds = entry.uniform or entry.loguniform or entry.integer
-        assert bounds is not None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not bounds[0] <= value <= bounds[1]:
-            problems.append(f"{key}: {value!r} is not a number in [{bounds[0]}, {bounds[1]}]")
-        elif entry.integer is not None and value != int(value):
-            problems.append(f"{key}: {value!r} is not an integer")
-        encoded[key] = value
+    problems = point_problems(point, space)
     if problems:
         raise ValueError("points_to_evaluate: " + "; ".join(problems))
-    return encoded
+    return {key: encode_value(value) if space[key].choice is not None else value for key, value in point.items()}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ def test_all_problems_are_reported_at_once() -> None:
         "space.stage2.w9: unknown key 'w9'",
         "space.stage2.w3",
         "choice is empty",
-        "search.points_to_evaluate[1]: keys ['stage2.w4'] are not in space",
+        "search.points_to_evaluate[1].stage2.w4: not in space",
     ]
     missing = [fragment for fragment in expected if fragment not in problems]
     assert not missing, f"not reported: {missing}\nreported:\n{problems}"
@@ -91,7 +91,7 @@ def test_points_must_use_listed_choices_and_grid_needs_plain_choices() -> None:
     with pytest.raises(ConfigError) as error:
         parse_sweep(tree, source="x")
     problems = "\n".join(error.value.problems)
-    assert "[32, 4] is not one of the choices" in problems
+    assert "[32, 4] is not among the choices" in problems
     assert "grid cannot search conditional entries ['stage2.w1']" in problems
 
 

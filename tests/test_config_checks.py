@@ -274,3 +274,138 @@ def test_a_sampler_whose_package_is_missing_is_reported(tmp_path: Path, monkeypa
     tree["search"]["sampler"] = "nsga2"
     assert_reported(problems_of(tmp_path, tree), "search.sampler nsga2 needs no_such_package_for_searchlab (a test), "
                     "which this environment lacks")
+
+
+# ---------------------------------------------------------------------------------------------
+# The space: conditions, range ends, combinations, starting points
+
+
+def test_condition_cycles_are_reported_at_load(tmp_path: Path) -> None:
+    tree = demo_tree()
+    tree["space"]["stage2.w1"]["when"] = {"stage2.w2": 0.5}
+    tree["space"]["stage2.w2"]["when"] = {"stage2.w1": 0.5}
+    tree["space"]["stage2.w3"]["when"] = {"stage2.w3": 0.1}
+    tree["search"]["points_to_evaluate"] = []
+    assert_reported(
+        problems_of(tmp_path, tree),
+        "space conditions form a cycle: stage2.w1 -> stage2.w2 -> stage2.w1",
+        "space conditions form a cycle: stage2.w3 -> stage2.w3",
+    )
+
+
+def test_conditions_that_can_never_hold_are_reported(tmp_path: Path) -> None:
+    tree = demo_tree()
+    tree["space"]["stage2.w2"]["when"] = {"stage2.decision_space": [32, 8, 0]}  # not a choice
+    tree["space"]["stage2.w3"]["when"] = {"model.backbone": "resnet50"}  # the base's is resnet10, not searched
+    tree["search"]["points_to_evaluate"] = []
+    assert_reported(
+        problems_of(tmp_path, tree),
+        "space.stage2.w2.when: stage2.decision_space never equals [32, 8, 0] ([32, 8, 0] is not among the choices",
+        "space.stage2.w3.when: model.backbone is not searched and is 'resnet10' in base, never 'resnet50'",
+    )
+
+
+def test_range_ends_must_give_valid_trials(tmp_path: Path) -> None:
+    tree = demo_tree()
+    tree["space"]["stage2.momentum"] = {"uniform": [0.5, 1.0]}  # momentum < 1
+    tree["space"]["data.frames"] = {"int": [4, 600], "step": 4}  # 600 is on the grid, above the limit
+    tree["space"]["stage2.lr"] = {"loguniform": [1.0e-4, 1.0e-1]}  # fine
+    assert_reported(
+        problems_of(tmp_path, tree),
+        "space.stage2.momentum: high 1.0 gives an invalid trial: stage2.momentum: 1.0 is out of range; use a value < 1",
+        "space.data.frames: high 600 gives an invalid trial: data.frames: 600 is above the limit 512",
+    )
+
+
+def test_searched_schedule_parameters_are_checked_at_their_ends(tmp_path: Path) -> None:
+    tree = yaml.safe_load((REPO / "spaces" / "anet.yaml").read_text())
+    tree["space"]["stage2.temperature.rate"] = {"uniform": [0.9, 1.2]}
+    tree["search"]["points_to_evaluate"] = []
+    assert_reported(problems_of(tmp_path, tree), "space.stage2.temperature.rate: high 1.2 gives an invalid trial: "
+                    "stage2.temperature: rate=1.2 must lie in (0, 1]")
+
+
+def crop_space_tree() -> dict[str, Any]:
+    """Each entry valid alone on the base, but crop 64 with scale [56, 64] is not (crop > scale low)."""
+    tree = demo_tree()
+    tree["space"] = {
+        "data.crop_size": {"int": [32, 64]},
+        "data.train_scale": {"choice": [[64, 72], [56, 64]]},
+        "stage2.w1": {"uniform": [0.0, 2.0]},
+    }
+    tree["search"]["points_to_evaluate"] = []
+    return tree
+
+
+def test_entries_that_conflict_with_each_other_are_reported(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, crop_space_tree())
+    assert_reported(problems, "space: the values {'data.crop_size': 64, 'data.train_scale': [56, 64]",
+                    "together give an invalid trial: data: crop_size 64 exceeds train_scale low 56",
+                    "narrow these entries so that every combination is valid")
+    assert len(problems) == 1  # one problem, shown once, with the first combination that met it
+
+
+def test_a_conditional_entry_is_combined_only_where_it_applies(tmp_path: Path) -> None:
+    tree = crop_space_tree()
+    tree["space"]["data.crop_size"]["when"] = {"data.train_scale": [64, 72]}  # never with [56, 64]
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    assert load_sweep(path).space["data.crop_size"].when == {"data.train_scale": [64, 72]}
+
+
+def test_starting_points_outside_the_space_are_reported(tmp_path: Path) -> None:
+    tree = crop_space_tree()
+    tree["space"]["stage2.w2"] = {"uniform": [0.0, 1.0], "step": 0.25}
+    tree["space"]["stage2.w3"] = {"uniform": [0.0, 0.2], "when": {"data.train_scale": [56, 64]}}
+    tree["space"]["data.crop_size"]["when"] = {"data.train_scale": [64, 72]}
+    tree["search"]["points_to_evaluate"] = [
+        {"stage2.w1": 3.0, "data.crop_size": 40.5, "stage2.w2": 0.3, "data.train_scale": [64, 80], "stage2.w9": 1},
+        {"data.train_scale": [64, 72], "stage2.w3": 0.1},  # w3 applies only with [56, 64]: it would be dropped
+        {"stage2.w1": "high"},
+    ]
+    assert_reported(
+        problems_of(tmp_path, tree),
+        "search.points_to_evaluate[0].stage2.w1: 3.0 is not a number in [0.0, 2.0]",
+        "search.points_to_evaluate[0].data.crop_size: 40.5 is not an integer",
+        "search.points_to_evaluate[0].stage2.w2: 0.3 is not on the entry's grid 0.0 + k * 0.25",
+        "search.points_to_evaluate[0].data.train_scale: [64, 80] is not among the choices [[64, 72], [56, 64]]",
+        "search.points_to_evaluate[0].stage2.w9: not in space",
+        "search.points_to_evaluate[1].stage2.w3: would be dropped: its condition data.train_scale = [56, 64] does "
+        "not hold for this point (data.train_scale is [64, 72])",
+        "search.points_to_evaluate[2].stage2.w1: 'high' is not a number in [0.0, 2.0]",
+    )
+
+
+def test_a_starting_point_must_give_a_valid_trial(tmp_path: Path) -> None:
+    tree = crop_space_tree()
+    tree["search"]["points_to_evaluate"] = [{"data.crop_size": 64, "data.train_scale": [56, 64]}]
+    assert_reported(problems_of(tmp_path, tree), "search.points_to_evaluate[0]: gives an invalid trial: data: "
+                    "crop_size 64 exceeds train_scale low 56")
+    tree["space"]["data.crop_size"]["when"] = {"data.train_scale": [64, 72]}
+    tree["search"]["points_to_evaluate"] = [{"data.crop_size": 64, "stage2.w1": 0.5}]  # with the base's scale
+    path = tmp_path / "valid.yaml"
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    assert load_sweep(path).search.points_to_evaluate == [{"data.crop_size": 64, "stage2.w1": 0.5}]
+
+
+def test_every_kind_of_problem_is_reported_at_once(tmp_path: Path) -> None:
+    tree = demo_tree()
+    tree["base"]["name"] = "runs/demo"
+    tree["base"]["model"]["backbone"] = "resnet99"
+    tree["base"]["stage2"]["temperature"] = {"kind": "exponential", "tau0": 5.0}
+    tree["base"]["stage2"]["w2"] = float("nan")
+    tree["search"]["trials"] = 1_000_000
+    tree["space"]["stage2.w1"]["when"] = {"stage2.w3": 0.1}
+    tree["space"]["stage2.w3"]["when"] = {"stage2.w1": 0.1}
+    tree["search"]["points_to_evaluate"][0]["stage2.decision_space"] = [32, 0, 4]
+    problems = problems_of(tmp_path, tree)
+    assert_reported(
+        problems,
+        "base.name: name 'runs/demo' must be a plain folder name",
+        "base.model.backbone: unknown backbone 'resnet99'",
+        "base.stage2.temperature: kind 'exponential' needs 'rate'",
+        "base.stage2.w2: nan is not a finite number",
+        "search.trials: 1000000 is above the limit 10000",
+        "space conditions form a cycle",
+        "search.points_to_evaluate[0].stage2.decision_space: [32, 0, 4] is not among the choices",
+    )
