@@ -12,14 +12,16 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from torch import Tensor
 
 from searchlab.config import load_sweep
-from searchlab.deploy import BUNDLE_FILES, DeployedVideoIQ, load
+from searchlab.deploy import BUNDLE_FILES, BundleError, DeployedVideoIQ, load
 from searchlab.models import PolicyNetwork, create_backbone
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,13 +94,13 @@ def test_incomplete_bundle_names_the_missing_files(tmp_path: Path) -> None:
     folder = write_bundle(tmp_path / "bundle")
     (folder / "policy.pt").unlink()
     (folder / "card.md").unlink()
-    with pytest.raises(FileNotFoundError) as caught:
+    with pytest.raises(BundleError) as caught:
         load(folder)
     message = str(caught.value)
     assert "'policy.pt'" in message and "'card.md'" in message
     assert all(f"'{name}'" not in message for name in BUNDLE_FILES if name not in ("policy.pt", "card.md"))
     assert "searchlab.pick" in message
-    with pytest.raises(FileNotFoundError, match="missing"):
+    with pytest.raises(BundleError, match="nothing-here is not a folder"):
         load(tmp_path / "nothing-here")
 
 
@@ -168,3 +170,36 @@ def test_deploy_imports_neither_ray_nor_optuna() -> None:
     code = "import sys, searchlab.deploy; print(sorted({'ray', 'optuna'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("name", "content", "expected"), [
+    ("config.yaml", b"model: [unclosed\n", "config.yaml is broken"),
+    ("config.yaml", b"\xff\xfe not utf-8", "config.yaml is broken"),
+    ("classes.json", b'{"not": "a list"}', "classes.json is broken"),
+    ("card.json", b"{", "card.json is broken"),
+    ("policy.pt", b"not a checkpoint", "policy.pt does not load"),
+    ("backbone.pt", None, "backbone.pt does not load"),
+])
+def test_a_broken_bundle_file_is_named(tmp_path: Path, name: str, content: bytes | None, expected: str) -> None:
+    folder = write_bundle(tmp_path / "bundle")
+    if content is None:  # weights of another network: a state dict that does not fit
+        torch.save(create_backbone("resnet18", num_classes=2, bit_widths=(32, 4, 2), alpha_init=4.0).state_dict(),
+                   folder / name)
+    else:
+        (folder / name).write_bytes(content)
+    with pytest.raises(BundleError, match=expected) as caught:
+        load(folder)
+    assert str(folder / name) in str(caught.value) and "searchlab.pick" in str(caught.value)
+
+
+@pytest.mark.parametrize(("bad", "expected"), [
+    (torch.randn(2, 3, 3, 32, 32), r"\(N, 4, 3, 32, 32\).*got shape \(2, 3, 3, 32, 32\)"),
+    (torch.randn(4, 3, 32, 32), r"got shape \(4, 3, 32, 32\)"),
+    (torch.randn(1, 4, 3, 64, 64), r"got shape \(1, 4, 3, 64, 64\)"),
+    (torch.zeros(1, 4, 3, 32, 32, dtype=torch.uint8), "got dtype torch.uint8"),
+    (torch.full((1, 4, 3, 32, 32), float("nan")), "NaN or infinite"),
+    (np.zeros((1, 4, 3, 32, 32), dtype=np.float32), "got ndarray"),
+])
+def test_predict_says_what_input_it_expected(bundle: Path, bad: Any, expected: str) -> None:
+    with pytest.raises(ValueError, match=expected):
+        load(bundle).predict(bad)
