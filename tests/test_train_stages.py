@@ -78,7 +78,7 @@ def chain2(ray_local, damaged_data, tmp_path_factory) -> dict[str, StageResult]:
     stage1 = run_stage("stage1", output_dir=out / "stage1", name="stage1", teacher_dir=teacher.output_dir, **common)
     stage2 = run_stage("stage2", output_dir=out / "stage2", name="stage2", teacher_dir=teacher.output_dir,
                        stage1_dir=stage1.output_dir, **common)  # live backbone outputs
-    return {"teacher": teacher, "stage1": stage1, "stage2": stage2}
+    return {"config": config, "teacher": teacher, "stage1": stage1, "stage2": stage2}
 
 
 def _scalars(log_dir: Path) -> dict[str, list[float]]:
@@ -198,3 +198,35 @@ def test_stage_artifact_loads_into_a_fresh_network(chain1):
     config: TrialConfig = chain1["config"]
     backbone = create_backbone("resnet10", num_classes=4, bit_widths=config.model.bit_widths, alpha_init=1.0)
     backbone.load_state_dict(torch.load(chain1["stage1"].output_dir / "backbone.pt", weights_only=True))
+
+
+def _bundle_of(chain: dict, folder: Path) -> Path:
+    """The published artifacts assembled as `pick` assembles them (weights, config, classes, card)."""
+    config: TrialConfig = chain["config"]
+    folder.mkdir()
+    shutil.copy(chain["stage1"].output_dir / "backbone.pt", folder)
+    for name in ("policy.pt", "config.yaml"):
+        shutil.copy(chain["stage2"].output_dir / name, folder)
+    manifest, _ = load_manifest(config.data)
+    (folder / "classes.json").write_text(json.dumps(list(manifest.class_names)))
+    (folder / "card.json").write_text(json.dumps({"accuracy": chain["stage2"].metrics["accuracy"]}))
+    (folder / "card.md").write_text("# card\n")
+    return folder
+
+
+@pytest.mark.parametrize("chain", ["chain1", "chain2"])
+def test_published_artifacts_reproduce_the_recorded_metrics_exactly(chain, request, tmp_path, capsys):
+    """Reloading what stage 2 publishes and evaluating it from the videos gives its metrics.json:
+    the same decisions, the same accuracy, GFLOPs within float error (1 and 2 workers)."""
+    from searchlab.evaluate import main as evaluate_main
+
+    chain = request.getfixturevalue(chain)
+    config: TrialConfig = chain["config"]
+    recorded = chain["stage2"].metrics
+    assert evaluate_main([str(_bundle_of(chain, tmp_path / "bundle")), "--manifest", config.data.manifest,
+                          "--json", "--workers", "0"]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    assert measured["usage"] == recorded["usage"]
+    assert measured["accuracy"] == recorded["accuracy"] and measured["top1"] == recorded["top1"]
+    for key in ("gflops", "gflops_p5", "gflops_p95", "memory_mb"):
+        assert measured[key] == pytest.approx(recorded[key], rel=1e-9), key

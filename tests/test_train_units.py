@@ -217,3 +217,18 @@ def test_recalibrated_batchnorm_matches_the_data_it_saw():
     norm = net[1]
     assert torch.allclose(norm.running_mean, features.mean(dim=(0, 2, 3)), atol=1e-4)
     assert norm.momentum == 0.1 and not net.training
+
+
+def test_a_non_finite_loss_or_weight_stops_the_stage_with_its_name_and_epoch() -> None:
+    from searchlab.train.worker import Diverged, check_finite
+
+    model = torch.nn.Linear(2, 2)
+    check_finite(stage="stage2", epoch=3, metrics={"loss/total": 0.5, "lr": 0.1, "epoch": 3}, models={"policy": model})
+    with pytest.raises(Diverged, match=r"loss/total became nan at epoch 3 of stage2"):
+        check_finite(stage="stage2", epoch=3, metrics={"loss/total": float("nan")}, models={"policy": model})
+    with pytest.raises(Diverged, match=r"eval/accuracy became inf at epoch 1 of teacher"):
+        check_finite(stage="teacher", epoch=1, metrics={"eval/accuracy": float("inf")}, models={})
+    with torch.no_grad():
+        model.bias[1] = float("inf")
+    with pytest.raises(Diverged, match=r"weight policy.bias became non-finite at epoch 2 of stage1"):
+        check_finite(stage="stage1", epoch=2, metrics={"loss/total": 0.5}, models={"policy": model})

@@ -139,7 +139,7 @@ def stage1_loop(loop_config: dict[str, Any]) -> None:
                            sources={"teacher": str(loop_config["teacher_dir"])})
 
         checkpoint_epoch(
-            worker, epoch=epoch + 1, metrics={"epoch": epoch + 1, **scalars, **_flat(metrics)}, models=models,
+            worker, stage="stage1", epoch=epoch + 1, metrics={"epoch": epoch + 1, **scalars, **_flat(metrics)}, models=models,
             optimizer=optimizer, scheduler=scheduler, extra={}, write_artifact=artifact if last else None,
             inject_failure_after_epoch=loop_config["inject_failure_after_epoch"],
             save=last or (epoch + 1) % config.stage1.checkpoint_every == 0,

@@ -25,9 +25,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from searchlab import evaluate as deployed_eval
 from searchlab import flops
 from searchlab.config import TrialConfig
-from searchlab.models import PolicyNetwork, TemperatureSchedule, combine_frame_logits
+from searchlab.models import PolicyNetwork, TemperatureSchedule, VideoIQ, combine_frame_logits
 from searchlab.train import evaluate, ray_compat
 from searchlab.train.backbone_cache import CachedBackboneOutputs, cache_meta, load_backbone
 from searchlab.train.checkpointing import unwrap, write_artifact
@@ -37,7 +38,7 @@ from searchlab.train.schedules import cosine_scheduler
 from searchlab.train.stage1 import load_teacher
 from searchlab.train.tblog import ScalarLog
 from searchlab.train.teacher import POLICY_FEATURES_FILE, policy_frames, video_logits
-from searchlab.train.worker import Worker, checkpoint_epoch, resume, run_epoch, start_worker
+from searchlab.train.worker import Worker, checkpoint_epoch, gather_objects, resume, run_epoch, start_worker
 
 __all__ = [
     "POLICY_FILE",
@@ -256,8 +257,12 @@ def stage2_loop(loop_config: dict[str, Any]) -> None:
         scalars.update({"tau": taus[-1], "lr": optimizer.param_groups[0]["lr"]})
         last = epoch + 1 == hp.epochs
         metrics: dict[str, Any] = {}
-        if last or (loop_config["eval_every"] and (epoch + 1) % loop_config["eval_every"] == 0):
+        if last:
+            metrics = _final_metrics(worker, config, policy=policy, manifest=manifest, root=root,
+                                     stage1_dir=loop_config["stage1_dir"])
+        elif loop_config["eval_every"] and (epoch + 1) % loop_config["eval_every"] == 0:
             metrics = _evaluate(worker, config, sources["val"], policy, manifest)
+        if metrics:
             scalars.update({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, float)})
             scalars.update({f"eval/usage_{b}": v for b, v in metrics["usage"].items()})
         log.log(epoch, scalars)
@@ -268,7 +273,7 @@ def stage2_loop(loop_config: dict[str, Any]) -> None:
                            sources={"teacher": str(loop_config["teacher_dir"]), "stage1": str(loop_config["stage1_dir"])})
 
         checkpoint_epoch(
-            worker, epoch=epoch + 1,
+            worker, stage="stage2", epoch=epoch + 1,
             metrics={"epoch": epoch + 1, **scalars, **{k: v for k, v in metrics.items() if isinstance(v, float)}},
             models=models, optimizer=optimizer, scheduler=scheduler, extra={"tau": taus[-1]},
             write_artifact=artifact if last else None,
@@ -278,13 +283,14 @@ def stage2_loop(loop_config: dict[str, Any]) -> None:
 
 
 def _evaluate(worker: Worker, config: TrialConfig, source: Source, policy: PolicyNetwork, manifest: Any) -> dict[str, Any]:
-    """Accuracy, GFLOPs from the decisions taken, memory, skip fraction and action usage on val."""
+    """Accuracy, GFLOPs from the decisions taken, memory, skip fraction and action usage on val,
+    from the stage-2 inputs (cached or live): the cheap figures of the training curves."""
     hp = config.stage2
-    policy.eval()
-    decisions = PolicyDecisions(policy)
     table = flops.action_cost_table(config.model.backbone, decision_space=list(hp.decision_space),
                                     size=config.data.crop_size, num_classes=manifest.num_classes)
     policy_cost = flops.policy_gflops_per_frame(policy, size=config.data.crop_size)
+    policy.eval()
+    decisions = PolicyDecisions(policy)
 
     def score(batch: Batch) -> Batch:
         _, _, actions = decisions(batch["policy_frames"], tau=None, mode=hp.eval_mode)
@@ -297,10 +303,32 @@ def _evaluate(worker: Worker, config: TrialConfig, source: Source, policy: Polic
 
     outputs = evaluate.collect(worker, source.epoch(0), score)
     videos = evaluate.per_video(outputs, mean=("scores",), total=("gflops", "usage"))
-    metrics = evaluate.policy_metrics(videos, decision_space=hp.decision_space, class_names=manifest.class_names,
-                                      multi_label=evaluate.uses_map(config.data.metric, manifest_multi_label=manifest.multi_label))
-    precisions = [b for b in hp.decision_space if b != 0]
-    policy_mb = sum(p.numel() for p in policy.parameters()) * 4 / 2**20
-    metrics["memory_mb"] = flops.memory_mb(config.model.backbone, bit_widths=precisions,
-                                           num_classes=manifest.num_classes) + policy_mb
-    return metrics
+    return evaluate.policy_metrics(videos, decision_space=hp.decision_space, class_names=manifest.class_names,
+                                   multi_label=evaluate.uses_map(config.data.metric, manifest_multi_label=manifest.multi_label))
+
+
+def _final_metrics(
+    worker: Worker, config: TrialConfig, *, policy: PolicyNetwork, manifest: Any, root: Path, stage1_dir: str
+) -> dict[str, Any]:
+    """The trial's recorded figures: the networks it publishes, assembled as a bundle assembles them,
+    run on the decoded val videos by the deployed inference path (``searchlab.evaluate``).
+
+    The stage-2 inputs are an approximation of that path (frames rounded to uint8, logits stored
+    in float16, every precision run), good for training and its curves but not for the figures a
+    user is promised; this is what ``python -m searchlab.evaluate BUNDLE`` measures again.
+    """
+    backbone = load_backbone(config, stage1_dir=stage1_dir, num_classes=manifest.num_classes)
+    model = VideoIQ(backbone=backbone, policy=policy, decision_space=config.stage2.decision_space)
+    model.to(worker.device).eval()
+    costs = deployed_eval.videoiq_costs(model, backbone=config.model.backbone, size=config.data.crop_size)
+    dataset = deployed_eval.eval_dataset(config.data, manifest=manifest, root=root, split="val", seed=config.seed)
+    videos = range(worker.rank, len(dataset) // dataset.num_clips, worker.world_size)
+    local = deployed_eval.video_outputs(model, dataset, videos=videos, costs=costs, mode=config.stage2.eval_mode,
+                                        seed=config.seed, device=worker.device,
+                                        loader_workers=config.data.loader_workers)
+    parts = [part for part in gather_objects(worker, local) if part]
+    outputs = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+    return deployed_eval.videoiq_metrics(
+        outputs, decision_space=model.decision_space, class_names=manifest.class_names,
+        multi_label=evaluate.uses_map(config.data.metric, manifest_multi_label=manifest.multi_label),
+        memory_mb=costs.memory_mb)

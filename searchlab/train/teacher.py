@@ -212,7 +212,7 @@ def teacher_loop(loop_config: dict[str, Any]) -> None:
             write_artifact(folder, state_dicts=state_dicts, metrics=metrics, config=config.model_dump(mode="json"))
 
         checkpoint_epoch(
-            worker, epoch=epoch + 1, metrics={"epoch": epoch + 1, **scalars, **metrics}, models=models,
+            worker, stage="teacher", epoch=epoch + 1, metrics={"epoch": epoch + 1, **scalars, **metrics}, models=models,
             optimizer=optimizer, scheduler=scheduler, extra={"phase": "teacher" if in_teacher_phase else "policy"},
             write_artifact=artifact if last else None,
             inject_failure_after_epoch=loop_config["inject_failure_after_epoch"],

@@ -8,6 +8,7 @@ last epoch, the stage's artifact inside it); every rank reports, as Ray Train re
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -25,11 +26,14 @@ from searchlab.train.checkpointing import (
     load_training_state,
     restore_rng_state,
     save_training_state,
+    unwrap,
 )
 
 __all__ = [
     "ARTIFACT_DIR",
+    "Diverged",
     "InjectedFailure",
+    "check_finite",
     "Worker",
     "checkpoint_epoch",
     "gather_objects",
@@ -40,6 +44,10 @@ __all__ = [
 
 #: Sub-folder of the final checkpoint holding the artifact that ``run_stage`` publishes.
 ARTIFACT_DIR = "artifact"
+
+
+class Diverged(RuntimeError):
+    """A loss, metric or weight became NaN or infinite: the stage has no result worth keeping."""
 
 
 class InjectedFailure(RuntimeError):
@@ -104,9 +112,27 @@ def resume(
     return int(state["epoch"]), dict(state["extra"])
 
 
+def check_finite(*, stage: str, epoch: int, metrics: Mapping[str, Any], models: Mapping[str, nn.Module]) -> None:
+    """Raise ``Diverged`` naming the first non-finite number among the epoch's scalars and weights.
+
+    Every rank sees the same values (scalars are means over all ranks, DDP keeps weights equal), so
+    every rank stops at the same epoch and no rank waits for the others at a barrier.
+    """
+    for name, value in metrics.items():
+        if isinstance(value, (int, float)) and not math.isfinite(value):
+            raise Diverged(f"{name} became {value} at epoch {epoch} of {stage}; lower the learning rate "
+                           "or the loss weights of this configuration")
+    for model_name, model in models.items():
+        for name, tensor in unwrap(model).state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise Diverged(f"weight {model_name}.{name} became non-finite at epoch {epoch} of {stage}; lower "
+                               "the learning rate or the loss weights of this configuration")
+
+
 def checkpoint_epoch(
     worker: Worker,
     *,
+    stage: str,
     epoch: int,
     metrics: Mapping[str, Any],
     models: Mapping[str, nn.Module],
@@ -125,7 +151,9 @@ def checkpoint_epoch(
 
     ``write_artifact(folder)`` (rank 0, last epoch) fills the artifact folder inside the checkpoint.
     ``inject_failure_after_epoch``: raise ``InjectedFailure`` once that many epochs are saved.
+    A non-finite scalar or weight raises ``Diverged`` before anything is saved (``check_finite``).
     """
+    check_finite(stage=stage, epoch=epoch, metrics=metrics, models=models)
     if not save:
         return
     rng_states = gather_objects(worker, capture_rng_state())
