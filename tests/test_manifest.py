@@ -122,3 +122,14 @@ def test_empty_or_repeated_class_table_is_an_error() -> None:
         build_manifest([_row("a")], class_names=["x", "x"], dataset="toy")
     with pytest.raises(ManifestError, match="class-name table is empty"):
         build_manifest([_row("a")], class_names=[], dataset="toy")
+
+
+def test_a_manifest_without_rows_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="no rows: the manifest lists no video"):
+        build_manifest([], class_names=["x"], dataset="toy")
+    table = pq.read_table(write_manifest(_manifest(), tmp_path / "m.parquet"))
+    pq.write_table(table.slice(0, 0), tmp_path / "empty.parquet")  # schema and class table, no rows
+    with pytest.raises(ManifestError) as info:
+        read_manifest(tmp_path / "empty.parquet")
+    assert info.value.problems == ("no rows: the manifest lists no video",)
+    assert "re-run `python -m searchlab.data.prepare`" in str(info.value)

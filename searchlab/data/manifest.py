@@ -199,7 +199,7 @@ def _check_rows(manifest: Manifest, root: Path | None) -> list[str]:
 
 
 def validate_manifest(manifest: Manifest, *, data_root: str | os.PathLike[str] | None = None) -> None:
-    """Raise ManifestError listing every problem: schema, labels, ids, splits, sizes, paths.
+    """Raise ManifestError listing every problem: no rows, schema, labels, ids, splits, sizes, paths.
 
     With `data_root`, paths are also resolved (following links) to check they stay inside it; file
     existence is not checked here because missing files are the clip loader's business.
@@ -222,7 +222,9 @@ def validate_manifest(manifest: Manifest, *, data_root: str | os.PathLike[str] |
     ]
     if wrong:
         problems.append("wrong column type(s): " + "; ".join(wrong))
-    if not missing and not wrong and manifest.class_names:
+    if manifest.table.num_rows == 0:
+        problems.append("no rows: the manifest lists no video")
+    elif not missing and not wrong and manifest.class_names:
         root = Path(data_root) if data_root is not None else None
         problems.extend(_check_rows(manifest, root))
     if problems:

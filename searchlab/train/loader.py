@@ -15,16 +15,34 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from searchlab.config import DataConfig
-from searchlab.data.manifest import Manifest, read_manifest
+from searchlab.data.manifest import SPLITS, Manifest, ManifestError, read_manifest
 from searchlab.data.video import EvalClipTransform, TrainClipTransform, VideoClipDataset
 
 __all__ = ["EpochSampler", "clip_dataset", "load_manifest", "make_loader"]
 
+# Every stage trains on the train split and evaluates on the val split.
+_STAGE_SPLITS: tuple[str, ...] = ("train", "val")
+
 
 def load_manifest(data: DataConfig) -> tuple[Manifest, Path]:
-    """The manifest and the data root its paths are relative to (default: the manifest's folder)."""
+    """The manifest and the data root its paths are relative to (default: the manifest's folder).
+
+    Raises ManifestError, as read_manifest does, also when the manifest has no rows of a split the
+    stages need, so a run stops when it loads the data rather than when a stage reaches that split.
+    """
     root = Path(data.root) if data.root else Path(data.manifest).parent
-    return read_manifest(data.manifest, data_root=root), root
+    manifest = read_manifest(data.manifest, data_root=root)
+    counts = {split: len(manifest.split(split)) for split in SPLITS}
+    missing = [split for split in _STAGE_SPLITS if counts[split] == 0]
+    if missing:
+        present = ", ".join(f"{split} {n}" for split, n in counts.items() if n)
+        raise ManifestError(
+            [f"no rows of split {' or '.join(map(repr, missing))} (rows per split: {present}); the stages "
+             "train on 'train' and evaluate on 'val', so prepare the data set with both a training and "
+             "a validation list (the synthetic set: train_per_class and val_per_class > 0)"],
+            source=str(data.manifest),
+        )
+    return manifest, root
 
 
 def clip_dataset(
