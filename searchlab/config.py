@@ -20,6 +20,7 @@ import math
 import re
 import typing
 from collections.abc import Iterator, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -497,6 +498,8 @@ class SpaceEntry(_Strict):
                 problems.append("step applies to uniform and int only; remove it")
             elif self.step <= 0 or (self.integer is not None and self.step != int(self.step)):
                 problems.append(f"step {self.step} must be > 0 (and a whole number for int)")
+            elif not problems:
+                problems += _grid_problems(self.uniform or self.integer, self.step)  # type: ignore[arg-type]
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -504,6 +507,27 @@ class SpaceEntry(_Strict):
     @property
     def kind(self) -> str:
         return next(k for k in ("choice", "uniform", "loguniform", "integer") if getattr(self, k) is not None)
+
+
+def _decimal(number: float) -> Decimal:
+    return Decimal(str(number))  # Optuna's own arithmetic for step grids (exact for the decimals written)
+
+
+def _grid_problems(bounds: tuple[float, float], step: float) -> list[str]:
+    """Optuna would silently lower `high` onto the grid low + k * step (only warning): say so instead."""
+    low, high = bounds
+    if _on_grid(bounds, high, step):
+        return []
+    reachable = low + int((_decimal(high) - _decimal(low)) // _decimal(step)) * step
+    return [
+        f"range [{low}, {high}] is not a whole number of steps {step:g}: its highest value would be {reachable:g}; "
+        "make high - low a multiple of step"
+    ]
+
+
+def _on_grid(bounds: tuple[float, float], value: float, step: float) -> bool:
+    """Whether `value` is bounds[0] + k * step, decided as Optuna decides it."""
+    return (_decimal(value) - _decimal(bounds[0])) % _decimal(step) == 0
 
 
 class SearchConfig(_Strict):
@@ -655,7 +679,7 @@ def value_problem(entry: SpaceEntry, value: Any) -> str | None:
         return f"{value!r} is not a number in [{low}, {high}]"
     if entry.integer is not None and value != int(value):
         return f"{value!r} is not an integer"
-    if entry.step is not None and not math.isclose((value - low) / entry.step, round((value - low) / entry.step)):
+    if entry.step is not None and not _on_grid((low, high), value, entry.step):
         return f"{value!r} is not on the entry's grid {low} + k * {entry.step:g}"
     return None
 
@@ -675,17 +699,28 @@ def point_problems(point: Mapping[str, Any], space: Mapping[str, SpaceEntry]) ->
 
 def _extremes(entry: SpaceEntry) -> list[tuple[str, Any]]:
     """(label, value) of the values that bound what an entry gives a trial: every choice, or a
-    range's low and the highest value on its grid."""
+    range's ends (on its grid: SpaceEntry checks that high is)."""
     if entry.choice is not None:
         return [("choice", value) for value in entry.choice]
-    if entry.integer is not None:  # Optuna lowers `high` onto the grid low + k * step
-        low, high = entry.integer
-        step = int(entry.step or 1)
-        return [("low", low), ("high", low + (high - low) // step * step)]
-    low, high = entry.uniform or entry.loguniform  # type: ignore[misc]
-    if entry.step is not None:
-        high = low + math.floor((high - low) / entry.step + 1e-9) * entry.step
+    low, high = entry.uniform or entry.loguniform or entry.integer  # type: ignore[misc]
     return [("low", low), ("high", high)]
+
+
+def _inner_value(entry: SpaceEntry) -> tuple[str, Any] | None:
+    """A fractional value inside a float range, on its grid (None for choices and int ranges):
+    a float range over an integer field passes at whole ends but fails inside."""
+    if entry.uniform is not None and entry.step is not None:
+        low, high = entry.uniform
+        return ("value", low + entry.step) if low + entry.step <= high else None
+    if entry.uniform is not None:
+        low, high = entry.uniform
+        inner = [low + (high - low) * fraction for fraction in (0.37, 0.63)]
+    elif entry.loguniform is not None:
+        low, high = entry.loguniform
+        inner = [low * (high / low) ** fraction for fraction in (0.37, 0.63)]
+    else:
+        return None
+    return ("value", next((x for x in inner if not float(x).is_integer()), inner[0]))
 
 
 def _conditions_hold(entry: SpaceEntry, chosen: Mapping[str, Any], base_tree: dict[str, Any]) -> bool:
@@ -768,7 +803,12 @@ def _condition_problems(space: Mapping[str, SpaceEntry], base_tree: dict[str, An
                 problems.append(f"space.{key}.when: {cond_key!r} is neither a searched key nor a config key")
             elif base_tree is not None:
                 found, actual = get_dotted(base_tree, cond_key)
-                if found and plain(actual) != plain(wanted):
+                if not found:
+                    problems.append(
+                        f"space.{key}.when: {cond_key} has no value in base (an optional key left out), so the "
+                        f"condition cannot be decided; set {cond_key} in base or search it"
+                    )
+                elif plain(actual) != plain(wanted):
                     problems.append(
                         f"space.{key}.when: {cond_key} is not searched and is {plain(actual)!r} in base, never "
                         f"{wanted!r}, so {key} would never be searched; fix the value, search {cond_key}, or drop "
@@ -786,7 +826,8 @@ def _entry_trial_problems(space: Mapping[str, SpaceEntry], base: TrialConfig, ba
         if any(plain(get_dotted(base_tree, k)[1]) != plain(v) for k, v in when.items() if k not in space):
             continue  # never searched: reported by the condition checks
         conditions = {k: v for k, v in when.items() if k in space}
-        for label, value in _extremes(entry):
+        inner = _inner_value(entry)
+        for label, value in _extremes(entry) + ([inner] if inner else []):
             problem = _trial_problem(base, {**conditions, key: value})
             if problem:
                 problems.append(f"space.{key}: {label} {value!r} gives an invalid trial: {problem}")

@@ -409,3 +409,31 @@ def test_every_kind_of_problem_is_reported_at_once(tmp_path: Path) -> None:
         "space conditions form a cycle",
         "search.points_to_evaluate[0].stage2.decision_space: [32, 0, 4] is not among the choices",
     )
+
+
+def test_a_float_range_over_an_integer_key_is_reported(tmp_path: Path) -> None:
+    tree = demo_tree()
+    tree["space"]["stage2.epochs"] = {"uniform": [10, 40]}  # whole ends, fractional values inside
+    tree["space"]["stage1.epochs"] = {"uniform": [2, 4], "step": 1}  # whole grid: fine
+    problems = problems_of(tmp_path, tree)
+    assert_reported(problems, "space.stage2.epochs: value 21.1 gives an invalid trial: stage2.epochs: Input should "
+                    "be a valid integer, got a number with a fractional part")
+    assert not any("stage1.epochs" in p for p in problems)
+
+
+def test_a_condition_on_a_key_the_base_leaves_out_is_reported(tmp_path: Path) -> None:
+    tree = demo_tree()
+    tree["space"]["stage2.w3"]["when"] = {"stage1.alpha.lr.8": 0.1}  # no 8-bit entry in base
+    assert_reported(problems_of(tmp_path, tree), "space.stage2.w3.when: stage1.alpha.lr.8 has no value in base")
+
+
+def test_a_step_that_does_not_divide_the_range_is_reported(tmp_path: Path) -> None:
+    tree = demo_tree()
+    tree["space"]["stage2.w1"] = {"uniform": [0.0, 2.0], "step": 0.3}
+    tree["space"]["stage2.epochs"] = {"int": [10, 40], "step": 4}
+    tree["search"]["points_to_evaluate"] = []
+    assert_reported(
+        problems_of(tmp_path, tree),
+        "space.stage2.w1: range [0.0, 2.0] is not a whole number of steps 0.3: its highest value would be 1.8",
+        "space.stage2.epochs: range [10, 40] is not a whole number of steps 4: its highest value would be 38",
+    )
