@@ -160,13 +160,110 @@ def test_fcvid_list_files_with_paths_names_and_multi_labels(tmp_path: Path) -> N
 
 def test_list_file_problems_are_all_reported(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "v").mkdir()
-    (tmp_path / "train.txt").write_text("a 0\nb 999\nc -1\nd\n")
+    (tmp_path / "train.txt").write_text("# id label\na 0\nb 999\n\nc -1\nd\n")
     code = main(["minisports", "--train", str(tmp_path / "train.txt"), "--videos", str(tmp_path / "v"),
                  "--out", str(tmp_path / "m.parquet"), "--workers", "1", "--no-progress"])
     err = capsys.readouterr().err
-    assert code == 2
-    assert "3 problem(s)" in err and "(b): label '999'" in err and "(c): label '-1'" in err and "(d): no label" in err
+    assert code == 2 and err.startswith("error: ")
+    assert "3 problem(s)" in err and "train.txt:3 (b): label '999'" in err
+    assert "train.txt:5 (c): label '-1'" in err and "train.txt:6 (d): no label" in err
     assert not (tmp_path / "m.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    ("lines", "classes", "expected"),
+    [
+        ("a 0\nb dog\n", None, "train.txt:2 (b): label 'dog' is not a class index in [0, 239)"),
+        ("a 0\nb 1;x\n", None, "train.txt:2 (b): label 'x' is not a class index in [0, 239)"),
+        ("a 0\nb 2.0\n", None, "train.txt:2 (b): label '2.0' is not a class index"),
+        ("a dog\nb cat\n", "dog\nbird\n", "train.txt:2 (b): label 'cat' is neither a class index in [0, 2) nor a name"),
+        ("a 0\nb 2\n", "dog\nbird\n", "train.txt:2 (b): label '2' is neither a class index in [0, 2)"),
+    ],
+    ids=["name-without-classes", "one-of-several", "decimal", "unknown-name", "index-out-of-range"],
+)
+def test_list_labels_that_are_not_classes_are_errors_not_new_classes(
+    tmp_path: Path, capsys: pytest.CaptureFixture, lines: str, classes: str | None, expected: str
+) -> None:
+    (tmp_path / "v").mkdir()
+    (tmp_path / "train.txt").write_text(lines)
+    argv = ["fcvid", "--train", str(tmp_path / "train.txt"), "--videos", str(tmp_path / "v"),
+            "--out", str(tmp_path / "m.parquet"), "--no-progress"]
+    if classes is not None:
+        (tmp_path / "classes.txt").write_text(classes)
+        argv += ["--classes", str(tmp_path / "classes.txt")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: 1 problem(s) in the list files") and expected in err
+
+
+@pytest.mark.parametrize(
+    ("annotations", "expected"),
+    [
+        ({"database": 5}, '"database" is a number (5); ActivityNet v1.3 has an object there'),
+        ({"database": {"aaa": "training"}}, 'database["aaa"] is a string ("training"); expected an object'),
+        ({"database": {"aaa": {"subset": "training", "annotations": {"label": "Surfing"}}}},
+         'database["aaa"]["annotations"] is an object ({"label": "Surfing"}); expected a list'),
+        ({"database": {"aaa": {"subset": "training", "annotations": [{"label": ["Surfing"], "segment": [0, 1]}]}}},
+         'database["aaa"]["annotations"][0]["label"] is a list (["Surfing"]); expected a class name'),
+        ({"database": {"aaa": {"subset": "training", "annotations": [{"label": "Surfing", "segment": ["0", 1]}]}}},
+         'database["aaa"]["annotations"][0]["segment"] is a list (["0", 1]); expected [START, END] in seconds'),
+        ([1, 2], "need a JSON object with 'database'"),
+    ],
+    ids=["database-number", "entry-string", "annotations-object", "label-list", "segment-text", "top-level-list"],
+)
+def test_malformed_activitynet_json_exits_2_naming_the_entry(
+    tmp_path: Path, capsys: pytest.CaptureFixture, annotations: object, expected: str
+) -> None:
+    (tmp_path / "anet.json").write_text(json.dumps(annotations))
+    code = main(["activitynet", "--annotations", str(tmp_path / "anet.json"), "--videos", str(tmp_path),
+                 "--out", str(tmp_path / "m.parquet"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and expected in err
+
+
+def test_every_malformed_activitynet_entry_is_reported_at_once(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    database = {
+        "aaa": "training",
+        "bbb": {"subset": "training", "annotations": {"label": "Surfing"}},
+        "ccc": {"subset": "training", "annotations": [{"label": ["Surfing"]}, {"segment": [0, 1]}, 7]},
+        "ddd": {"subset": "training", "annotations": [{"label": "Surfing", "segment": [0, 1]}]},
+    }
+    (tmp_path / "anet.json").write_text(json.dumps({"database": database}))
+    assert main(["activitynet", "--annotations", str(tmp_path / "anet.json"), "--videos", str(tmp_path),
+                 "--out", str(tmp_path / "m.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert f"5 problem(s) in {tmp_path / 'anet.json'} (fix these entries or remove them)" in err
+    for expected in ('database["aaa"] is', 'database["bbb"]["annotations"] is', '["annotations"][0]["label"] is',
+                     'database["ccc"]["annotations"][1] has no "label"', 'database["ccc"]["annotations"][2] is a number'):
+        assert expected in err, expected
+    assert "ddd" not in err
+
+
+def test_out_naming_a_folder_is_refused_before_probing(activitynet: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    annotations, videos = activitynet
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    code = main(["activitynet", "--annotations", str(annotations), "--videos", str(videos), "--out", str(folder),
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"--out {folder}: is a folder; give the manifest file to write, e.g. {folder / 'manifest.parquet'}" in err
+    assert not (tmp_path / "manifests.bad_videos.csv").exists()  # written after probing: it never ran
+    (tmp_path / "file").write_text("")
+    assert main(["synthetic", "--out", str(tmp_path / "file"), "--no-progress"]) == 2
+    assert "is a file; the synthetic set is a folder" in capsys.readouterr().err
+
+
+def test_non_numeric_kinetics_times_name_the_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    train, val, _ = _kinetics_csvs(tmp_path)
+    val.write_text("label,youtube_id,time_start,time_end,split\n\nzumba,DDDDDDDDDDD,30,forty,val\n"
+                   "zumba,EEEEEEEEEEE,,10,val\n")
+    code = main(["kinetics", "--csv", str(train), str(val), "--videos", str(tmp_path), "--out",
+                 str(tmp_path / "k.parquet"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "2 problem(s) in the Kinetics CSVs (fix or remove these rows)" in err
+    assert f"{val}:3: time_end 'forty' is not a number of seconds" in err
+    assert f"{val}:4: time_start '' is not a number of seconds" in err
 
 
 def test_bad_inputs_exit_2_with_the_reason(activitynet: tuple[Path, Path], tmp_path: Path, capsys) -> None:
@@ -190,5 +287,15 @@ def test_bad_inputs_exit_2_with_the_reason(activitynet: tuple[Path, Path], tmp_p
 def test_read_list_file_formats(tmp_path: Path) -> None:
     (tmp_path / "frames.txt").write_text("videos/x 120 7\n")
     assert read_list_file(tmp_path / "frames.txt") == [{"key": "videos/x", "label": "7", "line": "1", "num_frames": "120"}]
-    (tmp_path / "headed.csv").write_text("video_id,label\nx,3\n")
-    assert read_list_file(tmp_path / "headed.csv") == [{"video_id": "x", "label": "3"}]
+    (tmp_path / "headed.csv").write_text("video_id,label\n# comment\nx,3\n")
+    assert read_list_file(tmp_path / "headed.csv") == [{"video_id": "x", "label": "3", "line": "3"}]
+
+
+def test_unreadable_or_empty_class_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "train.txt").write_text("a 0\n")
+    (tmp_path / "empty.txt").write_text("\n")
+    for classes, expected in ((tmp_path / "absent.txt", "cannot read the class file"),
+                              (tmp_path / "empty.txt", "the class file has no names")):
+        assert main(["fcvid", "--train", str(tmp_path / "train.txt"), "--classes", str(classes),
+                     "--videos", str(tmp_path), "--out", str(tmp_path / "m.parquet")]) == 2
+        assert f"error: {classes}: {expected}" in capsys.readouterr().err

@@ -51,10 +51,18 @@ _SPLIT_NAMES = {
 }
 _KEY_COLUMNS = ("path", "video_path", "video_id", "video", "id", "youtube_id", "key")
 _DEFAULT_CLASSES = {"fcvid": 239, "minisports": 487}
+# How many problem lines one error shows; it always says how many there are.
+_MAX_LISTED = 20
 
 
 class PrepareError(ValueError):
     """Input files that cannot be turned into a manifest; lists every problem found."""
+
+
+def _problems(title: str, problems: Sequence[str]) -> PrepareError:
+    shown = "\n  - ".join(problems[:_MAX_LISTED])
+    more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+    return PrepareError(f"{len(problems)} problem(s) in {title}:\n  - {shown}{more}")
 
 
 @dataclass(frozen=True)
@@ -99,25 +107,32 @@ def read_list_file(path: str | os.PathLike[str]) -> list[dict[str, str]]:
 
     Headed CSV rows keep their column names. Header-less rows become {"key": first field,
     "label": last field} (and "num_frames" for the 3-column `path num_frames label` frame lists
-    of the official codes). Blank lines and lines starting with '#' are ignored.
+    of the official codes). Every row also gets "line", its line number in the file, so problems
+    can name it. Blank lines and lines starting with '#' are ignored.
     """
     source = Path(path)
     try:
         text = source.read_text(encoding="utf-8")
     except OSError as err:
         raise PrepareError(f"{source}: cannot read the list file ({err.strerror})") from err
-    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    if not lines:
+    except UnicodeDecodeError as err:
+        raise PrepareError(f"{source}: not a UTF-8 text list file (byte {err.start}: {err.reason})") from err
+    numbered = [(n, line) for n, line in enumerate(text.splitlines(), start=1)
+                if line.strip() and not line.lstrip().startswith("#")]
+    if not numbered:
         raise PrepareError(f"{source}: the list file has no entries")
+    numbers = [n for n, _ in numbered]
+    lines = [line for _, line in numbered]
     if source.suffix.lower() == ".csv":
         rows = list(csv.reader(lines))
         header = [h.strip().lower() for h in rows[0]]
         if "label" in header or any(k in header for k in _KEY_COLUMNS):
-            return [dict(zip(header, (v.strip() for v in row))) for row in rows[1:] if row]
+            return [{**dict(zip(header, (v.strip() for v in row))), "line": str(number)}
+                    for number, row in zip(numbers[1:], rows[1:])]
     else:
         rows = [line.split() for line in lines]
     parsed = []
-    for number, fields in enumerate(rows, start=1):
+    for number, fields in zip(numbers, rows):
         fields = [f.strip() for f in fields]
         entry = {"key": fields[0], "label": fields[-1] if len(fields) > 1 else "", "line": str(number)}
         if len(fields) == 3:
@@ -128,8 +143,14 @@ def read_list_file(path: str | os.PathLike[str]) -> list[dict[str, str]]:
 
 def read_class_names(path: str | os.PathLike[str]) -> list[str]:
     """Class table: one name per line, or `INDEX NAME` lines (0-based indices)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise PrepareError(f"{path}: cannot read the class file ({err.strerror})") from err
+    except UnicodeDecodeError as err:
+        raise PrepareError(f"{path}: not a UTF-8 text class file (byte {err.start}: {err.reason})") from err
     names: dict[int, str] = {}
-    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines()):
+    for line in text.splitlines():
         if not line.strip():
             continue
         first, _, rest = line.strip().partition(" ")
@@ -137,6 +158,8 @@ def read_class_names(path: str | os.PathLike[str]) -> list[str]:
             names[int(first)] = rest.strip()
         else:
             names[len(names)] = line.strip()
+    if not names:
+        raise PrepareError(f"{path}: the class file has no names")
     if sorted(names) != list(range(len(names))):
         raise PrepareError(f"{path}: class indices must be 0..N-1 without gaps")
     return [names[i] for i in range(len(names))]
@@ -151,10 +174,13 @@ def _resolve_labels(raw: str, class_index: dict[str, int] | None, num_classes: i
     for part in parts:
         if class_index is not None and part in class_index:
             out.append(class_index[part])
-        elif part.lstrip("-").isdigit() and 0 <= int(part) < num_classes:
+        elif part.isascii() and part.isdigit() and int(part) < num_classes:
             out.append(int(part))
+        elif class_index is None:
+            return (f"label {part!r} is not a class index in [0, {num_classes}) (--num-classes); "
+                    "to label with class names, pass them in a --classes file")
         else:
-            return f"label {part!r} is not a class index in [0, {num_classes}) nor a known class name"
+            return f"label {part!r} is neither a class index in [0, {num_classes}) nor a name in the --classes file"
     return list(dict.fromkeys(out))
 
 
@@ -162,25 +188,27 @@ def list_candidates(
     lists: dict[str, Sequence[str | os.PathLike[str]]],
     *,
     class_names: Sequence[str] | None,
-    num_classes: int | None = None,
+    num_classes: int,
 ) -> tuple[list[Candidate], list[str]]:
-    """Candidates from `id_or_path label` lists per split (FCVID, Mini-Sports1M)."""
+    """Candidates from `id_or_path label` lists per split (FCVID, Mini-Sports1M).
+
+    Labels are class indices in [0, num_classes), or, with `class_names`, indices into it or its
+    names. Anything else is a problem naming the file and line, never a new class: a typo or a
+    shifted column must not quietly add classes.
+    """
     rows_by_split = {split: [(Path(p), r) for p in paths for r in read_list_file(p)] for split, paths in lists.items()}
     if class_names is None:
-        raw = [r.get("label", "") for rows in rows_by_split.values() for _, r in rows]
-        tokens = {t.strip() for v in raw for t in v.replace(",", ";").split(";") if t.strip()}
-        if tokens and all(t.lstrip("-").isdigit() for t in tokens):
-            count = num_classes or max(int(t) for t in tokens) + 1
-            class_names = [f"class_{i:03d}" for i in range(count)]
-        else:
-            class_names = sorted(tokens)
-    class_index = {name: i for i, name in enumerate(class_names)}
+        names = [f"class_{i:03d}" for i in range(num_classes)]
+        class_index = None
+    else:
+        names = list(class_names)
+        class_index = {name: i for i, name in enumerate(names)}
     problems, candidates = [], []
     for split, rows in rows_by_split.items():
         for source, row in rows:
             key = next((row[k] for k in _KEY_COLUMNS if row.get(k)), "")
-            where = f"{source}:{row.get('line', '?')}"
-            labels = _resolve_labels(row.get("label", row.get("labels", "")), class_index, len(class_names))
+            where = f"{source}:{row['line']}"
+            labels = _resolve_labels(row.get("label", row.get("labels", "")), class_index, len(names))
             if not key:
                 problems.append(f"{where}: no video id or path")
             elif isinstance(labels, str):
@@ -190,25 +218,82 @@ def list_candidates(
                 stem = Path(key).stem if rel else key
                 candidates.append(Candidate(stem, split, tuple(labels), stems=(stem,), rel_path=rel))
     if problems:
-        raise PrepareError(f"{len(problems)} problem(s) in the list files:\n  - " + "\n  - ".join(problems))
-    return candidates, list(class_names)
+        raise _problems("the list files (fix or remove these lines)", problems)
+    return candidates, names
 
 
 # ----------------------------------------------------------------------------- sources
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words, with a short excerpt."""
+    if value is None:
+        return "null"
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    excerpt = json.dumps(value)
+    return f"{kinds[type(value)]} ({excerpt[:40]}{'...' if len(excerpt) > 40 else ''})"
+
+
+def _is_seconds(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def _activitynet_database(annotations: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """The 'database' object of an ActivityNet v1.3 file, with every malformed entry reported at once."""
+    try:
+        data = json.loads(Path(annotations).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise PrepareError(f"{annotations}: cannot read the annotation file ({err.strerror})") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise PrepareError(f"{annotations}: not a JSON file ({err})") from err
+    if not isinstance(data, dict) or "database" not in data:
+        raise PrepareError(f"{annotations}: not an ActivityNet v1.3 annotation file (need a JSON object with 'database')")
+    database = data["database"]
+    if not isinstance(database, dict):
+        raise PrepareError(
+            f'{annotations}: "database" is {_json_kind(database)}; ActivityNet v1.3 has an object there '
+            'that maps each video id to {"subset": ..., "annotations": [...]}'
+        )
+    problems = []
+    for video_id, video in database.items():
+        where = f"database[{json.dumps(video_id)}]"
+        if not isinstance(video, dict):
+            problems.append(f'{where} is {_json_kind(video)}; expected an object with "subset" and "annotations"')
+            continue
+        entries = video.get("annotations", [])
+        if not isinstance(entries, list):
+            problems.append(f'{where}["annotations"] is {_json_kind(entries)}; expected a list of '
+                            '{"label": NAME, "segment": [START, END]} objects')
+            continue
+        for i, entry in enumerate(entries):
+            at = f'{where}["annotations"][{i}]'
+            if not isinstance(entry, dict):
+                problems.append(f'{at} is {_json_kind(entry)}; expected an object with "label" and "segment"')
+                continue
+            if "label" not in entry:
+                problems.append(f'{at} has no "label"; expected a class name (a string)')
+            elif not isinstance(entry["label"], str) or not entry["label"]:
+                problems.append(f'{at}["label"] is {_json_kind(entry["label"])}; expected a class name (a string)')
+            segment = entry.get("segment", [0.0, 0.0])
+            if not (isinstance(segment, list) and len(segment) == 2 and all(_is_seconds(t) for t in segment)):
+                problems.append(f'{at}["segment"] is {_json_kind(segment)}; expected [START, END] in seconds')
+    if problems:
+        raise _problems(f"{annotations} (fix these entries or remove them)", problems)
+    return database
+
+
 def activitynet_candidates(annotations: str | os.PathLike[str]) -> tuple[list[Candidate], list[str], list[str]]:
     """ActivityNet v1.3 JSON: database -> id -> subset, annotations[].label -> candidates.
 
     Primary label: the class with the most annotated time. The testing subset has no labels and is
     left out (said in the notes).
     """
-    try:
-        data = json.loads(Path(annotations).read_text(encoding="utf-8"))
-        database = data["database"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise PrepareError(
-            f"{annotations}: not an ActivityNet v1.3 annotation file (need a JSON object with "
-            f"'database'): {err}"
-        ) from err
+    database = _activitynet_database(annotations)
     names = sorted(
         {a["label"] for v in database.values() if v.get("subset") in ("training", "validation")
          for a in v.get("annotations", [])}
@@ -242,6 +327,7 @@ def activitynet_candidates(annotations: str | os.PathLike[str]) -> tuple[list[Ca
 
 
 def _kinetics_rows(csv_paths: Sequence[str | os.PathLike[str]]) -> list[dict[str, str]]:
+    """The rows of the Kinetics CSVs, every missing column and non-numeric time reported at once."""
     rows, problems = [], []
     for path in csv_paths:
         for row in read_list_file(path):
@@ -250,9 +336,13 @@ def _kinetics_rows(csv_paths: Sequence[str | os.PathLike[str]]) -> list[dict[str
                 problems.append(f"{path}: no column(s) {', '.join(missing)} (need label,youtube_id,"
                                 "time_start,time_end,split)")
                 break
+            problems.extend(
+                f"{path}:{row['line']}: {column} {row[column]!r} is not a number of seconds"
+                for column in ("time_start", "time_end") if not _is_number(row[column])
+            )
             rows.append(row)
     if problems:
-        raise PrepareError("Kinetics CSV problems:\n  - " + "\n  - ".join(problems))
+        raise _problems("the Kinetics CSVs (fix or remove these rows)", problems)
     return rows
 
 
@@ -391,6 +481,8 @@ def prepare_manifest(
     root = Path(videos)
     if not root.is_dir():
         raise PrepareError(f"--videos {root}: not a folder; point it at the folder holding the videos")
+    if Path(out).is_dir():
+        raise PrepareError(f"--out {out}: is a folder; give the manifest file to write, e.g. {Path(out) / 'manifest.parquet'}")
     index = _index_videos(root)
     result = PrepareResult(None, Path(out), report_path_for(out), notes=list(notes))
     bad: list[tuple[str, str, str]] = []
@@ -475,11 +567,11 @@ def _build_parser() -> argparse.ArgumentParser:
     for name, title in (("fcvid", "FCVID"), ("minisports", "Mini-Sports1M")):
         lst = sub.add_parser(name, help=f"{title} from list files",
                              description=f"{title} from list files: lines `ID_OR_PATH LABEL` (whitespace TXT or CSV; "
-                             "also `PATH NUM_FRAMES LABEL`). LABEL is a class index or name; several labels: 3;17.")
+                             "also `PATH NUM_FRAMES LABEL`). LABEL is a class index in [0, --num-classes), or, with --classes, an index or a name from that file; several labels: 3;17.")
         lst.add_argument("--train", nargs="+", type=Path, default=[], help="training list file(s)")
         lst.add_argument("--val", nargs="+", type=Path, default=[], help="validation/testing list file(s) (labelled)")
         lst.add_argument("--classes", type=Path, help="class-name file: one name per line, or `INDEX NAME` lines")
-        lst.add_argument("--num-classes", type=int, default=_DEFAULT_CLASSES[name], help="classes when labels are indices and no --classes (default %(default)s)")
+        lst.add_argument("--num-classes", type=_positive, default=_DEFAULT_CLASSES[name], help="number of classes when there is no --classes file; labels must be indices below it (default %(default)s)")
         _add_common(lst, out_help="manifest file to write")
 
     kin = sub.add_parser("kinetics", help="Kinetics from its CSV files",

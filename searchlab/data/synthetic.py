@@ -399,6 +399,8 @@ def generate_synthetic(
     if problems:
         raise ValueError("invalid synthetic data set knobs:\n  - " + "\n  - ".join(problems))
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; the synthetic set is a folder (manifest.parquet, videos/...): name a folder")
     if not force and (existing := _up_to_date(out, config)) is not None:
         return existing
     out.mkdir(parents=True, exist_ok=True)
