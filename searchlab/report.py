@@ -8,7 +8,8 @@ Reads RUN_DIR/trials.parquet (and baselines.parquet when present) and writes
 - RUN_DIR/report.html: self-contained (figures embedded as base64 PNG): counts, the figures, the
   front's configurations with their action usage, the baselines, failed trials with reasons, all
   trials;
-and prints a terminal summary. A missing run directory or an empty table exits with code 2.
+and prints a terminal summary. A missing run directory, an empty table, or a table searchlab did not
+write (not Parquet, other columns) exits with code 2 and a message naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ matplotlib.use("Agg")  # files only; no display on clusters or in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 
 from searchlab.objectives import METRICS  # noqa: E402
 from searchlab.pareto import (  # noqa: E402
@@ -79,10 +82,32 @@ def _load(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     trials = TrialsTable.in_run(run_dir)
     if not trials.path.is_file():
         raise ReportError(f"{trials.path}: missing; is {run_dir} a sweep's run directory?")
-    frame = trials.read()
+    frame = _read_table(trials)
     if frame.empty:
         raise ReportError(f"{trials.path}: no trials yet; wait for the sweep to record some")
-    return frame, BaselinesTable.in_run(run_dir).read()
+    baselines = BaselinesTable.in_run(run_dir)
+    return frame, _read_table(baselines) if baselines.path.exists() else baselines.read()
+
+
+def _read_table(table: TrialsTable | BaselinesTable) -> pd.DataFrame:
+    """A run's table; ReportError naming the file and the fix when it is not one a sweep wrote
+    (every fixed column present with its type: the report reads them all)."""
+    fix = ("a sweep writes it (python -m searchlab.sweep FILE): restore the file, or run the sweep again "
+           "with --overwrite (cached stages are reused)")
+    try:
+        schema = pq.read_schema(table.path)
+    except (pa.ArrowException, OSError) as error:
+        raise ReportError(f"{table.path}: not a Parquet table ({error}); {fix}") from None
+    missing = [field.name for field in table.schema if field.name not in schema.names]
+    mistyped = [f"{field.name} is {schema.field(field.name).type}, not {field.type}"
+                for field in table.schema if field.name in schema.names and schema.field(field.name).type != field.type]
+    if missing or mistyped:
+        found = (["missing columns " + ", ".join(missing)] if missing else []) + mistyped
+        raise ReportError(f"{table.path}: not a searchlab {table.kind} table ({'; '.join(found)}); {fix}")
+    try:
+        return table.read()
+    except (pa.ArrowException, OSError) as error:
+        raise ReportError(f"{table.path}: unreadable ({error}); {fix}") from None
 
 
 def _plot_pareto(frame: pd.DataFrame, baselines: pd.DataFrame, knee: object | None, path: Path) -> None:
@@ -268,7 +293,13 @@ def cache_note(run_dir: Path) -> str:
     snapshot = run_dir / "sweep.json"
     if not snapshot.is_file():
         return ""
-    views = json.loads(snapshot.read_text())["base"]["stage2"]["cached_views"]
+    try:
+        views = int(json.loads(snapshot.read_text())["base"]["stage2"]["cached_views"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+        raise ReportError(
+            f"{snapshot}: not the sweep snapshot a sweep writes ({type(error).__name__}: {error}); restore it, or "
+            "move it aside to report without the stage-2 cache note"
+        ) from None
     return (f"Stage 2 trains on the frozen backbone's cached outputs: {views} fixed augmentation view(s) per "
             f"training clip (TSN offsets, crop and flip drawn once; epoch e uses view e mod {views}), the "
             "centre view for evaluation.")

@@ -141,3 +141,43 @@ def test_report_states_the_fixed_augmentation_views(tmp_path: Path):
     (tmp_path / "sweep.json").write_text(json.dumps({"base": {"stage2": {"cached_views": 3}}}))
     assert "3 fixed augmentation view(s) per training clip" in cache_note(tmp_path)
     assert "view e mod 3" in cache_note(tmp_path)
+
+
+def _expect_error(run_dir: Path, capsys: pytest.CaptureFixture[str], *fragments: str) -> None:
+    assert main([str(run_dir)]) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and captured.err.startswith("error: ")
+    assert all(fragment in captured.err for fragment in fragments), captured.err
+
+
+def test_a_garbage_trials_table_exits_2_naming_the_file_and_the_fix(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from searchlab.results import TRIAL_SCHEMA
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    table = run_dir / "trials.parquet"
+    fix = "a sweep writes it (python -m searchlab.sweep FILE): restore the file, or run the sweep again with --overwrite"
+    table.write_text("not parquet at all")
+    _expect_error(run_dir, capsys, f"{table}: not a Parquet table", fix)
+    table.write_bytes(b"")
+    _expect_error(run_dir, capsys, f"{table}: not a Parquet table", fix)
+    pq.write_table(pa.table({"trial": [1, 2]}), table)
+    _expect_error(run_dir, capsys, f"{table}: not a searchlab trials table (missing columns trial_id, number", fix)
+    columns = {f.name: pa.array([], type=pa.int64() if f.name == "status" else f.type) for f in TRIAL_SCHEMA}
+    pq.write_table(pa.table(columns), table)
+    _expect_error(run_dir, capsys, "(status is int64, not string)", fix)
+
+
+def test_a_garbage_baselines_table_or_snapshot_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = _run_dir(tmp_path)
+    (run_dir / "baselines.parquet").write_text("junk")
+    _expect_error(run_dir, capsys, f"{run_dir / 'baselines.parquet'}: not a Parquet table")
+    (run_dir / "baselines.parquet").unlink()
+    assert main([str(run_dir)]) == 0  # no baselines yet: the report goes on without them
+    capsys.readouterr()
+    (run_dir / "sweep.json").write_text("{not json")
+    _expect_error(run_dir, capsys, f"{run_dir / 'sweep.json'}: not the sweep snapshot a sweep writes")
