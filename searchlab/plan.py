@@ -23,6 +23,13 @@ def stage1_keys(sweep: Sweep) -> list[str]:
     return [key for key in sweep.space if key.startswith(STAGE1_SECTIONS) and key not in NOT_STAGE1]
 
 
+def _schedule(sweep: Sweep) -> str:
+    """The stage-2 temperature schedule in a few words: "exponential tau0=5 rate=0.956 per epoch"."""
+    temperature = sweep.base.stage2.temperature
+    parameters = " ".join(f"{k}={v:g}" for k, v in temperature.items() if k not in ("kind", "per"))
+    return f"{temperature['kind']} {parameters} per {temperature['per']}"
+
+
 def describe_plan(sweep: Sweep, *, run_dir: Path) -> str:
     base, search = sweep.base, sweep.search
     lines = [
@@ -33,7 +40,7 @@ def describe_plan(sweep: Sweep, *, run_dir: Path) -> str:
         f"  model           {base.model.backbone}, bit-widths {list(base.model.bit_widths)}, policy MobileNetV2 "
         f"x{base.model.policy_width_mult} at {base.model.policy_input_size} px",
         f"  stages          teacher {base.teacher.epochs} ep -> stage 1 {base.stage1.epochs} ep -> "
-        f"stage 2 {base.stage2.epochs} ep",
+        f"stage 2 {base.stage2.epochs} ep (τ {_schedule(sweep)})",
         f"  resources       {base.resources.workers} worker(s) per stage, "
         f"{base.resources.cpus_per_worker:g} CPU + {base.resources.gpus_per_worker:g} GPU each, "
         f"{search.max_concurrent} trial(s) at a time",

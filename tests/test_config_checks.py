@@ -437,3 +437,10 @@ def test_a_step_that_does_not_divide_the_range_is_reported(tmp_path: Path) -> No
         "space.stage2.w1: range [0.0, 2.0] is not a whole number of steps 0.3: its highest value would be 1.8",
         "space.stage2.epochs: range [10, 40] is not a whole number of steps 4: its highest value would be 38",
     )
+
+
+def test_the_plan_shows_the_temperature_schedule() -> None:
+    from searchlab.plan import describe_plan
+
+    plan = describe_plan(load_sweep(REPO / "spaces" / "anet.yaml"), run_dir=Path("/runs/anet"))
+    assert "stage 2 50 ep (τ exponential tau0=5 rate=0.956 per epoch)" in plan
