@@ -1015,16 +1015,27 @@ def _environment_problems(tree: dict[str, Any]) -> list[str]:
                 f"base.model.{key}: {value} is not a file; put the state dict there or set {key}: null (random initialisation)"
             )
     storage, name = tree.get("storage", "runs"), base.get("name", TrialConfig.model_fields["name"].default)
-    if isinstance(storage, str) and "://" not in storage and isinstance(name, str) and name:
-        run_dir = Path(storage).expanduser().resolve() / name
-        for key in ("manifest", "root"):
-            value = data.get(key)
-            if isinstance(value, str) and (Path(value) == run_dir or run_dir in Path(value).parents):
-                problems.append(
-                    f"base.name {name!r}: the run directory {run_dir} would hold data.{key} {value}, and "
-                    "--overwrite deletes the run directory; choose another name or storage"
-                )
-    return problems
+    return problems + _storage_problems(storage, name, data)
+
+
+def _storage_problems(storage: Any, name: Any, data: dict[Any, Any]) -> list[str]:
+    """`storage` must be a path every node sees, and the run directory must not hold the data."""
+    if not isinstance(storage, str):
+        return []  # pydantic reports it
+    if "://" in storage:
+        return [
+            f"storage {storage!r} is a URI; searchlab needs a file system path that every node sees (mount the "
+            "bucket or NFS share, e.g. /mnt/searchlab/runs, and set storage to it)"
+        ]
+    if not isinstance(name, str) or not name:
+        return []  # the name's own check reports it
+    run_dir = Path(storage).expanduser().resolve() / name
+    return [
+        f"base.name {name!r}: the run directory {run_dir} would hold data.{key} {data[key]}, and --overwrite "
+        "deletes the run directory; choose another name or storage"
+        for key in ("manifest", "root")
+        if isinstance(data.get(key), str) and (Path(data[key]) == run_dir or run_dir in Path(data[key]).parents)
+    ]
 
 
 def _section(tree: Any, key: str) -> dict[Any, Any]:
@@ -1068,6 +1079,25 @@ def _hidden_cross_checks(error: ValidationError, base_tree: Any) -> list[str]:
     if "model" in sections and "stage1" in sections:
         problems += _alpha_problems(sections["model"], sections["stage1"])
     return [f"base: {problem}" for problem in problems]
+
+
+def apply_run_options(sweep: Sweep, *, trials: int | None = None, storage: str | None = None) -> Sweep:
+    """The sweep with the command line's --max-trials and --storage applied, checked as the file's
+    own values are (limits, the run directory); raises ConfigError naming the option."""
+    problems: list[str] = []
+    update: dict[str, Any] = {}
+    if trials is not None:
+        try:
+            update["search"] = SearchConfig.model_validate({**sweep.search.model_dump(), "trials": trials})
+        except ValidationError as error:
+            problems += [p.replace("trials: ", "", 1) for p in _format_pydantic(error, prefix="--max-trials ")]
+    if storage is not None:
+        update["storage"] = str(Path(storage).expanduser().resolve()) if "://" not in storage else storage
+        data = sweep.base.data.model_dump()
+        problems += [f"--storage {storage}: {p}" for p in _storage_problems(update["storage"], sweep.base.name, data)]
+    if problems:
+        raise ConfigError("command line", problems)
+    return sweep.model_copy(update=update)
 
 
 def load_trial_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrialConfig:

@@ -231,11 +231,11 @@ def test_data_sources_are_the_prepare_subcommands() -> None:
     assert set(typing.get_args(DataSource)) == set(subcommands.choices)
 
 
-def test_the_reserved_run_name_is_the_pipelines_cache_folder() -> None:
+def test_the_reserved_run_name_is_the_cache_folder() -> None:
+    from searchlab import pipeline, run_dir  # pipeline imports Ray: in this test only
     from searchlab.config import RESERVED_RUN_NAMES
-    from searchlab.pipeline import CACHE_DIR_NAME  # imports Ray: in this test only
 
-    assert CACHE_DIR_NAME in RESERVED_RUN_NAMES
+    assert {pipeline.CACHE_DIR_NAME, run_dir.CACHE_DIR_NAME} <= set(RESERVED_RUN_NAMES)
 
 
 @pytest.mark.parametrize("name", ["", ".", "..", "runs/demo", "a\\b", " demo", "cache"])
@@ -444,3 +444,28 @@ def test_the_plan_shows_the_temperature_schedule() -> None:
 
     plan = describe_plan(load_sweep(REPO / "spaces" / "anet.yaml"), run_dir=Path("/runs/anet"))
     assert "stage 2 50 ep (τ exponential tau0=5 rate=0.956 per epoch)" in plan
+
+
+def test_storage_must_be_a_path(tmp_path: Path) -> None:
+    tree = demo_tree()
+    tree["storage"] = "s3://bucket/runs"
+    assert_reported(problems_of(tmp_path, tree), "storage 's3://bucket/runs' is a URI; searchlab needs a file system path")
+
+
+def test_command_line_options_are_checked_like_the_file(tmp_path: Path) -> None:
+    from searchlab.config import apply_run_options
+
+    sweep = load_sweep(REPO / "spaces" / "demo.yaml")
+    changed = apply_run_options(sweep, trials=3, storage=str(tmp_path / "runs"))
+    assert (changed.search.trials, changed.storage) == (3, str(tmp_path / "runs"))
+    assert apply_run_options(sweep) == sweep
+    with pytest.raises(ConfigError) as error:
+        apply_run_options(sweep, trials=50_000, storage="gs://bucket")
+    assert error.value.problems[0].startswith("--max-trials 50000 is above the limit 10000")
+    assert error.value.problems[1].startswith("--storage gs://bucket: storage 'gs://bucket' is a URI")
+    manifest = Path(sweep.base.data.manifest)  # runs/data/synthetic/manifest.parquet
+    with pytest.raises(ConfigError, match="would hold data.manifest"):  # a run named synthetic under runs/data
+        apply_run_options(sweep.model_copy(update={"base": sweep.base.model_copy(update={"name": "synthetic"})}),
+                          storage=str(manifest.parent.parent))
+    with pytest.raises(ConfigError, match="--max-trials 0 is out of range; use a value >= 1"):
+        apply_run_options(sweep, trials=0)
