@@ -58,16 +58,16 @@ from searchlab.train.stage2 import (
     LiveOutputs,
     PolicyDecisions,
     Source,
-    _evaluate,  # the stage's own evaluation; private in stage2, used here to time it
     build_policy,
+    input_metrics,
     policy_optimizer,
     stage2_step,
     train_mode,
 )
-from searchlab.train.worker import Worker, run_epoch
+from searchlab.train.worker import LocalRun, run_epoch
 from searchlab.tune_driver import SWEEP_SNAPSHOT
 
-CPU = Worker(rank=0, world_size=1, device=torch.device("cpu"))
+CPU = LocalRun(tempfile.mkdtemp(prefix="searchlab-bench-")).worker()
 RAY_STORAGE_MARKER = ".validate_storage_marker"  # Ray Train writes it when a run's folder is set up
 Batch = dict[str, torch.Tensor]
 
@@ -186,7 +186,7 @@ def compare_stage2(config: TrialConfig, *, teacher_dir: Path, stage1_dir: Path, 
     expected = cache_meta(config, stage1_dir=stage1_dir)
 
     started = time.perf_counter()
-    torch.manual_seed(config.seed * 1000)  # as start_worker seeds rank 0
+    torch.manual_seed(config.seed * 1000)  # as seed_worker seeds rank 0
     policy = build_policy(config, teacher_dir=teacher_dir)
     train = CachedBackboneOutputs(outputs_dir, split="train", expected=expected)
     memo = FrozenFeatures(policy, train) if config.stage2.lr_body == 0 else _identity
@@ -195,7 +195,7 @@ def compare_stage2(config: TrialConfig, *, teacher_dir: Path, stage1_dir: Path, 
     cached_s = time.perf_counter() - started
     started = time.perf_counter()
     val = CachedBackboneOutputs(outputs_dir, split="val", expected=expected)
-    evaluation = _evaluate(CPU, config, _source(config, val, shuffle=False, workers=0, transform=_identity),
+    evaluation = input_metrics(CPU, config, _source(config, val, shuffle=False, workers=0, transform=_identity),
                            policy, manifest)
     eval_s = time.perf_counter() - started
 

@@ -30,9 +30,9 @@ from searchlab.train.backbone_cache import CachedBackboneOutputs, build_backbone
 from searchlab.train.loader import EpochSampler, clip_dataset, load_manifest, make_loader
 from searchlab.train.stage1 import AllPrecisions, stage1_step
 from searchlab.train.stage2 import FrozenFeatures, LiveOutputs, PolicyDecisions, build_policy, policy_optimizer, stage2_step, train_mode
-from searchlab.train.worker import Worker, run_epoch
+from searchlab.train.worker import LocalRun, run_epoch
 
-CPU = Worker(rank=0, world_size=1, device=torch.device("cpu"))
+CPU = LocalRun(tempfile.mkdtemp(prefix="searchlab-bench-")).worker()
 
 
 def _artifacts(config: TrialConfig, folder: Path, num_classes: int) -> tuple[Path, Path]:

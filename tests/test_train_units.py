@@ -232,3 +232,48 @@ def test_a_non_finite_loss_or_weight_stops_the_stage_with_its_name_and_epoch() -
         model.bias[1] = float("inf")
     with pytest.raises(Diverged, match=r"weight policy.bias became non-finite at epoch 2 of stage1"):
         check_finite(stage="stage1", epoch=2, metrics={"loss/total": 0.5}, models={"policy": model})
+
+
+def test_method_code_imports_neither_ray_nor_optuna() -> None:
+    """Stage loops, models, data, FLOPs and evaluation are plain PyTorch: Ray lives in the launch layer."""
+    import subprocess
+    import sys
+
+    modules = ["searchlab.train.teacher", "searchlab.train.stage1", "searchlab.train.stage2",
+               "searchlab.train.worker", "searchlab.train.backbone_cache", "searchlab.models", "searchlab.data",
+               "searchlab.flops", "searchlab.evaluate", "searchlab.deploy"]
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
+            + "print(sorted(m for m in ('ray', 'optuna') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def _tiny_teacher_config(data, *, epochs: int):
+    return load_trial_config("spaces/demo.yaml", {
+        "data.manifest": str(data / "manifest.parquet"), "data.synthetic": None, "data.frames": 4,
+        "data.train_scale": [32, 40], "data.crop_size": 28, "data.eval_short_side": 32, "data.loader_workers": 0,
+        "model.policy_input_size": 16, "model.policy_hidden": 16, "model.policy_width_mult": 0.25,
+        "teacher.epochs": epochs, "teacher.policy_epochs": 0, "teacher.batch_size": 4, "teacher.checkpoint_every": 1,
+    })
+
+
+def test_a_stage_loop_runs_and_resumes_without_ray(synthetic_set, tmp_path) -> None:
+    """The loop gets its context from LocalRun: checkpoints, resume and the artifact work as under Ray."""
+    from searchlab.train.teacher import teacher_loop
+    from searchlab.train.worker import ARTIFACT_DIR, InjectedFailure, LocalRun
+
+    _, data = synthetic_set
+    config = _tiny_teacher_config(data, epochs=2)
+    loop_config = {"config": config, "log_dir": str(tmp_path / "tb"), "eval_every": 0,
+                   "inject_failure_after_epoch": None}
+    straight = LocalRun(tmp_path / "straight")
+    teacher_loop(loop_config, straight.worker())
+    interrupted = LocalRun(tmp_path / "interrupted")
+    with pytest.raises(InjectedFailure):
+        teacher_loop({**loop_config, "inject_failure_after_epoch": 1}, interrupted.worker())
+    resumed = LocalRun(tmp_path / "interrupted")
+    teacher_loop(loop_config, resumed.worker())
+    assert [r["epoch"] for r in straight.reports] == [1, 2] and [r["epoch"] for r in resumed.reports] == [2]
+    mine = torch.load(resumed.checkpoints[-1] / ARTIFACT_DIR / "teacher.pt", weights_only=True)
+    theirs = torch.load(straight.checkpoints[-1] / ARTIFACT_DIR / "teacher.pt", weights_only=True)
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)

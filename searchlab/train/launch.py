@@ -12,6 +12,7 @@ Workers: ``config.resources`` (DDP when several; gloo on CPU, NCCL on GPU).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,11 +28,11 @@ from searchlab.train.checkpointing import publish_directory, read_artifact_metri
 from searchlab.train.stage1 import stage1_loop
 from searchlab.train.stage2 import stage2_loop
 from searchlab.train.teacher import teacher_loop
-from searchlab.train.worker import ARTIFACT_DIR
+from searchlab.train.worker import ARTIFACT_DIR, Worker
 
 __all__ = ["STAGES", "StageResult", "run_stage"]
 
-STAGES: dict[str, Callable[[dict[str, Any]], None]] = {
+STAGES: dict[str, Callable[[dict[str, Any], Worker], None]] = {
     "teacher": teacher_loop,
     "stage1": stage1_loop,
     "stage2": stage2_loop,
@@ -49,6 +50,11 @@ class StageResult:
     run_dir: Path  # Ray run folder: checkpoints, resumable state
     log_dir: Path  # TensorBoard event files
     metrics: dict[str, Any]
+
+
+def _in_ray_worker(loop_config: dict[str, Any], *, stage: str) -> None:
+    """Ray Train's per-worker entry point: the stage's plain loop, given Ray's context."""
+    STAGES[stage](loop_config, ray_compat.worker())
 
 
 def _check_inputs(stage: str, inputs: dict[str, str | os.PathLike[str] | None]) -> None:
@@ -100,7 +106,7 @@ def run_stage(
     if resources.use_gpu:
         per_worker["GPU"] = resources.gpus_per_worker or 1.0
     trainer = TorchTrainer(
-        STAGES[stage],
+        functools.partial(_in_ray_worker, stage=stage),
         train_loop_config={
             "config": config,
             "log_dir": str(log_dir),

@@ -20,12 +20,15 @@ import ray.train.torch
 import torch
 from torch import nn
 
+from searchlab.train.worker import Worker
+
 __all__ = [
     "device",
     "latest_checkpoint_dir",
     "prepare_model",
     "report",
     "result_checkpoint_dir",
+    "worker",
     "world_rank",
     "world_size",
 ]
@@ -51,7 +54,7 @@ def prepare_model(model: nn.Module) -> nn.Module:
     return ray.train.torch.prepare_model(model)
 
 
-def report(metrics: dict[str, Any], *, checkpoint_dir: str | os.PathLike[str] | None = None) -> None:
+def report(metrics: dict[str, Any], checkpoint_dir: str | os.PathLike[str] | None = None) -> None:
     """Report metrics (and, from the writing rank, a checkpoint folder); every rank must call it.
 
     The folder is copied into the run's storage; the caller may delete it afterwards.
@@ -78,3 +81,9 @@ def result_checkpoint_dir(result: Any) -> Iterator[str]:
         raise RuntimeError("the stage finished without reporting a checkpoint; see the worker logs above")
     with result.checkpoint.as_directory() as path:
         yield path
+
+
+def worker() -> Worker:
+    """The stage loop's context inside a Ray Train worker."""
+    return Worker(rank=world_rank(), world_size=world_size(), device=device(), report=report,
+                  latest_checkpoint=latest_checkpoint_dir, prepare_model=prepare_model)

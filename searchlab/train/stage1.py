@@ -23,14 +23,14 @@ from torch import Tensor, nn
 from searchlab import flops
 from searchlab.config import TrialConfig
 from searchlab.models import AnyPrecisionResNet, create_backbone, create_teacher
-from searchlab.train import evaluate, ray_compat
+from searchlab.train import evaluate
 from searchlab.train.checkpointing import unwrap, write_artifact
 from searchlab.train.loader import EpochSampler, clip_dataset, load_manifest, make_loader
 from searchlab.train.losses import stage1_loss
 from searchlab.train.schedules import cosine_scheduler
 from searchlab.train.tblog import ScalarLog
 from searchlab.train.teacher import TEACHER_FILE, video_logits
-from searchlab.train.worker import Worker, checkpoint_epoch, resume, run_epoch, start_worker
+from searchlab.train.worker import Worker, checkpoint_epoch, resume, run_epoch, seed_worker
 
 __all__ = ["BACKBONE_FILE", "AllPrecisions", "load_teacher", "stage1_loop", "stage1_step"]
 
@@ -84,10 +84,10 @@ def stage1_step(
     return {"loss/total": total.detach(), **{f"loss/{k}": v for k, v in terms.items()}}
 
 
-def stage1_loop(loop_config: dict[str, Any]) -> None:
+def stage1_loop(loop_config: dict[str, Any], worker: Worker) -> None:
     """Ray Train worker loop of stage 1 (see the module docstring)."""
     config: TrialConfig = loop_config["config"]
-    worker = start_worker(seed=config.seed)
+    seed_worker(worker, seed=config.seed)
     manifest, root = load_manifest(config.data)
     train_set = clip_dataset(config.data, manifest=manifest, root=root, split="train", train=True, seed=config.seed)
     val_set = clip_dataset(config.data, manifest=manifest, root=root, split="val", train=False, seed=config.seed)
@@ -100,7 +100,7 @@ def stage1_loop(loop_config: dict[str, Any]) -> None:
     backbone = create_backbone(config.model.backbone, num_classes=manifest.num_classes,
                                bit_widths=config.model.bit_widths, alpha_init=config.stage1.alpha.init)
     backbone.load_torchvision_state_dict(teacher.state_dict())
-    model = ray_compat.prepare_model(AllPrecisions(backbone))
+    model = worker.prepare_model(AllPrecisions(backbone))
 
     hp = config.stage1
     groups = backbone.optimizer_param_groups(lr=hp.lr, weight_decay=hp.weight_decay,

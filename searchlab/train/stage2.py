@@ -29,7 +29,7 @@ from searchlab import evaluate as deployed_eval
 from searchlab import flops
 from searchlab.config import TrialConfig
 from searchlab.models import PolicyNetwork, TemperatureSchedule, VideoIQ, combine_frame_logits
-from searchlab.train import evaluate, ray_compat
+from searchlab.train import evaluate
 from searchlab.train.backbone_cache import CachedBackboneOutputs, cache_meta, load_backbone
 from searchlab.train.checkpointing import unwrap, write_artifact
 from searchlab.train.loader import EpochSampler, clip_dataset, load_manifest, make_loader
@@ -38,13 +38,14 @@ from searchlab.train.schedules import cosine_scheduler
 from searchlab.train.stage1 import load_teacher
 from searchlab.train.tblog import ScalarLog
 from searchlab.train.teacher import POLICY_FEATURES_FILE, policy_frames, video_logits
-from searchlab.train.worker import Worker, checkpoint_epoch, gather_objects, resume, run_epoch, start_worker
+from searchlab.train.worker import Worker, checkpoint_epoch, gather_objects, resume, run_epoch, seed_worker
 
 __all__ = [
     "POLICY_FILE",
     "LiveOutputs",
     "PolicyDecisions",
     "build_policy",
+    "input_metrics",
     "policy_optimizer",
     "stage2_loop",
     "stage2_step",
@@ -219,17 +220,17 @@ def _sources(config: TrialConfig, worker: Worker, loop_config: dict[str, Any], m
     return sources
 
 
-def stage2_loop(loop_config: dict[str, Any]) -> None:
+def stage2_loop(loop_config: dict[str, Any], worker: Worker) -> None:
     """Ray Train worker loop of stage 2 (see the module docstring)."""
     config: TrialConfig = loop_config["config"]
     hp = config.stage2
-    worker = start_worker(seed=config.seed)
+    seed_worker(worker, seed=config.seed)
     manifest, root = load_manifest(config.data)
     sources = _sources(config, worker, loop_config, manifest, root)
     policy = build_policy(config, teacher_dir=loop_config["teacher_dir"])
     optimizer = policy_optimizer(policy, config=config)
     groups = optimizer.param_groups
-    model = ray_compat.prepare_model(PolicyDecisions(policy))
+    model = worker.prepare_model(PolicyDecisions(policy))
     train_source = sources["train"]
     if hp.lr_body == 0 and isinstance(train_source.dataset, CachedBackboneOutputs):
         memo = FrozenFeatures(policy, train_source.dataset)
@@ -261,7 +262,7 @@ def stage2_loop(loop_config: dict[str, Any]) -> None:
             metrics = _final_metrics(worker, config, policy=policy, manifest=manifest, root=root,
                                      stage1_dir=loop_config["stage1_dir"])
         elif loop_config["eval_every"] and (epoch + 1) % loop_config["eval_every"] == 0:
-            metrics = _evaluate(worker, config, sources["val"], policy, manifest)
+            metrics = input_metrics(worker, config, sources["val"], policy, manifest)
         if metrics:
             scalars.update({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, float)})
             scalars.update({f"eval/usage_{b}": v for b, v in metrics["usage"].items()})
@@ -282,7 +283,7 @@ def stage2_loop(loop_config: dict[str, Any]) -> None:
         )
 
 
-def _evaluate(worker: Worker, config: TrialConfig, source: Source, policy: PolicyNetwork, manifest: Any) -> dict[str, Any]:
+def input_metrics(worker: Worker, config: TrialConfig, source: Source, policy: PolicyNetwork, manifest: Any) -> dict[str, Any]:
     """Accuracy, GFLOPs from the decisions taken, memory, skip fraction and action usage on val,
     from the stage-2 inputs (cached or live): the cheap figures of the training curves."""
     hp = config.stage2

@@ -25,12 +25,12 @@ from torchvision.models import mobilenet_v2
 
 from searchlab.config import TrialConfig
 from searchlab.models import create_teacher
-from searchlab.train import evaluate, ray_compat
+from searchlab.train import evaluate
 from searchlab.train.checkpointing import unwrap, write_artifact
 from searchlab.train.loader import EpochSampler, clip_dataset, load_manifest, make_loader
 from searchlab.train.schedules import cosine_scheduler
 from searchlab.train.tblog import ScalarLog
-from searchlab.train.worker import Worker, checkpoint_epoch, resume, run_epoch, start_worker
+from searchlab.train.worker import Worker, checkpoint_epoch, resume, run_epoch, seed_worker
 
 __all__ = [
     "POLICY_FEATURES_FILE",
@@ -139,10 +139,10 @@ def recalibrate_batchnorm(model: nn.Module, inputs: Iterable[Tensor]) -> None:
     model.train(was_training)
 
 
-def teacher_loop(loop_config: dict[str, Any]) -> None:
+def teacher_loop(loop_config: dict[str, Any], worker: Worker) -> None:
     """Ray Train worker loop of the teacher stage (see the module docstring)."""
     config: TrialConfig = loop_config["config"]
-    worker = start_worker(seed=config.seed)
+    seed_worker(worker, seed=config.seed)
     manifest, root = load_manifest(config.data)
     train_set = clip_dataset(config.data, manifest=manifest, root=root, split="train", train=True, seed=config.seed)
     val_set = clip_dataset(config.data, manifest=manifest, root=root, split="val", train=False, seed=config.seed)
@@ -155,8 +155,8 @@ def teacher_loop(loop_config: dict[str, Any]) -> None:
     if config.model.pretrained:
         _load_pretrained_teacher(teacher, config.model.pretrained)
     classifier = build_policy_classifier(config, num_classes=manifest.num_classes)
-    teacher_ddp = ray_compat.prepare_model(teacher)
-    classifier_ddp = ray_compat.prepare_model(classifier)
+    teacher_ddp = worker.prepare_model(teacher)
+    classifier_ddp = worker.prepare_model(classifier)
 
     hp = config.teacher
     steps = len(loader)

@@ -8,10 +8,13 @@ last epoch, the stage's artifact inside it); every rank reports, as Ray Train re
 
 from __future__ import annotations
 
+import contextlib
 import math
+import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from searchlab.train import ray_compat
 from searchlab.train.checkpointing import (
     capture_rng_state,
     load_training_state,
@@ -33,13 +35,14 @@ __all__ = [
     "ARTIFACT_DIR",
     "Diverged",
     "InjectedFailure",
+    "LocalRun",
     "check_finite",
     "Worker",
     "checkpoint_epoch",
     "gather_objects",
     "resume",
     "run_epoch",
-    "start_worker",
+    "seed_worker",
 ]
 
 #: Sub-folder of the final checkpoint holding the artifact that ``run_stage`` publishes.
@@ -56,22 +59,57 @@ class InjectedFailure(RuntimeError):
 
 @dataclass(frozen=True)
 class Worker:
-    """This worker's place in the stage: rank, world size and device."""
+    """A stage loop's context: this worker's place in the stage and the services of what runs it.
+
+    ``searchlab.train.launch`` runs the loops under Ray Train and builds this from Ray's context;
+    ``local_worker`` builds a single-process one without Ray (tests, benchmarks). Services:
+    ``report(metrics, checkpoint_dir)`` (every rank, the same number of times; rank 0 passes the
+    checkpoint folder, which the runner copies), ``latest_checkpoint()`` (a context manager giving the
+    folder of the run's latest reported checkpoint, or None) and ``prepare_model(module)`` (moves it
+    to the device and wraps it for data-parallel training when several workers run).
+    """
 
     rank: int
     world_size: int
     device: torch.device
+    report: Callable[[dict[str, Any], str | None], None]
+    latest_checkpoint: Callable[[], AbstractContextManager[str | None]]
+    prepare_model: Callable[[nn.Module], nn.Module]
 
     @property
     def is_writer(self) -> bool:
         return self.rank == 0
 
 
-def start_worker(*, seed: int) -> Worker:
-    """Seed this rank's generators (distinct per rank) and describe the worker."""
-    rank = ray_compat.world_rank()
-    torch.manual_seed(seed * 1000 + rank)
-    return Worker(rank=rank, world_size=ray_compat.world_size(), device=ray_compat.device())
+def seed_worker(worker: Worker, *, seed: int) -> None:
+    """Seed this rank's generators (distinct per rank)."""
+    torch.manual_seed(seed * 1000 + worker.rank)
+
+
+class LocalRun:
+    """A single-process stage run without Ray: reported checkpoints are copied under ``folder``
+    (``checkpoint_<n>``), the latest is the one to resume from, and reported metrics are kept."""
+
+    def __init__(self, folder: str | Path, *, device: str = "cpu") -> None:
+        self.folder = Path(folder)
+        self.device = torch.device(device)
+        self.reports: list[dict[str, Any]] = []
+        self.checkpoints = sorted(self.folder.glob("checkpoint_*"), key=lambda path: int(path.name.split("_")[1]))
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
+        self.reports.append(dict(metrics))
+        if checkpoint_dir is not None:
+            target = self.folder / f"checkpoint_{len(self.checkpoints)}"
+            shutil.copytree(checkpoint_dir, target)
+            self.checkpoints.append(target)
+
+    @contextlib.contextmanager
+    def latest_checkpoint(self) -> Iterator[str | None]:
+        yield str(self.checkpoints[-1]) if self.checkpoints else None
+
+    def worker(self) -> Worker:
+        return Worker(rank=0, world_size=1, device=self.device, report=self.report,
+                      latest_checkpoint=self.latest_checkpoint, prepare_model=lambda model: model.to(self.device))
 
 
 def gather_objects(worker: Worker, value: Any) -> list[Any]:
@@ -96,7 +134,7 @@ def resume(
     restarts with another number of workers, the RNG states cannot be matched to ranks: each rank
     is then reseeded from the epoch (training continues, but not bit-identically).
     """
-    with ray_compat.latest_checkpoint_dir() as path:
+    with worker.latest_checkpoint() as path:
         if path is None:
             return 0, {}
         state = load_training_state(path)
@@ -170,9 +208,9 @@ def checkpoint_epoch(
             )
             if write_artifact is not None:
                 write_artifact(Path(folder) / ARTIFACT_DIR)
-            ray_compat.report(dict(metrics), checkpoint_dir=folder)
+            worker.report(dict(metrics), folder)
     else:
-        ray_compat.report(dict(metrics))
+        worker.report(dict(metrics), None)
     if inject_failure_after_epoch is not None and epoch == inject_failure_after_epoch:
         raise InjectedFailure(f"failure injected on purpose after epoch {epoch} (inject_failure_after_epoch)")
 
