@@ -5,11 +5,13 @@ A sweep file is YAML with four sections::
     base:     a TrialConfig (data, model, teacher, stage1, stage2, resources, seed)
     search:   trials, sampler, seed, objectives, constraints, points_to_evaluate, max_concurrent
     space:    dotted keys into the trial configuration -> search-space entries
-    storage:  where the run directory lives (a local folder, or a URI for clusters)
+    storage:  where the run directory lives (a folder every node of a cluster sees)
 
-`load_sweep` reports every problem of a file at once (`ConfigError`), naming each key and the fix;
-the CLIs turn that into exit code 2. Relative paths are resolved against the working directory at
-load time, because Ray workers run in other directories.
+`load_sweep` reports every problem of a file at once (`ConfigError`), naming each key, the bad value
+and the fix; the CLIs turn that into exit code 2. It checks what a run would meet later too (names
+against their registries, files, packages, every choice, range end and starting point as a trial),
+so a file that loads does not fail at a trial's configuration. Relative paths are resolved against
+the working directory at load time, because Ray workers run in other directories.
 """
 
 from __future__ import annotations
@@ -62,15 +64,15 @@ MAX_VIEWS = 64  # evaluation clips per video; cached augmentation views per trai
 MAX_SEED = 2**32 - 1  # NumPy's RandomState (Optuna's samplers) takes seeds in [0, 2**32)
 
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Side = Annotated[int, Field(ge=8, le=MAX_SIDE)]
 
 # Folders under `storage` that are not run directories: the stage cache every sweep there shares
-# (searchlab.pipeline.CACHE_DIR_NAME, which a test keeps equal).
+# (CACHE_DIR_NAME of searchlab.pipeline and searchlab.run_dir, which a test keeps equal).
 RESERVED_RUN_NAMES = ("cache",)
 # The `python -m searchlab.data.prepare` subcommands (a test keeps them equal).
 DataSource = Literal["synthetic", "activitynet", "fcvid", "minisports", "minikinetics", "kinetics"]
 # Packages a sampler needs beyond Optuna's required ones: sampler -> (package, what for).
 SAMPLER_NEEDS: dict[str, tuple[str, str]] = {"gp": ("scipy", "Optuna's GPSampler fits its kernel with it")}
-Side = Annotated[int, Field(ge=8, le=MAX_SIDE)]
 
 
 class _Strict(BaseModel):
