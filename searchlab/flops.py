@@ -1,20 +1,28 @@
-"""Compute and memory accounting of VideoIQ (METHODS.md §1.4), counted with fvcore.
+"""Compute and memory accounting (METHODS.md §1.4), counted with fvcore.
 
 FLOPs are multiply-accumulates (fvcore's convention: torchvision ResNet-50 at 224 px is 4.11 G per
-frame, BatchNorm included). Per-layer counts come from fvcore's per-module analysis of the backbone
+frame, BatchNorm included). Per-layer counts come from fvcore's per-module analysis of the network
 at 32 bits, where every quantised layer is a plain conv (no custom autograd Function in the graph).
+
+Priced networks (``list_networks()``): every registered backbone (any-precision ResNets, which
+VideoIQ runs at any bit-width of B) and ``mobilenet_v2``, torchvision's MobileNetV2 with a width
+multiplier (the policy network's body, and AR-Net's 84-px network). searchlab never quantises
+MobileNetV2, so it is priced at 32 bits only: any other bit-width is an error rather than a figure
+for a network that does not exist.
+
 A layer quantised to b bits costs ``min(b·b/64, 1)`` of its MACs:
 
 * ``"exact"`` (default): only the quantised convs/linears (``QuantConv2d``/``QuantLinear``) get the
   reduced rate; the first conv, the fc, BatchNorm and pooling cost their full count;
 * ``"paper"``: every counted op gets the reduced rate, as the papers' tables do.
 
-Memory is the storage of what inference needs, in MiB: weights at their stored bit-width, every
-other tensor (full-precision first conv and fc, BN affine parameters and running statistics, PACT
-α) at 32 bits.
+Memory is the storage of what inference needs, in MiB. ``"exact"``: weights of quantised layers at
+their stored bit-width, every other tensor (full-precision first conv and fc, BN affine parameters
+and running statistics, PACT α) at 32 bits. ``"paper"``: every one of those scalars at the
+bit-width of the copy it belongs to, as the papers' tables store them (see ``memory_mb``).
 
 CLI: ``python -m searchlab.flops NETWORK --frames 16 --size 224 --bits 32 4 2 [--classes N]
-[--paper-convention] [--json]``.
+[--width-mult W] [--paper-convention] [--json]``.
 """
 
 from __future__ import annotations
@@ -22,14 +30,16 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
+from torchvision.models import mobilenet_v2
 
 with warnings.catch_warnings():
     # fvcore decorates helpers with torch.jit.script at import, which torch now flags as deprecated.
@@ -48,9 +58,11 @@ __all__ = [
     "action_cost_table",
     "backbone_layer_macs",
     "bit_rate",
+    "list_networks",
     "main",
     "memory_mb",
     "module_macs",
+    "network_gflops_per_frame",
     "parameter_inventory",
     "policy_gflops_per_frame",
     "summarize_gflops",
@@ -149,24 +161,93 @@ class _AtBits(nn.Module):
         return self.net(x, self.bits)
 
 
-@functools.lru_cache(maxsize=64)
-def backbone_layer_macs(backbone: str, *, size: int, num_classes: int) -> tuple[LayerMacs, ...]:
-    """Per-layer MACs of registered ``backbone`` on one ``size``×``size`` frame, cached.
+def _mobilenet_v2(*, num_classes: int, width_mult: float) -> nn.Module:
+    return mobilenet_v2(weights=None, num_classes=num_classes, width_mult=width_mult)
 
-    Counted at 32 bits, where the graph is the plain conv graph; which layers are quantised does
-    not depend on B, so the counts serve every bit-width.
+
+# Networks searchlab only ever runs at full precision: name -> factory(*, num_classes, width_mult).
+# They live here, not in the backbone registry, because every registered backbone must survive the
+# any-precision surgery (ResNets only).
+_UNQUANTISED: dict[str, Callable[..., nn.Module]] = {"mobilenet_v2": _mobilenet_v2}
+
+
+def list_networks() -> list[str]:
+    """Names of every network priced here: the registered backbones and ``mobilenet_v2``, sorted."""
+    return sorted(set(list_backbones()) | set(_UNQUANTISED))
+
+
+def _network_problems(network: str, *, width_mult: float, bits: Sequence[int]) -> list[tuple[str, str]]:
+    """Every problem with pricing ``network`` at ``width_mult`` and ``bits``, as (argument, message).
+
+    Shared by the Python API (which raises them joined) and the CLI (which prefixes each with its
+    flag), so both refuse the same requests with the same words.
     """
-    if size < 1 or num_classes < 1:
-        raise ValueError(f"size and num_classes must be >= 1, got size={size}, num_classes={num_classes}")
-    # fork_rng: building a network draws random weights, and a cost lookup in the middle of training
-    # must not move the global generator (resumed runs must replay the same Gumbel noise).
+    if network not in list_networks():
+        return [("network", f"unknown network {network!r}; choose one of {', '.join(list_networks())}")]
+    problems = []
+    if network in _UNQUANTISED:
+        if not (math.isfinite(width_mult) and width_mult > 0):
+            problems.append(("width_mult", f"the width multiplier must be a finite number > 0, got {width_mult}"))
+        reduced = [b for b in bits if b != FULL_PRECISION_BITS]
+        if reduced:
+            problems.append((
+                "bits",
+                f"{network} is never quantised in searchlab, so it has no cost or memory at {reduced} bits; "
+                f"price it at {FULL_PRECISION_BITS} bits",
+            ))  # fmt: skip
+    elif width_mult != 1.0:
+        problems.append((
+            "width_mult",
+            f"{network} has no width multiplier (only {', '.join(_UNQUANTISED)} has one); leave it at 1.0",
+        ))  # fmt: skip
+    return problems
+
+
+def _check_network(network: str, *, width_mult: float, bits: Sequence[int] = ()) -> None:
+    problems = _network_problems(network, width_mult=width_mult, bits=bits)
+    if problems:
+        raise ValueError("; ".join(message for _, message in problems))
+
+
+def _full_precision_network(network: str, *, num_classes: int, width_mult: float) -> nn.Module:
+    """A fresh, randomly initialised ``network`` at 32 bits taking one (N, 3, H, W) input.
+
+    Callers fork the global generator around it: a cost lookup in the middle of training must not
+    move it (resumed runs must replay the same Gumbel noise).
+    """
+    if network in _UNQUANTISED:
+        return _UNQUANTISED[network](num_classes=num_classes, width_mult=width_mult)
+    net = create_backbone(network, num_classes=num_classes, bit_widths=(FULL_PRECISION_BITS,), alpha_init=1.0)
+    return _AtBits(net, FULL_PRECISION_BITS)
+
+
+# Private and positional so that every public spelling of a request (width_mult given or left at its
+# default, an int or a float) shares one cache entry.
+@functools.lru_cache(maxsize=64)
+def _layer_macs(network: str, size: int, num_classes: int, width_mult: float) -> tuple[LayerMacs, ...]:
     with torch.random.fork_rng(devices=[]):
-        net = create_backbone(backbone, num_classes=num_classes, bit_widths=(FULL_PRECISION_BITS,), alpha_init=1.0)
-        layers = module_macs(_AtBits(net, FULL_PRECISION_BITS), torch.zeros(1, 3, size, size))
+        net = _full_precision_network(network, num_classes=num_classes, width_mult=width_mult)
+        layers = module_macs(net, torch.zeros(1, 3, size, size))
+    # Report the network's own module names, without the "net." of the any-precision wrapper.
     return tuple(
         LayerMacs(name=layer.name.removeprefix("net."), macs=layer.macs, quantised=layer.quantised)
         for layer in layers
     )
+
+
+def backbone_layer_macs(
+    backbone: str, *, size: int, num_classes: int, width_mult: float = 1.0
+) -> tuple[LayerMacs, ...]:
+    """Per-layer MACs of ``backbone`` (any of ``list_networks()``) on one ``size``×``size`` frame.
+
+    ``num_classes`` sizes the fc; ``width_mult`` is MobileNetV2's (1.0 for every other network).
+    Cached per (network, size, classes, width). Counted at 32 bits, where the graph is the plain
+    conv graph; which layers are quantised does not depend on B, so the counts serve every bit-width.
+    """
+    if size < 1 or num_classes < 1:
+        raise ValueError(f"size and num_classes must be >= 1, got size={size}, num_classes={num_classes}")
+    _check_network(backbone, width_mult=width_mult)
+    return _layer_macs(backbone, size, num_classes, float(width_mult))
 
 
 def bit_rate(bits: int) -> float:
@@ -179,6 +260,30 @@ def bit_rate(bits: int) -> float:
 def _check_convention(convention: str) -> None:
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+
+
+def network_gflops_per_frame(
+    network: str,
+    *,
+    size: int,
+    num_classes: int,
+    bits: int = FULL_PRECISION_BITS,
+    convention: str = "exact",
+    width_mult: float = 1.0,
+) -> float:
+    """GFLOPs (GMACs) of one ``size``×``size`` frame through ``network`` and its ``num_classes``-way fc.
+
+    Quantised layers run at ``bits`` bits (every layer under the paper convention); networks that
+    are never quantised (``mobilenet_v2``) accept only 32. AR-Net's per-resolution cost G_a is this
+    at 32 bits, e.g. ``network_gflops_per_frame("resnet34", size=168, num_classes=200)``.
+    """
+    _check_convention(convention)
+    if not isinstance(bits, int | np.integer) or isinstance(bits, bool) or not 1 <= bits <= FULL_PRECISION_BITS:
+        raise ValueError(f"bits must be an int in 1..{FULL_PRECISION_BITS}, got {bits!r}")
+    _check_network(network, width_mult=width_mult, bits=(int(bits),))
+    rate = bit_rate(int(bits))
+    layers = backbone_layer_macs(network, size=size, num_classes=num_classes, width_mult=width_mult)
+    return sum(l.macs * (rate if l.quantised or convention == "paper" else 1.0) for l in layers) / 1e9
 
 
 def action_cost_table(
@@ -195,16 +300,12 @@ def action_cost_table(
     bad = [a for a in actions if not isinstance(a, int | np.integer) or not 0 <= a <= FULL_PRECISION_BITS]
     if bad or not actions:
         raise ValueError(f"decision_space must be non-empty bit-widths in 0..32 (0 = skip), bad: {bad}")
-    layers = backbone_layer_macs(backbone, size=size, num_classes=num_classes)
-    table = {}
-    for action in map(int, actions):
-        if action == 0:
-            table[0] = 0.0
-            continue
-        rate = bit_rate(action)
-        macs = sum(l.macs * (rate if l.quantised or convention == "paper" else 1.0) for l in layers)
-        table[action] = macs / 1e9
-    return table
+    return {
+        action: 0.0
+        if action == 0
+        else network_gflops_per_frame(backbone, size=size, num_classes=num_classes, bits=action, convention=convention)
+        for action in map(int, actions)
+    }
 
 
 def policy_gflops_per_frame(policy: nn.Module, *, size: int, frames: int = 1) -> float:
@@ -263,15 +364,16 @@ class ParameterInventory:
     """Scalar counts of what inference stores, split by how each is stored."""
 
     quantised: int  # weights of quantised layers (one stored copy)
-    full_precision: int  # first conv, its BN, fc, biases of quantised layers
+    full_precision: int  # first conv, its BN, fc, biases of quantised layers; all of an unquantised network
     bn_per_bit: int  # one copy of the switchable BNs (affine + running statistics)
     alpha_sites: int  # quantised layers, each with one α per quantised bit-width
 
 
+# Private and positional for the same reason as _layer_macs.
 @functools.lru_cache(maxsize=64)
-def parameter_inventory(backbone: str, *, num_classes: int) -> ParameterInventory:
-    """Storage inventory of registered ``backbone`` with ``num_classes`` outputs, cached."""
-    net = create_backbone(backbone, num_classes=num_classes, bit_widths=(FULL_PRECISION_BITS,), alpha_init=1.0)
+def _inventory(network: str, num_classes: int, width_mult: float) -> ParameterInventory:
+    with torch.random.fork_rng(devices=[]):  # see _full_precision_network
+        net = _full_precision_network(network, num_classes=num_classes, width_mult=width_mult)
     quantised = full = bn = sites = 0
     for _, m in _counting_units(net):
         if isinstance(m, QuantConv2d | QuantLinear):
@@ -286,47 +388,98 @@ def parameter_inventory(backbone: str, *, num_classes: int) -> ParameterInventor
     return ParameterInventory(quantised=quantised, full_precision=full, bn_per_bit=bn, alpha_sites=sites)
 
 
+def parameter_inventory(backbone: str, *, num_classes: int, width_mult: float = 1.0) -> ParameterInventory:
+    """Storage inventory of ``backbone`` (any of ``list_networks()``) with ``num_classes`` outputs, cached."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    _check_network(backbone, width_mult=width_mult)
+    return _inventory(backbone, num_classes, float(width_mult))
+
+
 def memory_mb(
-    backbone: str, *, bit_widths: Sequence[int], num_classes: int, storage: str = "any_precision"
+    backbone: str,
+    *,
+    bit_widths: Sequence[int],
+    num_classes: int,
+    storage: str = "any_precision",
+    convention: str = "exact",
+    width_mult: float = 1.0,
 ) -> float:
-    """Inference storage in MiB.
+    """Inference storage in MiB of ``backbone`` (any of ``list_networks()``).
 
     ``storage="any_precision"``: one network for all of B: the quantised weights stored once at
-    max(B) bits (32 when 32 ∈ B, since the 32-bit path needs the raw weights), full-precision layers
-    at 32 bits, one BN copy per bit-width and one α per quantised bit-width and site.
-    ``storage="separate"``: one uniform model per bit-width, summed. A uniform b-bit model is either
-    with ``bit_widths=(b,)``.
+    max(B) bits (32 when 32 ∈ B, since the 32-bit path needs the raw weights), one BN copy per
+    bit-width and one α per quantised bit-width and site. ``storage="separate"``: one uniform model
+    per bit-width, summed. A uniform b-bit model is either with ``bit_widths=(b,)``.
+
+    ``convention="exact"`` stores everything but the quantised weights (first conv, fc, biases, BN,
+    α) at 32 bits. ``convention="paper"`` stores every scalar at the bit-width of the copy it
+    belongs to, as the papers' tables do: the shared copy (quantised weights, first conv, fc, their
+    BN) at max(B), each bit-width's BN copy and α at that bit-width; a uniform b-bit model is then
+    every stored scalar × b bits.
     """
     bits = validate_bit_widths(bit_widths)
-    if storage == "separate":
-        return sum(memory_mb(backbone, bit_widths=(b,), num_classes=num_classes) for b in bits)
-    if storage != "any_precision":
+    _check_convention(convention)
+    if storage not in ("any_precision", "separate"):
         raise ValueError(f"storage must be 'any_precision' or 'separate', got {storage!r}")
-    inv = parameter_inventory(backbone, num_classes=num_classes)
-    n_alpha = sum(1 for b in bits if b < FULL_PRECISION_BITS)
-    total_bits = (
-        inv.quantised * max(bits)
-        + FULL_PRECISION_BITS * (inv.full_precision + inv.bn_per_bit * len(bits) + inv.alpha_sites * n_alpha)
-    )
+    _check_network(backbone, width_mult=width_mult, bits=bits)
+    if storage == "separate":
+        return sum(
+            memory_mb(backbone, bit_widths=(b,), num_classes=num_classes, convention=convention, width_mult=width_mult)
+            for b in bits
+        )
+    inv = parameter_inventory(backbone, num_classes=num_classes, width_mult=width_mult)
+    top = max(bits)
+    quantised_bits = [b for b in bits if b < FULL_PRECISION_BITS]
+    if convention == "paper":
+        total_bits = (
+            (inv.quantised + inv.full_precision) * top
+            + inv.bn_per_bit * sum(bits)
+            + inv.alpha_sites * sum(quantised_bits)
+        )
+    else:
+        total_bits = inv.quantised * top + FULL_PRECISION_BITS * (
+            inv.full_precision + inv.bn_per_bit * len(bits) + inv.alpha_sites * len(quantised_bits)
+        )
     return total_bits / 8 / 2**20
+
+
+# Each argument of a pricing request on the command line: (flag, how the command line spells the fix).
+_FLAGS = {
+    "network": ("", ""),
+    "width_mult": ("--width-mult: ", ""),
+    "bits": ("--bits: ", f" (--bits {FULL_PRECISION_BITS}, or leave --bits out)"),
+}
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m searchlab.flops",
-        description="Video GFLOPs (uniform precision over all frames) and memory of a backbone.",
+        description="Video GFLOPs (uniform precision over all frames) and memory of a network.",
     )
-    parser.add_argument("network", help=f"registered backbone: {', '.join(list_backbones())}")
+    parser.add_argument("network", help=f"network to price: {', '.join(list_networks())}")
     parser.add_argument("--frames", type=int, default=16, help="frames per video (default 16)")
     parser.add_argument("--size", type=int, default=224, help="frame side in px (default 224)")
-    parser.add_argument("--bits", type=int, nargs="+", default=[32, 4, 2], help="bit-widths B")
+    parser.add_argument(
+        "--bits", type=int, nargs="+",
+        help="bit-widths B (default 32 4 2; mobilenet_v2 is never quantised: 32, its default, only)",
+    )  # fmt: skip
     parser.add_argument("--classes", type=int, default=1000, help="fc outputs (default 1000)")
-    parser.add_argument("--paper-convention", action="store_true", help="every layer at the reduced rate")
+    parser.add_argument(
+        "--width-mult", type=float, default=1.0, help="MobileNetV2 width multiplier (default 1.0; mobilenet_v2 only)"
+    )
+    parser.add_argument(
+        "--paper-convention", action="store_true",
+        help="the papers' tables: every layer's FLOPs at the reduced rate, every stored parameter at b bits",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    problems = []
-    if args.network not in list_backbones():
-        problems.append(f"unknown network {args.network!r}; choose one of {', '.join(list_backbones())}")
+    if args.bits is None:
+        args.bits = [FULL_PRECISION_BITS] if args.network in _UNQUANTISED else [FULL_PRECISION_BITS, 4, 2]
+    problems = [
+        _FLAGS[arg][0] + message + _FLAGS[arg][1]
+        for arg, message in _network_problems(args.network, width_mult=args.width_mult, bits=args.bits)
+    ]
     for flag in ("frames", "size", "classes"):
         if getattr(args, flag) < 1:
             problems.append(f"--{flag} must be >= 1, got {getattr(args, flag)}")
@@ -344,30 +497,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     bits = validate_bit_widths(args.bits)
     convention = "paper" if args.paper_convention else "exact"
-    table = action_cost_table(
-        args.network, decision_space=bits, size=args.size, num_classes=args.classes, convention=convention
-    )
+    network = {"num_classes": args.classes, "convention": convention, "width_mult": args.width_mult}
+    per_frame = {b: network_gflops_per_frame(args.network, size=args.size, bits=b, **network) for b in bits}
     per_bits = {
-        str(b): {
-            "gflops": table[b] * args.frames,
-            "memory_mb": memory_mb(args.network, bit_widths=(b,), num_classes=args.classes),
-        }
+        str(b): {"gflops": per_frame[b] * args.frames, "memory_mb": memory_mb(args.network, bit_widths=(b,), **network)}
         for b in bits
     }
     if args.json:
         print(json.dumps({
-            "network": args.network, "frames": args.frames, "size": args.size,
-            "classes": args.classes, "convention": convention, "per_bits": per_bits,
+            "network": args.network, "frames": args.frames, "size": args.size, "classes": args.classes,
+            "width_mult": args.width_mult, "convention": convention, "per_bits": per_bits,
         }))  # fmt: skip
         return 0
-    print(f"{args.network}: {args.frames} frames of {args.size} px, {args.classes} classes, {convention} convention")
+    width = f" (width multiplier {args.width_mult:g})" if args.network in _UNQUANTISED else ""
+    print(f"{args.network}{width}: {args.frames} frames of {args.size} px, {args.classes} classes, "
+          f"{convention} convention")  # fmt: skip
     print(f"{'bits':>5} {'GFLOPs/video':>13} {'GFLOPs/frame':>13} {'memory MiB':>11}")
     for b in bits:
         row = per_bits[str(b)]
-        print(f"{b:>5} {row['gflops']:>13.3f} {table[b]:>13.4f} {row['memory_mb']:>11.2f}")
-    for storage in ("any_precision", "separate"):
-        mb = memory_mb(args.network, bit_widths=bits, num_classes=args.classes, storage=storage)
-        print(f"memory, {storage.replace('_', '-')} storage of B={list(bits)}: {mb:.2f} MiB")
+        print(f"{b:>5} {row['gflops']:>13.3f} {per_frame[b]:>13.4f} {row['memory_mb']:>11.2f}")
+    if len(bits) > 1:  # with one bit-width both storages are the row above
+        for storage in ("any_precision", "separate"):
+            mb = memory_mb(args.network, bit_widths=bits, storage=storage, **network)
+            print(f"memory, {storage.replace('_', '-')} storage of B={list(bits)}: {mb:.2f} MiB")
     return 0
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torchvision.models import mobilenet_v2
 
 from searchlab import flops
 from searchlab.models.policy import PolicyNetwork
@@ -87,9 +88,95 @@ def test_backbone_conv_macs_match_shapes_and_quantised_flags() -> None:
     assert sum(l.macs for l in layers.values()) == sum(l.macs for l in teacher_layers)
 
 
-def test_backbone_counts_are_cached() -> None:
+def test_counts_are_cached_per_network_size_classes_and_width() -> None:
     first = flops.backbone_layer_macs("resnet10", size=SIZE, num_classes=CLASSES)
     assert flops.backbone_layer_macs("resnet10", size=SIZE, num_classes=CLASSES) is first
+    assert flops.backbone_layer_macs("resnet10", size=SIZE, num_classes=CLASSES, width_mult=1) is first
+    assert flops.backbone_layer_macs("resnet10", size=SIZE, num_classes=CLASSES + 1) is not first
+    quarter = flops.backbone_layer_macs("mobilenet_v2", size=SIZE, num_classes=CLASSES, width_mult=0.25)
+    half = flops.backbone_layer_macs("mobilenet_v2", size=SIZE, num_classes=CLASSES, width_mult=0.5)
+    assert sum(l.macs for l in quarter) < sum(l.macs for l in half)
+
+
+def _hand_counts(net: nn.Module, inputs: tuple) -> dict[str, int]:
+    """MACs of every conv (grouped ones included) and linear of ``net``, from the shapes it runs."""
+    expected: dict[str, int] = {}
+
+    def hook(name: str):
+        def record(module: nn.Module, _inputs, output: torch.Tensor) -> None:
+            if isinstance(module, nn.Conv2d):
+                k = module.kernel_size[0] * module.kernel_size[1]
+                expected[name] = output[0].numel() * module.in_channels // module.groups * k
+            else:
+                expected[name] = module.in_features * module.out_features
+
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in net.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    with torch.no_grad():
+        net.eval()(*inputs)
+    for handle in handles:
+        handle.remove()
+    return expected
+
+
+def test_mobilenet_v2_counts_match_shapes_and_the_policy_body() -> None:
+    width = 0.25
+    layers = {l.name: l for l in flops.backbone_layer_macs("mobilenet_v2", size=SIZE, num_classes=CLASSES,
+                                                           width_mult=width)}  # fmt: skip
+    net = mobilenet_v2(weights=None, num_classes=CLASSES, width_mult=width)
+    expected = _hand_counts(net, (torch.zeros(1, 3, SIZE, SIZE),))
+    assert any(net.get_submodule(n).groups > 1 for n in expected if n.startswith("features"))  # depthwise
+    for name, macs in expected.items():
+        assert layers[name].macs == macs, name
+    assert not any(l.quantised for l in layers.values())  # never quantised: no layer gets a reduced rate
+    # The policy's body is the same network without its classifier: its count must agree layer by layer.
+    policy = PolicyNetwork(num_actions=3, input_size=SIZE, hidden_size=8, width_mult=width)
+    body = flops.module_macs(policy.features, torch.zeros(1, 3, SIZE, SIZE))
+    assert {l.name: l.macs for l in body} == {
+        n.removeprefix("features."): l.macs for n, l in layers.items() if n.startswith("features.")
+    }
+
+
+def test_sanity_figures_at_224() -> None:
+    """fvcore's published ResNet-50 count, and torchvision's 0.30 GFLOPs for MobileNetV2 (its convs
+    and fc only: fvcore also charges BatchNorm, which is most of the rest)."""
+    assert flops.network_gflops_per_frame("resnet50", size=224, num_classes=1000) == pytest.approx(4.1115, abs=5e-4)
+    layers = flops.backbone_layer_macs("mobilenet_v2", size=224, num_classes=1000)
+    net = dict(mobilenet_v2(weights=None).named_modules())
+    convs_and_fc = sum(l.macs for l in layers if isinstance(net.get(l.name), nn.Conv2d | nn.Linear))
+    assert convs_and_fc / 1e9 == pytest.approx(0.3008, abs=5e-4)
+    assert flops.network_gflops_per_frame("mobilenet_v2", size=224, num_classes=1000) == pytest.approx(
+        0.3142, abs=5e-4
+    )
+
+
+def test_network_gflops_per_frame_prices_bits_and_refuses_what_does_not_exist() -> None:
+    for convention in flops.CONVENTIONS:
+        table = flops.action_cost_table(
+            "resnet10", decision_space=(32, 4, 2), size=SIZE, num_classes=CLASSES, convention=convention
+        )
+        for bits, gflops in table.items():
+            assert flops.network_gflops_per_frame(
+                "resnet10", size=SIZE, num_classes=CLASSES, bits=bits, convention=convention
+            ) == pytest.approx(gflops)
+    layers = flops.backbone_layer_macs("mobilenet_v2", size=SIZE, num_classes=CLASSES, width_mult=0.25)
+    mobilenet = flops.network_gflops_per_frame("mobilenet_v2", size=SIZE, num_classes=CLASSES, width_mult=0.25)
+    assert mobilenet == pytest.approx(sum(l.macs for l in layers) / 1e9)
+    assert flops.action_cost_table("mobilenet_v2", decision_space=(32, 0), size=SIZE, num_classes=CLASSES) == {
+        32: flops.network_gflops_per_frame("mobilenet_v2", size=SIZE, num_classes=CLASSES), 0: 0.0
+    }
+    with pytest.raises(ValueError, match=r"mobilenet_v2 is never quantised.*\[4\] bits; price it at 32 bits"):
+        flops.network_gflops_per_frame("mobilenet_v2", size=SIZE, num_classes=CLASSES, bits=4)
+    with pytest.raises(ValueError, match="resnet10 has no width multiplier"):
+        flops.network_gflops_per_frame("resnet10", size=SIZE, num_classes=CLASSES, width_mult=0.5)
+    with pytest.raises(ValueError, match="width multiplier must be a finite number > 0"):
+        flops.backbone_layer_macs("mobilenet_v2", size=SIZE, num_classes=CLASSES, width_mult=0.0)
+    with pytest.raises(ValueError, match="unknown network 'vgg16'; choose one of .*mobilenet_v2.*resnet50"):
+        flops.network_gflops_per_frame("vgg16", size=SIZE, num_classes=CLASSES)
+    with pytest.raises(ValueError, match="bits must be an int in 1..32"):
+        flops.network_gflops_per_frame("resnet10", size=SIZE, num_classes=CLASSES, bits=33)
+    assert set(flops.list_networks()) >= {"mobilenet_v2", "resnet10", "resnet18", "resnet34", "resnet50"}
 
 
 def test_cost_table_scales_quantised_layers_only() -> None:
@@ -163,6 +250,36 @@ def test_memory_mb_uniform_any_precision_and_separate() -> None:
     assert flops.memory_mb("resnet10", bit_widths=(32, 4, 2), num_classes=CLASSES) < separate
 
 
+def test_paper_convention_stores_every_parameter_at_b_bits() -> None:
+    inv = flops.parameter_inventory("resnet10", num_classes=CLASSES)
+    stored = inv.quantised + inv.full_precision + inv.bn_per_bit
+    mib = 8 * 2**20
+
+    def paper(bit_widths: tuple[int, ...], storage: str = "any_precision") -> float:
+        return flops.memory_mb("resnet10", bit_widths=bit_widths, num_classes=CLASSES, storage=storage,
+                               convention="paper")  # fmt: skip
+
+    assert paper((32,)) == flops.memory_mb("resnet10", bit_widths=(32,), num_classes=CLASSES)
+    assert paper((4,)) == pytest.approx((stored + inv.alpha_sites) * 4 / mib)  # first conv, fc, BN, α too
+    assert paper((4,)) < flops.memory_mb("resnet10", bit_widths=(4,), num_classes=CLASSES)
+    # One shared copy at max(B) (here 4), then each bit-width's own BN copy and α at that bit-width.
+    assert paper((4, 2)) == pytest.approx(paper((4,)) + (inv.bn_per_bit + inv.alpha_sites) * 2 / mib)
+    assert paper((32, 4, 2), "separate") == pytest.approx(paper((32,)) + paper((4,)) + paper((2,)))
+    with pytest.raises(ValueError, match="convention"):
+        flops.memory_mb("resnet10", bit_widths=(4,), num_classes=CLASSES, convention="x")
+
+
+def test_memory_of_mobilenet_v2_is_every_tensor_at_32_bits() -> None:
+    net = mobilenet_v2(weights=None, num_classes=CLASSES, width_mult=0.5)
+    stored = sum(p.numel() for p in net.parameters())
+    stored += sum(b.numel() for n, b in net.named_buffers() if not n.endswith("num_batches_tracked"))
+    for convention in flops.CONVENTIONS:
+        assert flops.memory_mb("mobilenet_v2", bit_widths=(32,), num_classes=CLASSES, width_mult=0.5,
+                               convention=convention) == pytest.approx(stored * 4 / 2**20)  # fmt: skip
+    with pytest.raises(ValueError, match="mobilenet_v2 is never quantised"):
+        flops.memory_mb("mobilenet_v2", bit_widths=(32, 4), num_classes=CLASSES)
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "searchlab.flops", *args], capture_output=True, text=True, timeout=120
@@ -174,7 +291,7 @@ def test_cli_json() -> None:
                   "--classes", str(CLASSES), "--json")  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert set(report) == {"network", "frames", "size", "classes", "convention", "per_bits"}
+    assert set(report) == {"network", "frames", "size", "classes", "width_mult", "convention", "per_bits"}
     assert (report["network"], report["frames"], report["convention"]) == ("resnet10", 4, "exact")
     assert set(report["per_bits"]) == {"32", "4", "2"}
     table = flops.action_cost_table("resnet10", decision_space=(32, 4, 2), size=SIZE, num_classes=CLASSES)
@@ -186,21 +303,70 @@ def test_cli_json() -> None:
         )
 
 
-def test_cli_reports_every_bad_argument() -> None:
-    result = _cli("nope", "--frames", "0", "--bits", "33")
-    assert result.returncode == 2
-    assert "unknown network 'nope'" in result.stderr
-    assert "--frames must be >= 1" in result.stderr and "ints in 1..32" in result.stderr
+def _main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The CLI in-process (exit code, stdout, stderr): no interpreter start, no fresh counts."""
+    try:
+        code = flops.main(list(args))
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-def test_cost_lookups_leave_the_global_random_generator_alone():
-    from searchlab import flops
+def test_cli_prices_mobilenet_v2_like_the_resnets(capsys: pytest.CaptureFixture[str]) -> None:
+    common = ("--frames", "2", "--size", str(SIZE), "--classes", str(CLASSES), "--json")
+    code, out, err = _main(capsys, "mobilenet_v2", "--bits", "32", "--width-mult", "0.25", *common)
+    assert code == 0, err
+    report = json.loads(out)
+    code, out, err = _main(capsys, "resnet10", "--bits", "32", *common)
+    assert code == 0, err
+    assert set(report) == set(json.loads(out))
+    assert (report["network"], report["width_mult"], list(report["per_bits"])) == ("mobilenet_v2", 0.25, ["32"])
+    kwargs = {"num_classes": CLASSES, "width_mult": 0.25}
+    assert report["per_bits"]["32"] == {
+        "gflops": pytest.approx(2 * flops.network_gflops_per_frame("mobilenet_v2", size=SIZE, **kwargs)),
+        "memory_mb": pytest.approx(flops.memory_mb("mobilenet_v2", bit_widths=(32,), **kwargs)),
+    }
+    code, out, _ = _main(capsys, "mobilenet_v2", "--size", str(SIZE), "--classes", str(CLASSES))  # --bits defaults to 32
+    assert code == 0 and "mobilenet_v2 (width multiplier 1)" in out and "any-precision" not in out
 
-    flops.backbone_layer_macs.cache_clear()
+
+def test_cli_paper_convention_applies_to_memory(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _main(capsys, "resnet10", "--bits", "32", "4", "--size", str(SIZE), "--classes", str(CLASSES),
+                           "--paper-convention", "--json")  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["convention"] == "paper"
+    for bits in (32, 4):
+        assert report["per_bits"][str(bits)]["memory_mb"] == pytest.approx(
+            flops.memory_mb("resnet10", bit_widths=(bits,), num_classes=CLASSES, convention="paper")
+        )
+    assert report["per_bits"]["4"]["memory_mb"] == pytest.approx(report["per_bits"]["32"]["memory_mb"] / 8, rel=1e-3)
+
+
+def test_cli_reports_every_bad_argument(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _main(capsys, "nope", "--frames", "0", "--bits", "33")
+    assert code == 2
+    assert "error: unknown network 'nope'" in err
+    assert "--frames must be >= 1" in err and "ints in 1..32" in err
+    code, _, err = _main(capsys, "mobilenet_v2", "--bits", "32", "4", "--width-mult", "0", "--size", "0")
+    assert code == 2
+    assert "--bits: mobilenet_v2 is never quantised" in err and "(--bits 32, or leave --bits out)" in err
+    assert "--width-mult: the width multiplier must be a finite number > 0, got 0.0" in err
+    assert "--size must be >= 1" in err
+    code, _, err = _main(capsys, "resnet50", "--width-mult", "0.5")
+    assert code == 2 and "--width-mult: resnet50 has no width multiplier" in err
+
+
+@pytest.mark.parametrize("network", ["resnet10", "mobilenet_v2"])
+def test_cost_and_memory_lookups_leave_the_global_random_generator_alone(network: str) -> None:
+    flops._layer_macs.cache_clear()  # a cached lookup builds nothing: clear to test the one that does
+    flops._inventory.cache_clear()
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    flops.action_cost_table("resnet10", decision_space=[32, 2, 0], size=32, num_classes=3)
+    flops.network_gflops_per_frame(network, size=32, num_classes=3)
+    flops.memory_mb(network, bit_widths=[32], num_classes=3)
     assert torch.equal(torch.rand(3), expected)
 
 
