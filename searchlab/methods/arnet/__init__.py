@@ -1,9 +1,12 @@
 """AR-Net (METHODS.md §2) as plain PyTorch: per-frame resolution (and skipping) chosen by a policy.
 
 Config section ``ARNetConfig``; network ``ARNet`` (``build_model``/``load_model`` from the section
-and artifacts); loss ``arnet_loss``; cost model ``arnet_costs``.
+and artifacts); loss ``arnet_loss``; cost model ``arnet_costs``; three Ray-free stage loops
+``backbone_loop`` → ``joint_loop`` → ``finetune_loop`` (``stage_common`` documents their
+``loop_config``); ``evaluate_inference`` measures the recorded figures.
 """
 
+from searchlab.methods.arnet.backbone_stage import TSNClassifier, backbone_loop, backbone_step
 from searchlab.methods.arnet.build import (
     BACKBONE_FILE,
     MODEL_FILE,
@@ -21,6 +24,7 @@ from searchlab.methods.arnet.config import (
     BackboneRecipe,
     FinetuneRecipe,
     JointRecipe,
+    StageRecipe,
     action_names,
     paper_starting_point,
 )
@@ -34,6 +38,8 @@ from searchlab.methods.arnet.costs import (
     resolution_gflops,
 )
 from searchlab.methods.arnet.decisions import ActionLayout, Decisions, run_decisions
+from searchlab.methods.arnet.dynamic_stages import dynamic_step, finetune_loop, freeze_policy, joint_loop
+from searchlab.methods.arnet.evaluate import evaluate_inference, inference_metrics, video_outputs
 from searchlab.methods.arnet.losses import action_usage, arnet_loss, efficiency_weights
 from searchlab.methods.arnet.model import RESIZE_MODES, ARNet, fuse_logits, resize_frames
 from searchlab.methods.arnet.optim import constant_scheduler, make_optimizer, parameter_groups
@@ -53,17 +59,27 @@ __all__ = [
     "Decisions",
     "FinetuneRecipe",
     "JointRecipe",
+    "StageRecipe",
+    "TSNClassifier",
     "action_names",
     "action_usage",
     "arnet_costs",
     "arnet_loss",
     "backbone_gflops",
+    "backbone_loop",
+    "backbone_step",
     "build_backbone",
     "build_model",
     "build_policy",
     "constant_scheduler",
+    "dynamic_step",
     "efficiency_weights",
+    "evaluate_inference",
+    "finetune_loop",
+    "freeze_policy",
     "fuse_logits",
+    "inference_metrics",
+    "joint_loop",
     "load_backbone_artifact",
     "load_model",
     "make_optimizer",
@@ -75,4 +91,5 @@ __all__ = [
     "resize_frames",
     "resolution_gflops",
     "run_decisions",
+    "video_outputs",
 ]
