@@ -39,7 +39,9 @@ BUNDLE_MARKER = ".searchlab-bundle"
 TUNE_DIR_NAME = "tune"
 STUDY_NAME = "searchlab"
 SWEEP_SNAPSHOT = "sweep.json"
-CACHE_DIR_NAME = "cache"  # the stage cache beside the run folders: storage/cache (searchlab.pipeline)
+# The stage cache beside the run folders (searchlab.pipeline's, which imports Ray): no run may be
+# named so (config.RESERVED_RUN_NAMES; a test keeps the three equal).
+CACHE_DIR_NAME = "cache"
 # (section, key) of every path field of a TrialConfig; config._resolve_paths makes them absolute at load.
 CONFIG_PATH_FIELDS = (("data", "manifest"), ("data", "root"), ("model", "pretrained"), ("model", "policy_pretrained"))
 CONFIG_PATHS_NOTE = "# Paths are relative to the data root (data.root, else the manifest's folder).\n"
@@ -130,8 +132,8 @@ def clear_run_dir(run_dir: Path, *, keep: Iterable[Path] = ()) -> None:
     if not run_dir.is_symlink() and all(entry.name == RUN_LOCK for entry in run_dir.iterdir()):
         return
     if run_dir.is_symlink() or not has_marker(run_dir, RUN_MARKER):
-        raise RunDirError(f"{run_dir} is not a searchlab run folder (no {RUN_MARKER} marker, or a symbolic link), "
-                          "so --overwrite will not delete it; delete it yourself or choose another base.name or storage")
+        raise RunDirError(f"{run_dir} is not a searchlab run folder (no {RUN_MARKER} marker, or a symbolic link), so "
+                          "--overwrite will not delete it; delete it yourself or choose another base.name or storage")
     inside = [str(path) for path in keep if Path(path).resolve().is_relative_to(run_dir.resolve())]
     if inside:
         raise RunDirError(f"--overwrite would delete {', '.join(inside)}, inside the run folder {run_dir}; "

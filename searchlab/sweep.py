@@ -4,23 +4,32 @@ Ray Tune proposes trials with an Optuna sampler (define-by-run space, multi-obje
 bridged, study in RUN_DIR/optuna.db for optuna-dashboard); each trial runs the method's stages with
 Ray Train through the content-addressed stage cache (`searchlab.pipeline`); a driver-side callback
 streams one row per trial into RUN_DIR/trials.parquet. `--resume` continues an interrupted sweep.
+
+The run folder is marked as searchlab's when the sweep starts and locked while it runs
+(`searchlab.run_dir`): `--overwrite` deletes only a marked run folder no live sweep holds, and a
+second sweep on a live run folder is refused. Exit codes: 0 done, 1 every trial failed, 2 refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from searchlab.config import ConfigError, Sweep, load_sweep
+from searchlab.config import ConfigError, Sweep, apply_run_options, load_sweep
 from searchlab.data_check import DataMissing, ensure_data
 from searchlab.plan import describe_plan
-
-TUNE_DIR_NAME = "tune"
-STUDY_NAME = "searchlab"
+from searchlab.run_dir import (
+    CONFIG_PATH_FIELDS,
+    TUNE_DIR_NAME,
+    RunDirError,
+    clear_run_dir,
+    hold_run_dir,
+    mark_run_dir,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -33,31 +42,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="validate, print the trial plan, run nothing")
     parser.add_argument("--storage", default=None, help="override storage (the run directory's parent)")
     start.add_argument("--overwrite", action="store_true",
-                        help="delete an earlier run of this sweep first (cached stage artifacts are kept)")
+                        help="delete an earlier run of this sweep first (only a searchlab run folder that no "
+                             "running sweep holds; cached stage artifacts are kept)")
     return parser.parse_args(argv)
 
 
-def _with_cli_overrides(sweep: Sweep, args: argparse.Namespace) -> Sweep:
-    update: dict[str, Any] = {}
-    if args.max_trials is not None:
-        if args.max_trials < 1:
-            raise ConfigError("--max-trials", [f"--max-trials {args.max_trials} must be >= 1"])
-        update["search"] = sweep.search.model_copy(update={"trials": args.max_trials})
-    if args.storage is not None:
-        update["storage"] = str(Path(args.storage).resolve())
-    return sweep.model_copy(update=update) if update else sweep
+def _refusal(run_dir: Path, args: argparse.Namespace) -> str | None:
+    """Why this command must not start in ``run_dir`` given its earlier run, if it must not."""
+    previous = run_dir / TUNE_DIR_NAME
+    if args.resume and not previous.exists():
+        return f"--resume given but {previous} does not exist; run without --resume"
+    if previous.exists() and not (args.resume or args.overwrite):
+        return f"{run_dir} holds an earlier run; continue it with --resume or start over with --overwrite"
+    return None
+
+
+@contextlib.contextmanager
+def _claimed(run_dir: Path, args: argparse.Namespace) -> Iterator[None]:
+    """Hold the run folder's lock for the block, having checked that this command may use it."""
+    with hold_run_dir(run_dir):
+        refusal = _refusal(run_dir, args)
+        if refusal:
+            raise RunDirError(refusal)
+        yield
+
+
+def _user_paths(sweep: Sweep, args: argparse.Namespace) -> list[Path]:
+    """Files of the user's that --overwrite must never delete: the sweep file and the configured paths."""
+    data = sweep.base.model_dump(mode="json")
+    configured = [data[section][key] for section, key in CONFIG_PATH_FIELDS if data[section][key]]
+    return [Path(args.file), *map(Path, configured)]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        sweep = _with_cli_overrides(load_sweep(args.file), args)
+        sweep = apply_run_options(load_sweep(args.file), trials=args.max_trials, storage=args.storage)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    if "://" in sweep.storage:
-        print(f"error: storage {sweep.storage!r} is a URI; searchlab needs a file system path that every node sees "
-              "(mount the bucket or NFS share, e.g. /mnt/searchlab/runs, and set storage to it)", file=sys.stderr)
         return 2
     run_dir = Path(sweep.storage).resolve() / sweep.base.name
     print(describe_plan(sweep, run_dir=run_dir))
@@ -67,25 +89,32 @@ def main(argv: list[str] | None = None) -> int:
         except DataMissing as missing:
             print(f"\nnote: {missing}")
         return 0
-    previous = run_dir / TUNE_DIR_NAME
-    if args.resume and not previous.exists():
-        print(f"error: --resume given but {previous} does not exist; run without --resume", file=sys.stderr)
-        return 2
-    if previous.exists() and not (args.resume or args.overwrite):
-        print(f"error: {run_dir} holds an earlier run; continue it with --resume or start over with --overwrite",
-              file=sys.stderr)
-        return 2
     try:
-        ensure_data(sweep.base.data, generate=True)
-    except DataMissing as missing:
-        print(f"error: {missing}", file=sys.stderr)
-        return 2
-    if args.overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
-    from searchlab.tune_driver import run_sweep  # imports Ray: only when something runs
+        with contextlib.ExitStack() as claim:
+            # An existing folder is claimed first, so a live sweep or someone else's folder is refused at
+            # once; a new one only after the data check, so that a refusal there leaves nothing behind.
+            existed = run_dir.exists() or run_dir.is_symlink()
+            if existed:
+                claim.enter_context(_claimed(run_dir, args))
+            elif args.resume:
+                raise RunDirError(_refusal(run_dir, args))
+            ensure_data(sweep.base.data, generate=True)
+            if not existed:
+                claim.enter_context(_claimed(run_dir, args))
+            if args.overwrite:
+                clear_run_dir(run_dir, keep=_user_paths(sweep, args))
+            mark_run_dir(run_dir, sweep_name=sweep.base.name)
+            from searchlab.tune_driver import run_sweep  # imports Ray: only when something runs
 
-    summary = run_sweep(sweep, run_dir=run_dir, address=args.address, resume=args.resume)
+            summary = run_sweep(sweep, run_dir=run_dir, address=args.address, resume=args.resume)
+    except (RunDirError, DataMissing) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(summary)
+    if summary.every_trial_failed:
+        print(f"error: every trial failed ({summary.failed}); their reasons are in the trials table "
+              f"(python -m searchlab.report {run_dir})", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,15 +23,15 @@ import ray
 import ray.train
 from ray import tune
 
+from searchlab.atomic_dir import write_text_atomic
 from searchlab.config import Sweep, TrialConfig
 from searchlab.objectives import METRICS
 from searchlab.results import TrialRecord, TrialsTable
+from searchlab.run_dir import SWEEP_SNAPSHOT as SWEEP_SNAPSHOT  # re-exported: bench/sweep_cost.py reads it here
+from searchlab.run_dir import STUDY_NAME, TUNE_DIR_NAME, relative_path, write_sweep_snapshot
 from searchlab.space import constraint_violations, encode_point, make_sampler, suggest
 from searchlab.tune_search import VIOLATIONS_KEY, ConstrainedOptunaSearch
 
-TUNE_DIR_NAME = "tune"
-STUDY_NAME = "searchlab"
-SWEEP_SNAPSHOT = "sweep.json"
 # The trial process only drives Ray Train (its workers hold the real CPU/GPU reservations), so it
 # reserves a sliver of a CPU: a whole one would starve the stage workers on a small machine.
 TRIAL_DRIVER_CPUS = 0.01
@@ -59,10 +62,15 @@ def trial_main(params: dict[str, Any], *, sweep_json: str, run_dir: str) -> None
     trial_id = tune.get_context().get_trial_id()
     try:
         outcome = run_trial(config, run_dir=Path(run_dir), trial_id=trial_id)
+        # A diverged stage can end "successfully" with NaN metrics; reported, they would rank on the
+        # front (or make Optuna fail the trial without a reason). It fails here, with one.
+        problem = nonfinite_problem(outcome, after="stage2")
+        if problem:
+            raise NonFiniteMetric(problem)
     except BaseException as error:
         # Tune keeps the traceback; the trials table gets the reason in one line, written before the
         # trial dies so the driver's callback can read it.
-        _write_text_atomic(reason_path(Path(run_dir), trial_id), failure_reason(error))
+        write_text_atomic(reason_path(Path(run_dir), trial_id), failure_reason(error))
         raise
     violations = constraint_violations(sweep.search.parsed_constraints(), outcome["metrics"])
     tune.report(
@@ -71,12 +79,53 @@ def trial_main(params: dict[str, Any], *, sweep_json: str, run_dir: str) -> None
             # a list, in the sweep's constraint order: Tune flattens nested dicts in results
             VIOLATIONS_KEY: list(violations.values()),
             "feasible": all(v <= 0 for v in violations.values()),
-            "details_json": json.dumps(outcome["details"]),
+            "details_json": json.dumps(portable_details(outcome["details"], run_dir=Path(run_dir))),
             "stage1_key": outcome["stage1_key"],
             "durations_json": json.dumps(outcome["durations"]),
             "params_json": json.dumps(overrides),
         }
     )
+
+
+class NonFiniteMetric(ArithmeticError):
+    """A trial ran to its end but reported a NaN or infinite number: it diverged, it has no result."""
+
+
+def nonfinite_problem(outcome: Mapping[str, Any], *, after: str) -> str | None:
+    """The first NaN or infinite number among a trial's metrics and details, as a reason; None if all are finite.
+
+    Details are searched through nested mappings and lists (action usage, per-class values), and
+    named by their dotted path, e.g. "accuracy is NaN after stage2".
+    """
+    for name, value in _numbers({**outcome["metrics"], **outcome["details"]}):
+        if not math.isfinite(value):
+            text = "NaN" if math.isnan(value) else ("+inf" if value > 0 else "-inf")
+            return f"{name} is {text} after {after}"
+    return None
+
+
+def _numbers(value: Any, name: str = "") -> list[tuple[str, float]]:
+    if isinstance(value, Mapping):
+        return [pair for key, item in value.items() for pair in _numbers(item, f"{name}.{key}" if name else str(key))]
+    if isinstance(value, (list, tuple)):
+        return [pair for i, item in enumerate(value) for pair in _numbers(item, f"{name}[{i}]")]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [(name, float(value))]
+    return []
+
+
+def portable_details(details: Mapping[str, Any], *, run_dir: Path) -> dict[str, Any]:
+    """A trial's details with its artifact and TensorBoard folders relative to the run folder.
+
+    The trials table then names no absolute path: a run folder moved with the cache beside it, or
+    read on another machine, still finds them (`searchlab.run_dir.resolve_in(run_dir, path)`).
+    """
+    portable = dict(details)
+    if "artifacts" in portable:
+        portable["artifacts"] = {name: relative_path(run_dir, path) for name, path in portable["artifacts"].items()}
+    if "tensorboard" in portable:
+        portable["tensorboard"] = relative_path(run_dir, portable["tensorboard"])
+    return portable
 
 
 def failure_reason(error: BaseException) -> str:
@@ -168,13 +217,37 @@ def build_searcher(sweep: Sweep, *, run_dir: Path) -> ConstrainedOptunaSearch:
     )
 
 
-def run_sweep(sweep: Sweep, *, run_dir: Path, address: str | None, resume: bool) -> str:
-    """Run (or resume) the sweep to its trial budget; returns a one-paragraph summary."""
+@dataclass(frozen=True)
+class SweepSummary:
+    """How a sweep ended: trials that completed and that failed, and where to look next."""
+
+    run_dir: Path
+    completed: int
+    failed: int
+    seconds: float
+
+    @property
+    def every_trial_failed(self) -> bool:
+        return self.completed == 0 and self.failed > 0
+
+    def __str__(self) -> str:
+        run_dir = self.run_dir
+        return (
+            f"sweep finished in {self.seconds:.0f} s: {self.completed + self.failed} trials, "
+            f"{self.completed} completed, {self.failed} failed.\n"
+            f"  results   {run_dir / 'trials.parquet'}\n"
+            f"  report    python -m searchlab.report {run_dir}\n"
+            f"  dashboard optuna-dashboard sqlite:///{run_dir / 'optuna.db'}\n"
+            # stage-2 runs live in the run directory, the shared teacher and stage-1 runs in the cache beside it
+            f"  curves    tensorboard --logdir {run_dir.parent}"
+        )
+
+
+def run_sweep(sweep: Sweep, *, run_dir: Path, address: str | None, resume: bool) -> SweepSummary:
+    """Run (or resume) the sweep to its trial budget in ``run_dir`` (an existing run folder)."""
     init_ray(address)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    snapshot = run_dir / SWEEP_SNAPSHOT
     if not resume:
-        _write_text_atomic(snapshot, sweep.model_dump_json(indent=2))
+        write_sweep_snapshot(run_dir, sweep)
     trainable = tune.with_resources(
         tune.with_parameters(trial_main, sweep_json=sweep.model_dump_json(), run_dir=str(run_dir)),
         {"cpu": TRIAL_DRIVER_CPUS},
@@ -201,19 +274,5 @@ def run_sweep(sweep: Sweep, *, run_dir: Path, address: str | None, resume: bool)
         )
     started = time.time()
     grid = tuner.fit()
-    errors = sum(1 for result in grid if result.error is not None)
-    return (
-        f"sweep finished in {time.time() - started:.0f} s: {len(grid)} trials, {errors} failed.\n"
-        f"  results   {run_dir / 'trials.parquet'}\n"
-        f"  report    python -m searchlab.report {run_dir}\n"
-        f"  dashboard optuna-dashboard sqlite:///{run_dir / 'optuna.db'}\n"
-        # stage-2 runs live in the run directory, the shared teacher and stage-1 runs in the cache beside it
-        f"  curves    tensorboard --logdir {run_dir.parent}"
-    )
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    failed = sum(1 for result in grid if result.error is not None)
+    return SweepSummary(run_dir=run_dir, completed=len(grid) - failed, failed=failed, seconds=time.time() - started)

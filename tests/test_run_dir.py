@@ -95,7 +95,7 @@ def test_the_lock_of_a_killed_sweep_is_released(tmp_path: Path) -> None:
     """A crash must leave the run resumable: the OS drops a dead process's flock."""
     run = a_run(tmp_path / "demo")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from searchlab.run_dir import hold_run_dir\n"
+        [sys.executable, "-c", "import time; from pathlib import Path; from searchlab.run_dir import hold_run_dir\n"
          f"with hold_run_dir(Path({str(run)!r})):\n    print('held', flush=True); time.sleep(60)"],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:

@@ -1,11 +1,13 @@
 """`python -m searchlab.sweep` up to the point where Ray would start, and the plan it prints.
 
 `main` runs in-process: configuration errors and refusals exit 2 before anything is trained,
-`--dry-run` prints the plan (and how to prepare missing data) and writes nothing.
+`--dry-run` prints the plan (and how to prepare missing data) and writes nothing. What happens to the
+run folder (refusals, --overwrite, exit codes) is checked with the Ray part replaced by a stub.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from searchlab.config import SpaceEntry, Sweep, load_sweep
 from searchlab.data.manifest import read_manifest
 from searchlab.data_check import DataMissing, ensure_data
 from searchlab.plan import describe_plan, stage1_keys
+from searchlab.run_dir import RUN_LOCK, RUN_MARKER, hold_run_dir, mark_run_dir
 from searchlab.sweep import TUNE_DIR_NAME, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +80,7 @@ def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_max_trials_below_one_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["spaces/demo.yaml", "--dry-run", "--max-trials", "0"]) == 2
-    assert "--max-trials 0 must be >= 1" in capsys.readouterr().err
+    assert "--max-trials 0 is out of range; use a value >= 1" in capsys.readouterr().err
 
 
 def test_dry_run_on_anet_prints_the_plan_and_how_to_prepare_the_data(tmp_path: Path,
@@ -120,12 +123,120 @@ def test_an_earlier_run_needs_resume_or_overwrite(tmp_path: Path, synthetic_set:
     assert "--resume given but" in capsys.readouterr().err
     previous = storage / "tiny" / TUNE_DIR_NAME
     previous.mkdir(parents=True)
+    mark_run_dir(previous.parent, sweep_name="tiny")
     (previous / "experiment_state.json").write_text("{}")
     assert main([str(path), "--storage", str(storage)]) == 2
     error = capsys.readouterr().err
     assert f"{storage.resolve() / 'tiny'} holds an earlier run" in error
     assert "--resume" in error and "--overwrite" in error
     assert (previous / "experiment_state.json").read_text() == "{}"  # refused, so nothing was deleted
+
+
+def tiny_sweep(folder: Path, synthetic_set: Any) -> Path:
+    """A sweep file on the session's synthetic set, so the data check passes."""
+    _, data_root = synthetic_set
+    return write_sweep(folder / "tiny.yaml", tiny_sweep_tree(manifest=str(data_root / "manifest.parquet")))
+
+
+def earlier_run(run_dir: Path) -> Path:
+    """What a finished sweep leaves: marked, results, a Tune folder."""
+    (run_dir / TUNE_DIR_NAME).mkdir(parents=True)
+    mark_run_dir(run_dir, sweep_name=run_dir.name)
+    (run_dir / "trials.parquet").write_bytes(b"results")
+    return run_dir
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def stub_run_sweep(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Replaces the Ray part: records what the run folder held when the sweep would have started."""
+    from searchlab import tune_driver
+
+    seen: dict[str, Any] = {"completed": 1, "failed": 1}
+
+    def run_sweep(sweep: Sweep, *, run_dir: Path, address: str | None, resume: bool) -> tune_driver.SweepSummary:
+        seen["files"] = sorted(p.name for p in run_dir.iterdir())
+        seen["marker"] = json.loads((run_dir / RUN_MARKER).read_text())
+        return tune_driver.SweepSummary(run_dir=run_dir, completed=seen["completed"], failed=seen["failed"],
+                                        seconds=1.0)
+
+    monkeypatch.setattr(tune_driver, "run_sweep", run_sweep)
+    return seen
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path: Path, synthetic_set: Any,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    path = tiny_sweep(tmp_path, synthetic_set)
+    storage = tmp_path / "runs"
+    precious = storage / "tiny"
+    (precious / "tune").mkdir(parents=True)  # looks like a run, but searchlab did not make it
+    (precious / "thesis.tex").write_text("keep me")
+    before = contents(storage)
+    for flags in (["--overwrite"], ["--resume"], []):
+        assert main([str(path), "--storage", str(storage), *flags]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith(f"error: {precious.resolve()} holds files but is not a searchlab run folder")
+        assert "choose another base.name or storage, or move the folder away" in error
+    assert contents(storage) == before
+
+
+def test_a_live_run_is_refused_to_a_second_sweep_and_to_overwrite(tmp_path: Path, synthetic_set: Any,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    path = tiny_sweep(tmp_path, synthetic_set)
+    run_dir = earlier_run(tmp_path / "runs" / "tiny")
+    before = contents(run_dir)
+    with hold_run_dir(run_dir):  # the live sweep
+        before[RUN_LOCK] = (run_dir / RUN_LOCK).read_bytes()
+        for flags in (["--overwrite"], ["--resume"], []):
+            assert main([str(path), "--storage", str(tmp_path / "runs"), *flags]) == 2
+            error = capsys.readouterr().err
+            assert f"{run_dir} is in use by a running sweep (pid " in error and "wait for it to finish" in error
+        assert contents(run_dir) == before
+
+
+def test_overwrite_empties_the_run_but_never_the_cache_beside_it(tmp_path: Path, synthetic_set: Any,
+                                                                 stub_run_sweep: dict[str, Any],
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    path = tiny_sweep(tmp_path, synthetic_set)
+    storage = tmp_path / "runs"
+    earlier_run(storage / "tiny")
+    (storage / "cache" / "stage1" / "k").mkdir(parents=True)
+    (storage / "cache" / "stage1" / "k" / "backbone.pt").write_bytes(b"weights")
+    cache = contents(storage / "cache")
+    assert main([str(path), "--storage", str(storage), "--overwrite"]) == 0
+    assert stub_run_sweep["files"] == sorted([RUN_LOCK, RUN_MARKER])  # a fresh run, still locked
+    assert stub_run_sweep["marker"]["sweep"] == "tiny"
+    assert contents(storage / "cache") == cache
+    assert "2 trials, 1 completed, 1 failed" in capsys.readouterr().out
+
+
+def test_overwrite_never_deletes_the_sweep_file_inside_a_run(tmp_path: Path, synthetic_set: Any,
+                                                             stub_run_sweep: dict[str, Any],
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Data inside the run folder is refused when the file loads; the sweep file itself is checked here."""
+    run_dir = earlier_run(tmp_path / "runs" / "tiny")
+    path = tiny_sweep(run_dir, synthetic_set)
+    before = contents(run_dir)
+    assert main([str(path), "--storage", str(tmp_path / "runs"), "--overwrite"]) == 2
+    error = capsys.readouterr().err
+    assert f"--overwrite would delete {path}, inside the run folder" in error and "move it out" in error
+    assert "files" not in stub_run_sweep  # never started
+    before[RUN_LOCK] = (run_dir / RUN_LOCK).read_bytes()
+    assert contents(run_dir) == before
+
+
+def test_the_exit_code_is_1_when_every_trial_failed(tmp_path: Path, synthetic_set: Any,
+                                                    stub_run_sweep: dict[str, Any],
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    stub_run_sweep.update(completed=0, failed=3)
+    path = tiny_sweep(tmp_path, synthetic_set)
+    assert main([str(path), "--storage", str(tmp_path / "runs")]) == 1
+    captured = capsys.readouterr()
+    assert "3 trials, 0 completed, 3 failed" in captured.out
+    assert "error: every trial failed (3); their reasons are in the trials table" in captured.err
 
 
 SYNTHETIC = {"classes": 2, "train_per_class": 1, "val_per_class": 1, "frames": 4, "size": 16}
