@@ -2,9 +2,10 @@
 
 Everything is at its smallest that still runs every part: 4 sampled frames at 32 px through a
 ResNet-10, a width-0.25 policy at 16 px, one epoch per training stage and two for stage 2.
-The temperature schedule is searched with one choice that passes config validation but that
-`TemperatureSchedule.from_dict` rejects when stage 2 starts (rate > 1), and the starting points
-put that choice on exactly one trial, so one trial fails for a real reason and the others complete.
+The stage-2 learning rate is searched with one absurd choice that passes config validation but makes
+stage 2 diverge (its loss or weights turn non-finite in the first epoch, and the stage raises), and
+the starting points put that choice on exactly one trial, so one trial fails for a real reason and
+the others complete. A sweep of diverging trials only is the case where every trial fails.
 """
 
 from __future__ import annotations
@@ -14,17 +15,19 @@ from typing import Any
 
 import yaml
 
-GOOD_TEMPERATURE = {"kind": "exponential", "tau0": 5.0, "rate": 0.7, "per": "epoch"}
-BAD_TEMPERATURE = {"kind": "exponential", "tau0": 5.0, "rate": 1.5, "per": "epoch"}
-# What the failed trial's recorded reason must say: the parameter and its allowed range.
-BAD_TEMPERATURE_REASON = "rate=1.5 must lie in (0, 1]"
+TEMPERATURE = {"kind": "exponential", "tau0": 5.0, "rate": 0.7, "per": "epoch"}
+GOOD_LR = 0.05
+DIVERGING_LR = 1e30  # stage2.lr: the policy's weights overflow within the first epoch
+# What the diverged trial's recorded reason must say: the stage's error type, the stage and the fix.
+DIVERGED_REASON = ("Diverged: ", "of stage2", "lower the learning rate")
 
 
 def sweep_tree(*, manifest: Path, storage: Path, name: str, trials: int, max_concurrent: int,
-               failing_point: bool) -> dict[str, Any]:
+               failing_point: bool, stage2_lr: float = GOOD_LR) -> dict[str, Any]:
     """A sweep over the stage-2 loss weight w1 and the decision space on one shared stage 1.
 
-    With `failing_point`, the second of the three starting points uses BAD_TEMPERATURE.
+    With `failing_point`, the learning rate is searched too and the second of the three starting
+    points uses DIVERGING_LR; `stage2_lr` is the base's (every trial's when not searched).
     """
     space: dict[str, Any] = {
         "stage2.w1": {"uniform": [0.0, 1.0]},
@@ -32,8 +35,8 @@ def sweep_tree(*, manifest: Path, storage: Path, name: str, trials: int, max_con
     }
     starts: list[dict[str, Any]] = []
     if failing_point:
-        space["stage2.temperature"] = {"choice": [GOOD_TEMPERATURE, BAD_TEMPERATURE]}
-        starts = [{"stage2.temperature": t} for t in (GOOD_TEMPERATURE, BAD_TEMPERATURE, GOOD_TEMPERATURE)]
+        space["stage2.lr"] = {"choice": [GOOD_LR, DIVERGING_LR]}
+        starts = [{"stage2.lr": lr} for lr in (GOOD_LR, DIVERGING_LR, GOOD_LR)]
     return {
         "base": {
             "name": name,
@@ -44,7 +47,7 @@ def sweep_tree(*, manifest: Path, storage: Path, name: str, trials: int, max_con
                       "policy_hidden": 16, "policy_width_mult": 0.25},
             "teacher": {"epochs": 1, "policy_epochs": 1, "lr": 0.05, "batch_size": 4},
             "stage1": {"epochs": 1, "lr": 0.01, "batch_size": 4},
-            "stage2": {"epochs": 2, "lr": 0.05, "lr_body": 0.0, "batch_size": 4, "temperature": GOOD_TEMPERATURE},
+            "stage2": {"epochs": 2, "lr": stage2_lr, "lr_body": 0.0, "batch_size": 4, "temperature": TEMPERATURE},
             "resources": {"workers": 1, "cpus_per_worker": 1},
         },
         "search": {

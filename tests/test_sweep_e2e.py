@@ -1,9 +1,10 @@
 """The main job end to end on local Ray: sweep -> tables, study, curves -> report -> pick -> deploy.
 
 A real sweep costs one Ray Train fit per stage (~15 s of fixed overhead each here), so the module
-runs ONE tiny sweep (3 trials, 2 at a time, one failing on purpose, see `sweep_fixtures`) in a
+runs ONE tiny sweep (3 trials, 2 at a time, one diverging on purpose, see `sweep_fixtures`) in a
 fixture that the tests share, plus one 2-trial sweep that is killed with SIGKILL in a subprocess
-and resumed. Both sweeps keep their runs in the same storage, so they share the stage cache.
+and resumed, and one 1-trial sweep whose only trial diverges. The sweeps keep their runs in the same
+storage, so they share the stage cache.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -22,7 +24,7 @@ import pandas as pd
 import pytest
 import ray
 import torch
-from sweep_fixtures import BAD_TEMPERATURE, BAD_TEMPERATURE_REASON, sweep_tree, write_sweep
+from sweep_fixtures import DIVERGED_REASON, DIVERGING_LR, sweep_tree, write_sweep
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from searchlab import deploy, pick, report
@@ -30,6 +32,8 @@ from searchlab import sweep as sweep_cli
 from searchlab.cache import ArtifactCache
 from searchlab.objectives import METRICS
 from searchlab.results import BaselinesTable, TrialsTable, decoded_json
+from searchlab.config import TrialConfig
+from searchlab.run_dir import RUN_MARKER, SWEEP_SNAPSHOT, absolute_config_paths, read_sweep_snapshot, resolve_in
 from searchlab.train.loader import clip_dataset, load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +52,7 @@ def sweep_run(ray_local, synthetic_set, tmp_path_factory) -> dict[str, Any]:
     run_dir = storage / "e2e"
     return {
         "code": code,
+        "sweep_file": path,
         "run_dir": run_dir,
         "storage": storage,
         "trials": TrialsTable.in_run(run_dir).read(),
@@ -85,7 +90,7 @@ def test_the_sweep_finishes_with_one_row_per_trial(sweep_run):
         assert sum(extra["action_usage"].values()) == pytest.approx(1.0)
         assert len(extra["class_names"]) == 4
     for params in decoded_json(frame, "params"):
-        assert set(params) == {"stage2.w1", "stage2.decision_space", "stage2.temperature"}
+        assert set(params) == {"stage2.w1", "stage2.decision_space", "stage2.lr"}
 
 
 def test_baselines_hold_the_uniform_reference_points(sweep_run):
@@ -114,7 +119,7 @@ def test_the_optuna_study_records_every_trial(sweep_run):
         assert len(row) >= 1  # the study and the table tell the same story
         assert trial.constraints == {"0": pytest.approx(trial.values[1] - 1000)}  # the sampler sees them
     failed = next(t for t in study.trials if t.state.name == "FAIL")
-    assert json.loads(failed.params["stage2.temperature"]) == BAD_TEMPERATURE
+    assert failed.params["stage2.lr"] == DIVERGING_LR and failed.values is None
 
 
 def test_tensorboard_has_the_curves_of_every_stage(sweep_run):
@@ -125,7 +130,7 @@ def test_tensorboard_has_the_curves_of_every_stage(sweep_run):
         events = EventAccumulator(str(log_dir))
         events.Reload()
         assert len([e.value for e in events.Scalars("tau")]) == 2  # stage2.epochs
-        assert json.loads(row.metrics_extra)["tensorboard"] == str(log_dir)
+        assert resolve_in(run_dir, json.loads(row.metrics_extra)["tensorboard"]) == log_dir
     for stage in ("teacher", "stage1"):
         runs = list((storage / "cache" / "ray-train").glob(f"{stage}-*"))
         assert len(runs) == 1 and list((runs[0] / "tensorboard").glob("events.out.tfevents.*")), stage
@@ -136,7 +141,7 @@ def test_report_pick_and_deploy(sweep_run, tmp_path, capsys):
     assert report.main([str(run_dir)]) == 0
     page = (run_dir / "report.html").read_text()
     assert (run_dir / "pareto.png").read_bytes().startswith(b"\x89PNG")
-    assert "data:image/png;base64," in page and BAD_TEMPERATURE_REASON in page
+    assert "data:image/png;base64," in page and all(part in page for part in DIVERGED_REASON)
     assert "trials: 3 (2 completed, 1 failed" in capsys.readouterr().out
 
     done = _completed(sweep_run["trials"])
@@ -150,7 +155,9 @@ def test_report_pick_and_deploy(sweep_run, tmp_path, capsys):
     assert card["source"]["trial_id"] in set(done["trial_id"])
 
     model = deploy.load(out)
-    config = model.config
+    # the bundle's data paths are relative to the data root: here, on the machine that has the data
+    config = TrialConfig.model_validate(absolute_config_paths(model.config.model_dump(mode="json"),
+                                                              sweep_run["data_root"]))
     manifest, root = load_manifest(config.data)
     clip = clip_dataset(config.data, manifest=manifest, root=root, split="val", train=False, seed=0)[0]
     probabilities, actions = model.predict(clip["frames"].unsqueeze(0))
@@ -172,15 +179,68 @@ def test_teacher_and_stage1_are_trained_once_for_all_trials(sweep_run):
     assert sum(entry["builds"] for entry in ledger["outputs"].values()) == 1
 
 
-def test_a_failing_trial_is_recorded_with_its_reason(sweep_run):
+def test_a_diverged_trial_is_recorded_as_failed_with_its_reason(sweep_run):
     frame = sweep_run["trials"]
     (failed,) = frame[frame["status"] == "failed"].itertuples()
-    assert json.loads(failed.params)["stage2.temperature"] == BAD_TEMPERATURE
-    assert failed.error.startswith("ValueError: invalid temperature schedule")
-    assert BAD_TEMPERATURE_REASON in failed.error and "\n" not in failed.error
+    assert json.loads(failed.params)["stage2.lr"] == DIVERGING_LR
+    assert failed.error.startswith(DIVERGED_REASON[0]), failed.error
+    assert all(part in failed.error for part in DIVERGED_REASON) and "\n" not in failed.error
     assert pd.isna(failed.accuracy) and failed.finished > failed.started
-    good = [json.loads(p)["stage2.temperature"] != BAD_TEMPERATURE for p in _completed(frame)["params"]]
+    good = [json.loads(p)["stage2.lr"] != DIVERGING_LR for p in _completed(frame)["params"]]
     assert good == [True, True]
+
+
+# Folders whose files Ray writes (experiment state, checkpoints with Ray's metadata): they hold the
+# storage paths Ray was given, and are not searchlab's to rewrite.
+RAY_FOLDERS = ("tune", "ray-train")
+# Written by `python -m searchlab.report` when asked, not by the sweep: its page shows where the run
+# was when the report was made.
+REPORT_FILES = ("report.html",)
+
+
+def test_no_file_of_the_run_names_an_absolute_path(sweep_run, tmp_path):
+    """The run folder and a bundle from it can move to another machine: no file names where they were."""
+    run_dir = sweep_run["run_dir"]
+    bundle = tmp_path / "bundle"
+    assert pick.main([str(run_dir), "--knee", "--out", str(bundle)]) == 0
+    folders = {"sweep": sweep_run["base"], "data": sweep_run["data_root"], "repository": REPO, "bundle": bundle}
+    files = [p for p in run_dir.rglob("*") if p.is_file() and p.relative_to(run_dir).parts[0] not in RAY_FOLDERS
+             and p.name not in REPORT_FILES]
+    files += list(bundle.iterdir())
+    assert {"trials.parquet", SWEEP_SNAPSHOT, RUN_MARKER, "config.yaml", "sources.json", "policy.pt",
+            "card.json"} <= {p.name for p in files}
+    named = [(str(p), what) for p in files for what, folder in folders.items()
+             if str(folder).encode() in p.read_bytes()]
+    assert named == []
+    sweep = read_sweep_snapshot(run_dir)  # ...and what they name is found again from where they are
+    assert Path(sweep.base.data.manifest) == sweep_run["data_root"] / "manifest.parquet"
+    assert Path(sweep.storage) == sweep_run["storage"]
+
+
+def test_the_run_has_the_users_default_permissions(sweep_run):
+    """Nothing searchlab publishes into the run or the cache keeps the 0700/0600 of a temp file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    storage = sweep_run["storage"]
+    ours = [p for p in storage.rglob("*") if not set(p.relative_to(storage).parts) & set(RAY_FOLDERS)]
+    assert {"e2e", "cache", "stage1", "outputs", "policy.pt", "backbone.pt"} <= {p.name for p in ours}
+    private = [str(p) for p in ours if stat.S_IMODE(p.stat().st_mode) != (0o777 if p.is_dir() else 0o666) & ~mask]
+    assert private == []
+
+
+def test_a_sweep_whose_every_trial_diverges_exits_1(sweep_run, capsys):
+    storage, name = sweep_run["storage"], "e2e-diverged"
+    path = write_sweep(sweep_run["base"] / f"{name}.yaml", sweep_tree(
+        manifest=sweep_run["data_root"] / "manifest.parquet", storage=storage, name=name, trials=1,
+        max_concurrent=1, failing_point=False, stage2_lr=DIVERGING_LR))
+    assert sweep_cli.main([str(path)]) == 1
+    captured = capsys.readouterr()
+    assert "1 trials, 0 completed, 1 failed" in captured.out
+    assert "error: every trial failed (1)" in captured.err
+    (row,) = TrialsTable.in_run(storage / name).read().itertuples()
+    assert row.status == "failed" and all(part in row.error for part in DIVERGED_REASON)
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{storage / name / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["FAIL"]
 
 
 def _wait_for(predicate, *, process: subprocess.Popen, timeout_s: float, what: str) -> None:
