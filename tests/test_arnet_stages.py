@@ -118,9 +118,11 @@ def test_reloaded_finetune_artifact_reproduces_its_metrics(chain):
 
 def test_backbone_loop_resumes_after_a_failure(synthetic_set, tmp_path):
     loop_config = {**_common(synthetic_set, backbone_stage={"epochs": 2, "batch_size": 4}), "resolution_index": 2,
-                   "log_dir": str(tmp_path / "tb")}
+                   "log_dir": str(tmp_path / "tb"), "eval_every": 1}
+    first = LocalRun(tmp_path / "run")
     with pytest.raises(InjectedFailure):
-        backbone_loop({**loop_config, "inject_failure_after_epoch": 1}, LocalRun(tmp_path / "run").worker())
+        backbone_loop({**loop_config, "inject_failure_after_epoch": 1}, first.worker())
+    assert [r["epoch"] for r in first.reports] == [1] and "eval/accuracy" in first.reports[0]  # eval_every
     run = LocalRun(tmp_path / "run")
     backbone_loop(loop_config, run.worker())
     assert [r["epoch"] for r in run.reports] == [2]  # resumed after epoch 1

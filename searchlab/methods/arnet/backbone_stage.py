@@ -90,7 +90,7 @@ def backbone_loop(loop_config: dict[str, Any], worker: Worker) -> None:
         scalars = run_epoch(worker, data.epoch(epoch), step)
         last = epoch + 1 == recipe.epochs
         metrics: dict[str, Any] = {}
-        if last:
+        if inputs.evaluates(epoch, epochs=recipe.epochs):
             metrics = _evaluate(inputs, worker, classifier, data.manifest, data.root)
             metrics.update({"backbone": name, "resolution": size, "memory_mb": memory_mb(classifier.backbone),
                             "gflops": inputs.data.frames * backbone_gflops(name, size=size, num_classes=num_classes)})

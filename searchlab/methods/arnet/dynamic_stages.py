@@ -146,7 +146,7 @@ def _train(
         scalars["tau"] = taus[-1]
         last = epoch + 1 == recipe.epochs
         metrics: dict[str, Any] = {}
-        if last:
+        if inputs.evaluates(epoch, epochs=recipe.epochs):
             model.eval()
             metrics = evaluate_inference(unwrap(model), worker=worker, data=inputs.data, manifest=data.manifest,
                                          root=data.root, action_names=cfg.action_names(), mode=cfg.eval_mode,

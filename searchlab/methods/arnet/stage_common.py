@@ -4,7 +4,9 @@ Every loop is ``loop(loop_config, worker)`` (Ray-free; ``searchlab.train.worker`
 keys read by all of them:
 
 * ``arnet`` (ARNetConfig), ``data`` (searchlab.config.DataConfig), ``seed`` (int),
-* ``log_dir`` (TensorBoard folder), ``inject_failure_after_epoch`` (optional, tests of resumption),
+* ``log_dir`` (TensorBoard folder), ``eval_every`` (optional: also evaluate on val every that many
+  epochs, for the curves; the last epoch always evaluates), ``inject_failure_after_epoch``
+  (optional, tests of resumption),
 
 and per stage: ``resolution_index`` (backbone), ``backbone_dirs`` and optional ``policy_weights``
 (joint), ``joint_dir`` (fine-tune).
@@ -38,6 +40,7 @@ class LoopInputs:
     data: DataConfig
     seed: int
     log_dir: str
+    eval_every: int | None
     inject_failure_after_epoch: int | None
 
     @classmethod
@@ -49,8 +52,12 @@ class LoopInputs:
         if not isinstance(loop_config["arnet"], ARNetConfig):
             raise TypeError(f"loop_config['arnet'] must be an ARNetConfig, got {type(loop_config['arnet']).__name__}")
         return cls(arnet=loop_config["arnet"], data=loop_config["data"], seed=int(loop_config["seed"]),
-                   log_dir=str(loop_config["log_dir"]),
+                   log_dir=str(loop_config["log_dir"]), eval_every=loop_config.get("eval_every"),
                    inject_failure_after_epoch=loop_config.get("inject_failure_after_epoch"))
+
+    def evaluates(self, epoch: int, *, epochs: int) -> bool:
+        """Whether the epoch (0-based) ends with an evaluation: the last, and every ``eval_every``."""
+        return epoch + 1 == epochs or bool(self.eval_every and (epoch + 1) % self.eval_every == 0)
 
     def artifact_config(self, *, stage: str, **extra: Any) -> dict[str, Any]:
         """``config.yaml`` of the artifact: what the stage was trained with (data paths made
