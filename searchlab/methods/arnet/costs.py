@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from searchlab import flops
 from searchlab.methods.arnet.decisions import ActionLayout
+from searchlab.methods.arnet.model import ARNet
 from searchlab.models import PolicyNetwork, create_teacher
 
 __all__ = [
@@ -115,9 +116,9 @@ class ARNetCosts:
         return backbone[index].sum(axis=1) + share[index].sum(axis=1) * self.policy_gflops_per_frame
 
 
-def arnet_costs(model: nn.Module) -> ARNetCosts:
+def arnet_costs(model: ARNet) -> ARNetCosts:
     """Costs of an ``ARNet``, counted by fvcore on its own modules."""
-    layout: ActionLayout = model.layout
+    layout = model.layout
     per_action = [module_gflops(net, torch.zeros(1, 3, size, size))
                   for net, size in zip(model.backbones, layout.resolutions)]
     if model.head is not None:
