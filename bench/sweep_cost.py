@@ -44,10 +44,10 @@ import pandas as pd
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from searchlab.cache import ArtifactCache, stage_key
+from searchlab.cache import ArtifactCache
 from searchlab.config import Sweep, TrialConfig
 from searchlab.models import TemperatureSchedule
-from searchlab.pipeline import CACHE_DIR_NAME, outputs_fields
+from searchlab.pipeline import CACHE_DIR_NAME
 from searchlab.results import TRIALS_FILE, TrialsTable, decoded_json
 from searchlab.train.backbone_cache import CachedBackboneOutputs, cache_meta, load_backbone
 from searchlab.train.loader import EpochSampler, clip_dataset, load_manifest, make_loader
@@ -65,7 +65,7 @@ from searchlab.train.stage2 import (
     train_mode,
 )
 from searchlab.train.worker import LocalRun, run_epoch
-from searchlab.tune_driver import SWEEP_SNAPSHOT
+from searchlab.run_dir import SWEEP_SNAPSHOT, read_sweep_snapshot, resolve_in
 
 CPU = LocalRun(tempfile.mkdtemp(prefix="searchlab-bench-")).worker()
 RAY_STORAGE_MARKER = ".validate_storage_marker"  # Ray Train writes it when a run's folder is set up
@@ -82,13 +82,15 @@ def load_run(run_dir: Path) -> tuple[Sweep, pd.DataFrame, dict[str, int]]:
     if missing:
         raise SystemExit(f"sweep_cost: {', '.join(missing)} missing; "
                          "run the sweep first (`make demo` writes runs/demo)")
-    sweep = Sweep.model_validate_json((run_dir / SWEEP_SNAPSHOT).read_text())
+    sweep = read_sweep_snapshot(run_dir)
     trials = TrialsTable.in_run(run_dir).read()
     statuses = {str(k): int(v) for k, v in trials["status"].value_counts().items()}
     completed = trials[trials["status"] == "completed"].reset_index(drop=True)
     if completed.empty:
         raise SystemExit(f"sweep_cost: {run_dir / TRIALS_FILE} has no completed trial ({statuses}); wait for the sweep")
     completed["extra"] = decoded_json(completed, "metrics_extra")
+    completed["keys"] = decoded_json(completed, "stage_keys")
+    completed["seconds"] = decoded_json(completed, "stage_seconds")
     return sweep, completed, statuses
 
 
@@ -102,10 +104,7 @@ def trial_config(sweep: Sweep, row: pd.Series) -> TrialConfig:
 
 def count_trainings(cache: ArtifactCache, completed: pd.DataFrame) -> dict[str, Any]:
     """Per kind: ledger builds of the keys the run used; PASS when every key was built exactly once."""
-    keys = {
-        "teacher": {Path(extra["artifacts"]["teacher"]).name for extra in completed["extra"]},
-        "stage1": set(completed["stage1_key"]),
-    }
+    keys = {kind: {keys[kind] for keys in completed["keys"]} for kind in ("teacher", "stage1")}
     ledger = cache.ledger()
     result: dict[str, Any] = {}
     for kind, used in keys.items():
@@ -251,13 +250,16 @@ def epoch_events(log_dir: Path) -> list[tuple[float, float]]:
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
-def trial_breakdown(row: pd.Series) -> dict[str, Any]:
-    """Where one trial's wall time went (seconds); the stage-2 parts only when its events exist."""
+def trial_breakdown(row: pd.Series, *, run_dir: Path) -> dict[str, Any]:
+    """Where one trial's wall time went (seconds); the stage-2 parts only when its events exist.
+    ``stage1_s``: teacher and stage 1 (cache hits or builds); ``stage2_s``: stage-2 inputs and stage 2."""
     t_start, t_end = row["started"].timestamp(), row["finished"].timestamp()
     wall = t_end - t_start
+    seconds = row["seconds"]
     out: dict[str, Any] = {"trial_id": row["trial_id"], "number": int(row["number"]), "wall_s": wall,
-                           "start_s": wall - row["total_s"], "stage1_s": row["stage1_s"], "stage2_s": row["stage2_s"]}
-    log_dir = Path(row["extra"]["tensorboard"])
+                           "start_s": wall - row["total_s"], "stage1_s": seconds["teacher"] + seconds["stage1"],
+                           "stage2_s": seconds["outputs"] + seconds["stage2"]}
+    log_dir = resolve_in(run_dir, row["extra"]["tensorboard"])
     marker = log_dir.parent / RAY_STORAGE_MARKER
     events = epoch_events(log_dir)
     if not events or not marker.is_file():
@@ -268,7 +270,7 @@ def trial_breakdown(row: pd.Series) -> dict[str, Any]:
     epochs_s = sum(seconds for _, seconds in events)
     out.update({
         # stage-2 cache: a hit, its build, or waiting for another trial's build
-        "inputs_s": launched - (t_end - row["stage2_s"]),
+        "inputs_s": launched - (t_end - out["stage2_s"]),
         "launch_s": first_start - launched,  # TorchTrainer: worker group, imports, data and model set-up
         "epochs": len(events),
         "epochs_s": epochs_s,
@@ -392,19 +394,19 @@ def main(argv: list[str] | None = None) -> int:
     cache = ArtifactCache(args.run_dir.parent / CACHE_DIR_NAME)
     # Everything read from the run and the ledger before the long measurement: a new sweep may replace them.
     trainings = count_trainings(cache, completed)
-    breakdowns = [trial_breakdown(row) for _, row in completed.iterrows()]
+    breakdowns = [trial_breakdown(row, run_dir=args.run_dir) for _, row in completed.iterrows()]
     first = completed.iloc[0]
     config = trial_config(sweep, first)
-    outputs_key = stage_key("outputs", outputs_fields(config, stage1_key=first["stage1_key"]))
+    outputs_key = first["keys"]["outputs"]
     cache_build_s = float(cache.ledger().get("outputs", {}).get(outputs_key, {}).get("build_s", 0.0))
-    artifacts = first["extra"]["artifacts"]
+    artifacts = {name: resolve_in(args.run_dir, path) for name, path in first["extra"]["artifacts"].items()}
 
     torch.set_num_threads(max(1, int(config.resources.cpus_per_worker)))  # a Ray stage worker's OMP_NUM_THREADS
-    stage2 = compare_stage2(config, teacher_dir=Path(artifacts["teacher"]), stage1_dir=Path(artifacts["stage1"]),
+    stage2 = compare_stage2(config, teacher_dir=artifacts["teacher"], stage1_dir=artifacts["stage1"],
                             outputs_dir=cache.path("outputs", outputs_key) / "outputs", budget_s=args.live_budget)
     stage2["trial_accuracy"] = float(first["accuracy"])
     stage2["cache_build_s"] = cache_build_s
-    stage2["trials_sharing_cache"] = int((completed["stage1_key"] == first["stage1_key"]).sum())
+    stage2["trials_sharing_cache"] = sum(keys["stage1"] == first["keys"]["stage1"] for keys in completed["keys"])
 
     trials = [add_fixed_overhead(t, eval_s=stage2["cached_eval_s"]) for t in breakdowns]
     broken_down = [t for t in trials if "fixed_s" in t]

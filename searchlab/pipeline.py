@@ -1,11 +1,12 @@
-"""One trial of a VideoIQ sweep: teacher -> stage 1 -> stage-2 inputs -> stage 2, through the cache.
+"""One trial: the method's stages, walked in order through the content-addressed cache.
 
-Everything a later stage depends on is content-addressed (`searchlab.cache`): trials that share a
-teacher or a stage 1 train it once (also when they run at the same time: the second waits on the
-first's lock, then reuses its artifact), and the frozen backbone's per-frame outputs are computed
-once per stage-1 artifact and read by every stage-2 trial on it. Stage trainings keep their Ray
-Train checkpoints under the cache, keyed the same way, so a sweep restarted after a crash resumes a
-half-trained stage instead of starting it over.
+Every shared stage (``Stage.shared``) is keyed by what it declares it depends on (its fields, the
+data's fingerprint and the keys of the stages it needs: ``searchlab.methods.stage_keys``): trials
+that agree on those train it once, also when they run at the same time (the second waits on the
+first's lock, then reuses its artifact). Trainings keep their Ray Train checkpoints under the
+cache, keyed the same way, so a sweep restarted after a crash resumes a half-trained stage instead
+of starting it over. Per-trial stages run in the trial's folder. The last stage's metrics are the
+trial's.
 """
 
 from __future__ import annotations
@@ -18,90 +19,73 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from searchlab.cache import ArtifactCache, stage_key
+from searchlab.cache import ArtifactCache
 from searchlab.config import TrialConfig
 from searchlab.data.manifest import read_manifest
+from searchlab.methods import Method, Stage, get_method, stage_keys
 from searchlab.objectives import METRICS
-from searchlab.results import Baseline, BaselinesTable
-from searchlab.train.backbone_cache import build_backbone_outputs
+from searchlab.results import BaselinesTable
+from searchlab.train.checkpointing import read_artifact_metrics
 from searchlab.train.launch import run_stage
 
 CACHE_DIR_NAME = "cache"
 
 
-def _manifest_fingerprint(path: str) -> str:
+def data_fingerprint(manifest: str) -> str:
     """The manifest's bytes decide the data; a re-prepared data set is a new key."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return hashlib.sha256(Path(manifest).read_bytes()).hexdigest()[:16]
 
 
-def teacher_fields(config: TrialConfig) -> dict[str, Any]:
-    model = config.model
-    return {
-        "manifest": _manifest_fingerprint(config.data.manifest),
-        "data": config.data.model_dump(mode="json", exclude={"manifest", "loader_workers"}),
-        "backbone": model.backbone,
-        "pretrained": model.pretrained,
-        "policy": [model.policy_input_size, model.policy_width_mult, model.policy_pretrained],
-        "teacher": config.teacher.model_dump(mode="json"),
-        "workers": config.resources.workers,  # the global batch is per-worker batch x workers
-        "seed": config.seed,
-    }
+def trial_stage_keys(method: Method, config: TrialConfig) -> dict[str, str]:
+    """Each stage's cache key for this configuration (per-trial stages get one too, for the record)."""
+    return stage_keys(method, config.model_dump(mode="json"), data_fingerprint=data_fingerprint(config.data.manifest))
 
 
-def stage1_fields(config: TrialConfig, *, teacher_key: str) -> dict[str, Any]:
-    return {
-        "teacher": teacher_key,
-        "bit_widths": list(config.model.bit_widths),
-        "stage1": config.stage1.model_dump(mode="json"),
-        "workers": config.resources.workers,
-        "seed": config.seed,
-    }
+def _build_task(stage: Stage, config: TrialConfig, inputs: dict[str, Path], target: Path) -> None:
+    assert stage.build is not None
+    stage.build(config, inputs, target)
 
 
-def outputs_fields(config: TrialConfig, *, stage1_key: str) -> dict[str, Any]:
-    return {"stage1": stage1_key, "views": config.stage2.cached_views, "policy_size": config.model.policy_input_size}
-
-
-def _build_outputs_task(config: TrialConfig, teacher_dir: str, stage1_dir: str, target: str) -> str:
-    device = "cuda" if config.resources.use_gpu else "cpu"
-    return str(build_backbone_outputs(target, config=config, teacher_dir=teacher_dir, stage1_dir=stage1_dir,
-                                      device=device, batch_size=config.stage2.batch_size))
+def _execute(stage: Stage, config: TrialConfig, *, inputs: dict[str, Path], target: Path, storage: Path,
+             name: str) -> Path | None:
+    """Run one stage into ``target``; returns the folder of its TensorBoard logs (None for a build)."""
+    if stage.loop is not None:
+        return run_stage(stage, config=config, inputs=inputs, output_dir=target, storage_path=storage, name=name).log_dir
+    resources = config.resources
+    # A task started inside a Tune trial would join the trial's placement group, which holds only the
+    # trial driver's sliver of CPU: schedule it on the cluster's free resources instead.
+    build = ray.remote(num_cpus=resources.cpus_per_worker,
+                       num_gpus=resources.gpus_per_worker if resources.use_gpu else 0)(_build_task).options(
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
+    ray.get(build.remote(stage, config, inputs, target))
+    return None
 
 
 def run_trial(config: TrialConfig, *, run_dir: Path, trial_id: str) -> dict[str, Any]:
-    """Run one trial; returns its metrics (the objective names), details, stage-1 key and durations."""
-    started = time.time()
+    """Run one trial; returns its metrics (the objective names), details, stage keys and seconds."""
+    started_trial = time.time()
+    method = get_method("videoiq")
     cache_root = run_dir.parent / CACHE_DIR_NAME
     cache = ArtifactCache(cache_root)
-    train_storage = cache_root / "ray-train"
-
-    teacher_key = stage_key("teacher", teacher_fields(config))
-    teacher_dir = cache.get_or_build("teacher", teacher_key, lambda tmp: run_stage(
-        "teacher", config=config, output_dir=tmp, storage_path=train_storage, name=f"teacher-{teacher_key}"))
-
-    stage1_key = stage_key("stage1", stage1_fields(config, teacher_key=teacher_key))
-    stage1_dir = cache.get_or_build("stage1", stage1_key, lambda tmp: run_stage(
-        "stage1", config=config, output_dir=tmp, storage_path=train_storage, name=f"stage1-{stage1_key}",
-        teacher_dir=teacher_dir))
-    stage1_done = time.time()
-    _record_baselines(run_dir, stage1_key=stage1_key, stage1_dir=stage1_dir)
-
-    outputs_key = stage_key("outputs", outputs_fields(config, stage1_key=stage1_key))
-    resources = {"num_cpus": config.resources.cpus_per_worker,
-                 "num_gpus": config.resources.gpus_per_worker if config.resources.use_gpu else 0}
-    # A task started inside a Tune trial would join the trial's placement group, which holds only the
-    # trial driver's sliver of CPU: schedule it on the cluster's free resources instead.
-    build = ray.remote(**resources)(_build_outputs_task).options(
-        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
-    outputs_dir = cache.get_or_build("outputs", outputs_key, lambda tmp: ray.get(build.remote(
-        config, str(teacher_dir), str(stage1_dir), str(Path(tmp) / "outputs"))))
-
-    trial_dir = run_dir / "trials" / trial_id
-    result = run_stage("stage2", config=config, output_dir=trial_dir / "stage2", storage_path=run_dir / "ray-train",
-                       name=f"stage2-{trial_id}", teacher_dir=teacher_dir, stage1_dir=stage1_dir,
-                       cache_dir=Path(outputs_dir) / "outputs")
-    finished = time.time()
-    metrics = dict(result.metrics)
+    keys = trial_stage_keys(method, config)
+    artifacts: dict[str, Path] = {}
+    seconds: dict[str, float] = {}
+    log_dir: Path | None = None
+    for stage in method.stages:
+        started = time.time()
+        inputs = {need: artifacts[need] for need in stage.needs}
+        key = keys[stage.name]
+        if stage.shared:
+            artifacts[stage.name] = cache.get_or_build(stage.name, key, lambda tmp, stage=stage, inputs=inputs, key=key: _execute(
+                stage, config, inputs=inputs, target=Path(tmp), storage=cache_root / "ray-train", name=f"{stage.name}-{key}"))
+        else:
+            target = run_dir / "trials" / trial_id / stage.name
+            log_dir = _execute(stage, config, inputs=inputs, target=target, storage=run_dir / "ray-train",
+                               name=f"{stage.name}-{trial_id}")
+            artifacts[stage.name] = target
+        seconds[stage.name] = time.time() - started
+    BaselinesTable.in_run(run_dir).upsert(method.baselines(artifacts, keys))
+    metrics = dict(read_artifact_metrics(artifacts[method.stages[-1].name]))
     objectives = {name: float(metrics.pop(name)) for name in METRICS if name in metrics}
     return {
         "metrics": objectives,
@@ -109,23 +93,12 @@ def run_trial(config: TrialConfig, *, run_dir: Path, trial_id: str) -> dict[str,
             **{key: value for key, value in metrics.items() if key != "usage"},
             "action_usage": metrics.get("usage", {}),
             "class_names": list(read_manifest(config.data.manifest).class_names),
-            "artifacts": {"teacher": str(teacher_dir), "stage1": str(stage1_dir), "stage2": str(result.output_dir)},
-            "tensorboard": str(result.log_dir),
+            "artifacts": {name: str(path) for name, path in artifacts.items()},
+            "tensorboard": str(log_dir) if log_dir is not None else None,
         },
-        "stage1_key": stage1_key,
-        "durations": {"stage1_s": stage1_done - started, "stage2_s": finished - stage1_done,
-                      "total_s": finished - started},
+        "method": method.name,
+        "final_stage": method.stages[-1].name,
+        "stage_keys": keys,
+        "stage_seconds": seconds,
+        "total_s": time.time() - started_trial,
     }
-
-
-def _record_baselines(run_dir: Path, *, stage1_key: str, stage1_dir: Path) -> None:
-    """The uniform 32/4/2-bit reference points of this stage-1 artifact (idempotent upsert)."""
-    from searchlab.train.checkpointing import read_artifact_metrics
-
-    metrics = read_artifact_metrics(stage1_dir)
-    memory = float(metrics.get("memory_mb", 0.0))
-    BaselinesTable.in_run(run_dir).upsert(
-        Baseline(stage1_key=stage1_key, bits=int(bits), accuracy=float(values["accuracy"]),
-                 gflops=float(values["gflops"]), memory_mb=float(values.get("memory_mb", memory)))
-        for bits, values in metrics["uniform"].items()
-    )

@@ -5,22 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from searchlab.config import Sweep
+from searchlab.methods import depends_on_key, get_method
 
-# Keys whose change needs a new stage-1 (and teacher) training; everything else reuses them. They
-# mirror the fields `searchlab.pipeline` hashes into the teacher and stage-1 cache keys: the teacher
-# also trains the policy's feature extractor (so its input size, width and initialisation count),
-# and the global batch is the per-worker batch times resources.workers.
-STAGE1_SECTIONS = (
-    "data.", "model.backbone", "model.bit_widths", "model.pretrained", "model.policy_input_size",
-    "model.policy_width_mult", "model.policy_pretrained", "teacher.", "stage1.", "resources.workers", "seed",
-)
-# Data keys the cache keys leave out: how many loader processes read the videos.
-NOT_STAGE1 = ("data.loader_workers",)
-
-
-def stage1_keys(sweep: Sweep) -> list[str]:
-    """Searched keys that change what stage 1 trains (each new value means one more training)."""
-    return [key for key in sweep.space if key.startswith(STAGE1_SECTIONS) and key not in NOT_STAGE1]
+def shared_stage_keys(sweep: Sweep) -> dict[str, list[str]]:
+    """For each shared stage of the sweep's method: the searched keys that change its cache key (it,
+    or a stage it needs, declares them), in the space's order; each new value means one more training.
+    Read from the same declarations as the keys themselves (searchlab.methods.stage_keys)."""
+    method = get_method("videoiq")
+    affected: dict[str, set[str]] = {}
+    for stage in method.stages:
+        own = {key for key in sweep.space
+               if depends_on_key(stage, key) or (stage.reads_data and key == "data.manifest")}
+        affected[stage.name] = own.union(*(affected[need] for need in stage.needs))
+    return {stage.name: [key for key in sweep.space if key in affected[stage.name]]
+            for stage in method.stages if stage.shared}
 
 
 def _schedule(sweep: Sweep) -> str:
@@ -56,9 +54,8 @@ def describe_plan(sweep: Sweep, *, run_dir: Path) -> str:
     if search.points_to_evaluate:
         lines.append(f"  starting points ({len(search.points_to_evaluate)}):")
         lines.extend(f"    {point}" for point in search.points_to_evaluate)
-    shared = stage1_keys(sweep)
-    if shared:
-        lines.append(f"  stage 1 is trained once per distinct value of {shared} (cached and shared)")
-    else:
-        lines.append("  stage 1 and the teacher are trained once and shared by every trial")
+    lines.append("  shared stages (cached, trained once per key and reused by every trial that has it):")
+    for name, keys in shared_stage_keys(sweep).items():
+        reuse = f"once per distinct value of {keys}" if keys else "once for the whole sweep"
+        lines.append(f"    {name:<12} {reuse}")
     return "\n".join(lines)

@@ -2,8 +2,8 @@
 
 Reads RUN_DIR/trials.parquet (and baselines.parquet when present) and writes
 - RUN_DIR/pareto.png: accuracy against GFLOPs of every completed trial; the accuracy/GFLOPs front
-  of feasible trials highlighted and joined, the knee marked, infeasible trials grey, uniform
-  baselines as labelled distinct markers;
+  of feasible trials highlighted and joined, the knee marked, infeasible trials grey, the
+  methods' baselines as labelled distinct markers;
 - RUN_DIR/hypervolume.png: hypervolume of the feasible front against trials;
 - RUN_DIR/report.html: self-contained (figures embedded as base64 PNG): counts, the figures, the
   front's configurations with their action usage, the baselines, failed trials with reasons, all
@@ -125,9 +125,9 @@ def _plot_pareto(frame: pd.DataFrame, baselines: pd.DataFrame, knee: object | No
         ax.scatter(front.at[knee, "gflops"], front.at[knee, "accuracy"], s=180, facecolors="none",
                    edgecolors="black", lw=1.5, zorder=4, label="knee")  # fmt: skip
     markers = ["s", "^", "D", "v", "P", "X", "*"]
-    several_keys = baselines["stage1_key"].nunique() > 1
-    for i, (_, row) in enumerate(baselines.sort_values(["stage1_key", "bits"]).iterrows()):
-        label = f"uniform {row['bits']}-bit" + (f" ({row['stage1_key'][:6]})" if several_keys else "")
+    several_keys = baselines["key"].nunique() > 1
+    for i, (_, row) in enumerate(baselines.sort_values(["key", "gflops"]).iterrows()):
+        label = row["label"] + (f" ({row['key'][:6]})" if several_keys else "")
         ax.scatter(row["gflops"], row["accuracy"], marker=markers[i % len(markers)], s=70, c="tab:green",
                    edgecolors="black", zorder=3, label=label)  # fmt: skip
         ax.annotate(label, (row["gflops"], row["accuracy"]), textcoords="offset points", xytext=(6, -10), fontsize=8)
@@ -167,7 +167,7 @@ def _front_table(frame: pd.DataFrame, directions: dict[str, str]) -> tuple[pd.Da
 
 
 def versus_baselines(accuracy: float, gflops: float, baselines: pd.DataFrame) -> str:
-    """How a configuration compares with the uniform-precision baselines of its stage-1 network.
+    """How a configuration compares with its method's baselines on its own shared stages.
 
     A step comparison, no interpolation: dominated by a baseline, or the accuracy gained over the
     best baseline that costs no more (or, when every baseline costs more, that it is cheaper).
@@ -177,30 +177,31 @@ def versus_baselines(accuracy: float, gflops: float, baselines: pd.DataFrame) ->
     dominating = baselines[(baselines["accuracy"] >= accuracy) & (baselines["gflops"] <= gflops)
                            & ((baselines["accuracy"] > accuracy) | (baselines["gflops"] < gflops))]
     if not dominating.empty:
-        return "dominated by uniform " + ", ".join(f"{int(b)}-bit" for b in sorted(dominating["bits"], reverse=True))
+        return "dominated by " + ", ".join(dominating.sort_values("gflops", ascending=False)["label"])
     cheaper = baselines[baselines["gflops"] <= gflops]
     if cheaper.empty:
         cheapest = baselines.loc[baselines["gflops"].idxmin()]
-        return (f"not dominated: fewer GFLOPs than every uniform baseline (cheapest: {int(cheapest['bits'])}-bit, "
+        return (f"not dominated: fewer GFLOPs than every baseline (cheapest: {cheapest['label']}, "
                 f"{cheapest['gflops']:.3g})")
     best = cheaper.loc[cheaper["accuracy"].idxmax()]
-    return (f"not dominated: {100 * (accuracy - best['accuracy']):+.1f} pts over uniform {int(best['bits'])}-bit "
+    return (f"not dominated: {100 * (accuracy - best['accuracy']):+.1f} pts over {best['label']} "
             f"({best['gflops']:.3g} GFLOPs), the best baseline costing no more")
 
 
 def _with_baseline_comparison(front: pd.DataFrame, baselines: pd.DataFrame) -> pd.DataFrame:
     if front.empty or {"accuracy", "gflops"} - set(front.columns):
         return front
-    verdicts = [versus_baselines(row.accuracy, row.gflops, baselines[baselines["stage1_key"] == row.stage1_key])
-                for row in front.itertuples()]
-    return front.assign(**{"vs uniform baselines": verdicts})
+    verdicts = [versus_baselines(row["accuracy"], row["gflops"],
+                                 baselines[(baselines["method"] == row["method"]) & baselines["key"].isin(keys.values())])
+                for keys, (_, row) in zip(decoded_json(front, "stage_keys"), front.iterrows())]
+    return front.assign(**{"vs baselines": verdicts})
 
 
 def _front_columns(front: pd.DataFrame, directions: dict[str, str]) -> list[str]:
     metrics = list(directions) + [m for m in METRICS if m not in directions and front[m].notna().any()]
     params = [c for c in front.columns if c.startswith(PARAM_PREFIX) and front[c].notna().any()]
-    verdict = ["vs uniform baselines"] if "vs uniform baselines" in front.columns else []
-    return ["number", "trial_id", "knee", *metrics, "action usage", *verdict, *params, "stage1_key"]
+    verdict = ["vs baselines"] if "vs baselines" in front.columns else []
+    return ["number", "trial_id", "method", "knee", *metrics, "action usage", *verdict, *params]
 
 
 def _image(path: Path) -> str:
@@ -249,7 +250,7 @@ def build_report(run_dir: str | Path, *, objectives: Sequence[str] = DEFAULT_OBJ
     _tmp(hv_png).replace(hv_png)
 
     failed = frame[frame["status"].isin(["failed", "pruned"])][["number", "trial_id", "status", "error"]]
-    every = frame[["number", "trial_id", "status", *METRICS, "feasible", "stage1_key", "total_s"]]
+    every = frame[["number", "trial_id", "method", "status", *METRICS, "feasible", "total_s"]]
     shown_front = front[_front_columns(front, directions)] if not front.empty else front
     objective_text = ", ".join(f"{n} ({d})" for n, d in directions.items())
     page = f"""<!DOCTYPE html>
@@ -323,7 +324,7 @@ def _summary(report: Report) -> str:
         f"Pareto front: {counts['front']} configurations",
     ]
     if not report.front.empty:
-        columns = [c for c in report.front.columns if not c.startswith(PARAM_PREFIX) and c != "stage1_key"]
+        columns = [c for c in report.front.columns if not c.startswith(PARAM_PREFIX)]
         lines.append(report.front[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     note = cache_note(report.html.parent)
     lines += [note] if note else []

@@ -1,4 +1,4 @@
-"""The run's tables: one row per trial (trials.parquet) and the uniform-precision baselines.
+"""The run's tables: one row per trial (trials.parquet) and the methods' reference points (baselines).
 
 A sweep's driver upserts a row whenever a trial starts, finishes or fails; the report, `pick` and
 analysis scripts read the same file. Each upsert rewrites the whole (small) file through a temp
@@ -8,8 +8,9 @@ writers never lose each other's rows.
 Trial columns: ``trial_id, number, status, error, params`` (JSON) and ``param.<dotted key>``
 (flattened: scalars as they are, lists as JSON text), one float column per metric of
 ``searchlab.objectives.METRICS``, ``metrics_extra`` (JSON: action usage, per-class usage, ...),
-``feasible``, ``violations`` (JSON: constraint -> value, <= 0 feasible), ``stage1_key``,
-``stage1_s, stage2_s, total_s``, ``started, finished`` (UTC timestamps).
+``feasible``, ``violations`` (JSON: constraint -> value, <= 0 feasible), ``method``,
+``stage_keys`` (JSON: stage -> cache key), ``stage_seconds`` (JSON: stage -> seconds, cache hits
+included), ``total_s``, ``started, finished`` (UTC timestamps).
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ TRIAL_SCHEMA = pa.schema(
         ("metrics_extra", pa.string()),
         ("feasible", pa.bool_()),
         ("violations", pa.string()),
-        ("stage1_key", pa.string()),
-        ("stage1_s", pa.float64()),
-        ("stage2_s", pa.float64()),
+        ("method", pa.string()),
+        ("stage_keys", pa.string()),
+        ("stage_seconds", pa.string()),
         ("total_s", pa.float64()),
         ("started", _TIME),
         ("finished", _TIME),
@@ -59,8 +60,9 @@ TRIAL_SCHEMA = pa.schema(
 )
 BASELINE_SCHEMA = pa.schema(
     [
-        ("stage1_key", pa.string()),
-        ("bits", pa.int64()),
+        ("method", pa.string()),
+        ("key", pa.string()),
+        ("label", pa.string()),
         ("accuracy", pa.float64()),
         ("gflops", pa.float64()),
         ("memory_mb", pa.float64()),
@@ -80,9 +82,9 @@ class TrialRecord:
     error: str | None = None
     feasible: bool | None = None
     violations: Mapping[str, float] = field(default_factory=dict)
-    stage1_key: str | None = None
-    stage1_s: float | None = None
-    stage2_s: float | None = None
+    method: str | None = None
+    stage_keys: Mapping[str, str] = field(default_factory=dict)
+    stage_seconds: Mapping[str, float] = field(default_factory=dict)
     total_s: float | None = None
     started: datetime | None = None
     finished: datetime | None = None
@@ -120,9 +122,9 @@ class TrialRecord:
             "metrics_extra": _dumps(extra),
             "feasible": self.feasible,
             "violations": _dumps(self.violations),
-            "stage1_key": self.stage1_key,
-            "stage1_s": self.stage1_s,
-            "stage2_s": self.stage2_s,
+            "method": self.method,
+            "stage_keys": _dumps(self.stage_keys),
+            "stage_seconds": _dumps(self.stage_seconds),
             "total_s": self.total_s,
             "started": self.started,
             "finished": self.finished,
@@ -229,20 +231,23 @@ class TrialsTable(_KeyedParquet):
 
 @dataclass(frozen=True)
 class Baseline:
-    """A uniform-precision reference point: every frame at `bits` through the stage-1 network."""
+    """A method's reference point, measured on one of its shared stage artifacts: e.g. VideoIQ's
+    "uniform 4-bit" (every frame at 4 bits through stage 1's network). ``key`` is that stage's cache
+    key: a trial is compared with the baselines whose key is among its stage keys."""
 
-    stage1_key: str
-    bits: int
+    method: str
+    key: str
+    label: str
     accuracy: float
     gflops: float
     memory_mb: float
 
 
 class BaselinesTable(_KeyedParquet):
-    """RUN_DIR/baselines.parquet: uniform 32/4/2-bit baselines, keyed by (stage1_key, bits)."""
+    """RUN_DIR/baselines.parquet: the methods' reference points, keyed by (method, key, label)."""
 
     def __init__(self, path: str | Path) -> None:
-        super().__init__(path, schema=BASELINE_SCHEMA, keys=("stage1_key", "bits"), kind="baselines")
+        super().__init__(path, schema=BASELINE_SCHEMA, keys=("method", "key", "label"), kind="baselines")
 
     @classmethod
     def in_run(cls, run_dir: str | Path) -> BaselinesTable:

@@ -64,7 +64,7 @@ def trial_main(params: dict[str, Any], *, sweep_json: str, run_dir: str) -> None
         outcome = run_trial(config, run_dir=Path(run_dir), trial_id=trial_id)
         # A diverged stage can end "successfully" with NaN metrics; reported, they would rank on the
         # front (or make Optuna fail the trial without a reason). It fails here, with one.
-        problem = nonfinite_problem(outcome, after="stage2")
+        problem = nonfinite_problem(outcome, after=outcome["final_stage"])
         if problem:
             raise NonFiniteMetric(problem)
     except BaseException as error:
@@ -80,8 +80,10 @@ def trial_main(params: dict[str, Any], *, sweep_json: str, run_dir: str) -> None
             VIOLATIONS_KEY: list(violations.values()),
             "feasible": all(v <= 0 for v in violations.values()),
             "details_json": json.dumps(portable_details(outcome["details"], run_dir=Path(run_dir))),
-            "stage1_key": outcome["stage1_key"],
-            "durations_json": json.dumps(outcome["durations"]),
+            "method": outcome["method"],
+            "stage_keys_json": json.dumps(outcome["stage_keys"]),
+            "stage_seconds_json": json.dumps(outcome["stage_seconds"]),
+            "total_s": outcome["total_s"],
             "params_json": json.dumps(overrides),
         }
     )
@@ -161,7 +163,6 @@ class TrialsTableCallback(tune.Callback):
         result = trial.last_result or {}
         if not any(name in result for name in METRICS):
             return  # ended without a report: on_trial_error records it
-        durations = json.loads(result.get("durations_json", "{}"))
         self._upsert(TrialRecord(
             trial_id=trial.trial_id,
             number=_number(trials, trial),
@@ -171,10 +172,10 @@ class TrialsTableCallback(tune.Callback):
                      **json.loads(result.get("details_json", "{}"))},
             feasible=bool(result.get("feasible", True)),
             violations=dict(zip(self.constraint_names, result.get(VIOLATIONS_KEY) or [])),
-            stage1_key=result.get("stage1_key"),
-            stage1_s=durations.get("stage1_s"),
-            stage2_s=durations.get("stage2_s"),
-            total_s=durations.get("total_s"),
+            method=result.get("method"),
+            stage_keys=json.loads(result.get("stage_keys_json", "{}")),
+            stage_seconds=json.loads(result.get("stage_seconds_json", "{}")),
+            total_s=result.get("total_s"),
             started=self._started.get(trial.trial_id),
             finished=datetime.now(timezone.utc),
         ))

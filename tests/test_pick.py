@@ -85,7 +85,8 @@ def write_run_dir(root: Path) -> Path:
             },
             feasible=feasible,
             violations={"gflops <= 20": gflops - 20.0},
-            stage1_key="k1",
+            method="videoiq",
+            stage_keys={"teacher": "k0", "stage1": "k1", "stage2": f"s{number}"},
             started=T0,
             finished=T0 if status != "running" else None,
         ))

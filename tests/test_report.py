@@ -44,7 +44,8 @@ def _run_dir(tmp_path: Path) -> Path:
                          ACTION_USAGE: {"32": 0.25, "4": 0.5, "0": 0.25}},  # fmt: skip
                 feasible=feasible,
                 violations={"gflops <= 12": gflops - 12.0},
-                stage1_key="k1",
+                method="videoiq",
+                stage_keys={"teacher": "k0", "stage1": "k1", "stage2": f"s{number}"},
                 total_s=10.0,
                 started=T0,
                 finished=T0,
@@ -53,7 +54,10 @@ def _run_dir(tmp_path: Path) -> Path:
     table.upsert(TrialRecord(trial_id="trial_006", number=6, status="failed", error="CUDA out of memory at stage 2"))
     table.upsert(TrialRecord(trial_id="trial_007", number=7, status="running", started=T0))
     BaselinesTable.in_run(run_dir).upsert(
-        [Baseline("k1", 32, 0.85, 16.0, 40.0), Baseline("k1", 4, 0.80, 1.0, 5.0), Baseline("k1", 2, 0.6, 0.25, 2.5)]
+        [Baseline("videoiq", "k1", "uniform 32-bit", 0.85, 16.0, 40.0),
+         Baseline("videoiq", "k1", "uniform 4-bit", 0.80, 1.0, 5.0),
+         Baseline("videoiq", "k1", "uniform 2-bit", 0.6, 0.25, 2.5),
+         Baseline("videoiq", "other", "uniform 2-bit", 0.99, 0.01, 2.5)]  # another stage 1: compared with no trial
     )
     return run_dir
 
@@ -71,7 +75,7 @@ def test_report_shows_the_front_and_writes_valid_images(tmp_path: Path, capsys: 
     assert "Pareto front (3 configurations)" in page
     assert "32b 25% · 4b 50% · skip 25%" in page
     assert "CUDA out of memory at stage 2" in page
-    assert "uniform" in page.lower() and "<td>32</td>" in page  # baselines table
+    assert "<td>uniform 32-bit</td>" in page  # baselines table
     for name in ("pareto.png", "hypervolume.png"):
         with Image.open(run_dir / name) as image:
             image.verify()
@@ -119,16 +123,17 @@ def test_module_entry_point(tmp_path: Path) -> None:
     assert result.returncode == 2 and "no such run directory" in result.stderr
 
 
-def test_front_points_are_compared_with_the_uniform_baselines():
+def test_front_points_are_compared_with_the_methods_baselines():
     from searchlab.report import versus_baselines
 
-    baselines = pd.DataFrame({"stage1_key": ["k"] * 3, "bits": [32, 4, 2], "accuracy": [1.0, 0.95, 0.94],
+    baselines = pd.DataFrame({"key": ["k"] * 3, "label": ["uniform 32-bit", "uniform 4-bit", "uniform 2-bit"],
+                              "accuracy": [1.0, 0.95, 0.94],
                               "gflops": [0.5, 0.17, 0.09]})
     assert versus_baselines(0.93, 0.10, baselines) == "dominated by uniform 2-bit"
-    assert versus_baselines(0.90, 0.60, baselines) == "dominated by uniform 32-bit, 4-bit, 2-bit"
+    assert versus_baselines(0.90, 0.60, baselines) == "dominated by uniform 32-bit, uniform 4-bit, uniform 2-bit"
     verdict = versus_baselines(0.97, 0.18, baselines)
     assert verdict.startswith("not dominated: +2.0 pts over uniform 4-bit (0.17 GFLOPs)")
-    assert versus_baselines(0.90, 0.05, baselines).startswith("not dominated: fewer GFLOPs than every uniform")
+    assert versus_baselines(0.90, 0.05, baselines).startswith("not dominated: fewer GFLOPs than every baseline")
     assert versus_baselines(0.97, 0.18, baselines.iloc[0:0]) == ""
 
 

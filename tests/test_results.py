@@ -31,9 +31,9 @@ def _completed(number: int, **params: object) -> TrialRecord:
         metrics={"accuracy": 0.5 + number / 100, "gflops": 10.0 + number, ACTION_USAGE: {"32": 0.5, "0": 0.5}},
         feasible=True,
         violations={"gflops <= 30": -20.0 + number},
-        stage1_key="abc",
-        stage1_s=12.5,
-        stage2_s=3.0,
+        method="videoiq",
+        stage_keys={"teacher": "t1", "stage1": "abc", "outputs": "o1", "stage2": "s1"},
+        stage_seconds={"teacher": 10.0, "stage1": 2.5, "outputs": 0.0, "stage2": 3.0},
         total_s=15.5,
         started=T0,
         finished=T0 + timedelta(seconds=15.5),
@@ -46,7 +46,7 @@ def test_rows_have_every_documented_column(tmp_path: Path) -> None:
     frame = table.read()
     expected = {
         "trial_id", "number", "status", "error", "params", "metrics_extra", "feasible", "violations",
-        "stage1_key", "stage1_s", "stage2_s", "total_s", "started", "finished",
+        "method", "stage_keys", "stage_seconds", "total_s", "started", "finished",
         "param.stage2.decision_space", "param.stage2.w1", *METRICS,
     }  # fmt: skip
     assert expected <= set(frame.columns)
@@ -132,11 +132,14 @@ def test_concurrent_writers_lose_no_rows(tmp_path: Path) -> None:
     assert len(TrialsTable(path).read()) == 10
 
 
-def test_baselines_are_keyed_by_stage1_key_and_bits(tmp_path: Path) -> None:
+def test_baselines_are_keyed_by_method_stage_key_and_label(tmp_path: Path) -> None:
     table = BaselinesTable.in_run(tmp_path)
-    table.upsert([Baseline("abc", bits, 0.5 + bits / 100, bits * 1.0, 10.0) for bits in (32, 4, 2)])
-    table.upsert([Baseline("abc", 32, 0.9, 32.0, 10.0), Baseline("def", 32, 0.8, 32.0, 10.0)])
+    table.upsert([Baseline("videoiq", "abc", f"uniform {bits}-bit", 0.5 + bits / 100, bits * 1.0, 10.0)
+                  for bits in (32, 4, 2)])
+    table.upsert([Baseline("videoiq", "abc", "uniform 32-bit", 0.9, 32.0, 10.0),
+                  Baseline("videoiq", "def", "uniform 32-bit", 0.8, 32.0, 10.0)])
     frame = table.read()
     assert len(frame) == 4
-    assert frame.loc[(frame["stage1_key"] == "abc") & (frame["bits"] == 32), "accuracy"].item() == pytest.approx(0.9)
-    assert list(frame.columns) == ["stage1_key", "bits", "accuracy", "gflops", "memory_mb"]
+    chosen = (frame["key"] == "abc") & (frame["label"] == "uniform 32-bit")
+    assert frame.loc[chosen, "accuracy"].item() == pytest.approx(0.9)
+    assert list(frame.columns) == ["method", "key", "label", "accuracy", "gflops", "memory_mb"]

@@ -17,7 +17,7 @@ import yaml
 from searchlab.config import SpaceEntry, Sweep, load_sweep
 from searchlab.data.manifest import read_manifest
 from searchlab.data_check import DataMissing, ensure_data
-from searchlab.plan import describe_plan, stage1_keys
+from searchlab.plan import describe_plan, shared_stage_keys
 from searchlab.run_dir import RUN_LOCK, RUN_MARKER, hold_run_dir, mark_run_dir
 from searchlab.sweep import TUNE_DIR_NAME, main
 
@@ -277,13 +277,15 @@ def with_space(sweep: Sweep, keys: list[str]) -> Sweep:
     return sweep.model_copy(update={"space": {key: SpaceEntry(choice=[1]) for key in keys}})
 
 
-def test_stage1_keys_flags_keys_that_retrain_stage_1() -> None:
+def test_the_plan_says_which_searched_keys_retrain_each_shared_stage() -> None:
     demo = load_sweep("spaces/demo.yaml")
-    assert stage1_keys(demo) == []
-    assert "trained once and shared by every trial" in describe_plan(demo, run_dir=Path("/r"))
-    sweep = with_space(demo, ["stage2.w1", "stage1.lr", "model.policy_hidden", "resources.workers"])
-    assert stage1_keys(sweep) == ["stage1.lr", "resources.workers"]
-    assert "trained once per distinct value of ['stage1.lr', 'resources.workers']" in describe_plan(
+    assert shared_stage_keys(demo) == {"teacher": [], "stage1": [], "outputs": []}
+    assert "teacher      once for the whole sweep" in describe_plan(demo, run_dir=Path("/r"))
+    sweep = with_space(demo, ["stage2.w1", "stage1.lr", "model.policy_hidden", "resources.workers",
+                              "stage2.cached_views"])
+    assert shared_stage_keys(sweep) == {"teacher": ["resources.workers"], "stage1": ["stage1.lr", "resources.workers"],
+                                        "outputs": ["stage1.lr", "resources.workers", "stage2.cached_views"]}
+    assert "stage1       once per distinct value of ['stage1.lr', 'resources.workers']" in describe_plan(
         sweep, run_dir=Path("/r"))
 
 
@@ -298,18 +300,19 @@ CHANGES = [
 ]
 
 
-def test_stage1_keys_agree_with_the_pipelines_cache_keys(tmp_path: Path) -> None:
+def test_the_plan_agrees_with_the_cache_keys_of_every_stage(tmp_path: Path) -> None:
+    """Both read the method's stage declarations: a key changes exactly when the plan says it does."""
     from searchlab import pipeline  # imports Ray: here only, the plan itself must not
-    from searchlab.cache import stage_key
+    from searchlab.methods import get_method
 
     manifest = tmp_path / "manifest.parquet"
     manifest.write_bytes(b"a manifest")
     demo = load_sweep("spaces/demo.yaml")
     base = demo.base.with_overrides({"data.manifest": str(manifest)})
-
-    def stage1_of(config: Any) -> str:
-        teacher = stage_key("teacher", pipeline.teacher_fields(config))
-        return stage_key("stage1", pipeline.stage1_fields(config, teacher_key=teacher))
-
-    retrains = {key for key, value in CHANGES if stage1_of(base.with_overrides({key: value})) != stage1_of(base)}
-    assert set(stage1_keys(with_space(demo, [key for key, _ in CHANGES]))) == retrains
+    method = get_method("videoiq")
+    before = pipeline.trial_stage_keys(method, base)
+    planned = shared_stage_keys(with_space(demo, [key for key, _ in CHANGES]))
+    for stage, keys in planned.items():
+        changed = {key for key, value in CHANGES
+                   if pipeline.trial_stage_keys(method, base.with_overrides({key: value}))[stage] != before[stage]}
+        assert set(keys) == changed, stage

@@ -22,11 +22,15 @@ from searchlab.config import TrialConfig, load_trial_config
 from searchlab.data.manifest import read_manifest
 from searchlab.models import create_backbone
 from searchlab.objectives import METRICS
-from searchlab.train.backbone_cache import CachedBackboneOutputs, build_backbone_outputs, load_backbone
+from searchlab.methods import get_method
+from searchlab.methods.videoiq import OUTPUTS_SUBDIR
+from searchlab.train.backbone_cache import CachedBackboneOutputs, load_backbone
 from searchlab.train.launch import StageResult, run_stage
 from searchlab.train.loader import clip_dataset, load_manifest
 from searchlab.train.stage1 import load_teacher
 from searchlab.train.stage2 import LiveOutputs
+
+STAGE = {stage.name: stage for stage in get_method("videoiq").stages}
 
 
 @pytest.fixture(scope="session")
@@ -60,12 +64,14 @@ def chain1(ray_local, damaged_data, tmp_path_factory) -> dict[str, object]:
     out = tmp_path_factory.mktemp("chain1")
     config = _config(damaged_data, workers=1)
     common = {"config": config, "storage_path": out / "ray"}
-    teacher = run_stage("teacher", output_dir=out / "teacher", name="teacher", **common)
-    stage1 = run_stage("stage1", output_dir=out / "stage1", name="stage1", teacher_dir=teacher.output_dir, **common)
-    cache = build_backbone_outputs(out / "cache", config=config, teacher_dir=teacher.output_dir,
-                                   stage1_dir=stage1.output_dir)
-    stage2 = run_stage("stage2", output_dir=out / "stage2", name="stage2", teacher_dir=teacher.output_dir,
-                       stage1_dir=stage1.output_dir, cache_dir=cache, **common)
+    teacher = run_stage(STAGE["teacher"], output_dir=out / "teacher", name="teacher", inputs={}, **common)
+    stage1 = run_stage(STAGE["stage1"], output_dir=out / "stage1", name="stage1",
+                       inputs={"teacher": teacher.output_dir}, **common)
+    outputs = out / "outputs"
+    STAGE["outputs"].build(config, {"teacher": teacher.output_dir, "stage1": stage1.output_dir}, outputs)
+    cache = outputs / OUTPUTS_SUBDIR
+    stage2 = run_stage(STAGE["stage2"], output_dir=out / "stage2", name="stage2", **common,
+                       inputs={"teacher": teacher.output_dir, "stage1": stage1.output_dir, "outputs": outputs})
     return {"config": config, "out": out, "teacher": teacher, "stage1": stage1, "cache": cache, "stage2": stage2}
 
 
@@ -74,10 +80,11 @@ def chain2(ray_local, damaged_data, tmp_path_factory) -> dict[str, StageResult]:
     out = tmp_path_factory.mktemp("chain2")
     config = _config(damaged_data, workers=2).with_overrides({"stage2.epochs": 1})
     common = {"config": config, "storage_path": out / "ray"}
-    teacher = run_stage("teacher", output_dir=out / "teacher", name="teacher", **common)
-    stage1 = run_stage("stage1", output_dir=out / "stage1", name="stage1", teacher_dir=teacher.output_dir, **common)
-    stage2 = run_stage("stage2", output_dir=out / "stage2", name="stage2", teacher_dir=teacher.output_dir,
-                       stage1_dir=stage1.output_dir, **common)  # live backbone outputs
+    teacher = run_stage(STAGE["teacher"], output_dir=out / "teacher", name="teacher", inputs={}, **common)
+    stage1 = run_stage(STAGE["stage1"], output_dir=out / "stage1", name="stage1",
+                       inputs={"teacher": teacher.output_dir}, **common)
+    stage2 = run_stage(STAGE["stage2"], output_dir=out / "stage2", name="stage2", **common,
+                       inputs={"teacher": teacher.output_dir, "stage1": stage1.output_dir})  # live backbone outputs
     return {"config": config, "teacher": teacher, "stage1": stage1, "stage2": stage2}
 
 
@@ -138,12 +145,13 @@ def test_stage2_temperature_follows_the_schedule(chain1):
 def test_interrupted_stage2_resumes_exactly(chain1):
     out: Path = chain1["out"]
     common = {"config": chain1["config"], "storage_path": out / "ray", "name": "stage2-resumed",
-              "output_dir": out / "stage2-resumed", "teacher_dir": chain1["teacher"].output_dir,
-              "stage1_dir": chain1["stage1"].output_dir, "cache_dir": chain1["cache"]}
+              "output_dir": out / "stage2-resumed",
+              "inputs": {"teacher": chain1["teacher"].output_dir, "stage1": chain1["stage1"].output_dir,
+                         "outputs": chain1["cache"].parent}}
     with pytest.raises(ray.train.TrainingFailedError):
-        run_stage("stage2", inject_failure_after_epoch=1, **common)
+        run_stage(STAGE["stage2"], inject_failure_after_epoch=1, **common)
     assert not (out / "stage2-resumed").exists()
-    resumed = run_stage("stage2", **common)
+    resumed = run_stage(STAGE["stage2"], **common)
     reference = chain1["stage2"]
     mine = torch.load(resumed.output_dir / "policy.pt", weights_only=True)
     theirs = torch.load(reference.output_dir / "policy.pt", weights_only=True)

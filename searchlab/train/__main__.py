@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from searchlab.config import ConfigError, TrialConfig, load_trial_config
+from searchlab.methods import get_method
 
 __all__ = ["main"]
 
@@ -92,12 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     out = Path(args.out or Path("runs") / config.name).resolve()
-    inputs: dict[str, str | None] = {
-        "teacher_dir": str(Path(args.teacher or out / "teacher").resolve()) if args.stage != "teacher" else None,
-        "stage1_dir": str(Path(args.stage1 or out / "stage1").resolve()) if args.stage == "stage2" else None,
-    }
-    missing = [f"{name}: {path} (run `python -m searchlab.train {name[:-4]}` first or pass --{name[:-4]})"
-               for name, path in inputs.items() if path and not Path(path, "metrics.json").is_file()]
+    method = get_method("videoiq")
+    stage = method.stage(args.stage)
+    given = {"teacher": args.teacher, "stage1": args.stage1}
+    inputs = {need: Path(given.get(need) or out / need).resolve() for need in stage.needs if need != "outputs"}
+    missing = [f"{need}: {path} (run `python -m searchlab.train {need}` first or pass --{need})"
+               for need, path in inputs.items() if not Path(path, "metrics.json").is_file()]
     if missing:
         print("error: missing input artifacts:\n  - " + "\n  - ".join(missing), file=sys.stderr)
         return 2
@@ -105,24 +106,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     import ray
     import ray.train
 
-    from searchlab.train.backbone_cache import build_backbone_outputs
     from searchlab.train.launch import run_stage
 
-    cache_dir = None
-    if args.stage == "stage2" and not args.live:
-        cache_dir = out / "stage2_cache"
-        print(f"backbone-output cache: {cache_dir} (built once per stage-1 artifact) ...", flush=True)
-        build_backbone_outputs(cache_dir, config=config, teacher_dir=inputs["teacher_dir"],
-                               stage1_dir=inputs["stage1_dir"])
+    if "outputs" in stage.needs and not args.live:
+        outputs = out / "stage2_cache"
+        print(f"backbone-output cache: {outputs} (built once per stage-1 artifact) ...", flush=True)
+        build = method.stage("outputs").build
+        assert build is not None
+        build(config, inputs, outputs)
+        inputs["outputs"] = outputs
     if not ray.is_initialized():
         ray.init(include_dashboard=False)
-    name = _run_name(args.stage, config, {**inputs, "live": str(args.live)})
+    name = _run_name(args.stage, config, {**{k: str(v) for k, v in inputs.items()}, "live": str(args.live)})
     try:
-        result = run_stage(
-            args.stage, config=config, output_dir=out / args.stage, storage_path=out / "ray", name=name,
-            cache_dir=cache_dir, eval_every=args.eval_every, inject_failure_after_epoch=args.fail_after_epoch,
-            **{k: v for k, v in inputs.items() if v is not None},
-        )
+        result = run_stage(stage, config=config, inputs=inputs, output_dir=out / args.stage, storage_path=out / "ray",
+                           name=name, eval_every=args.eval_every, inject_failure_after_epoch=args.fail_after_epoch)
     except ray.train.TrainingFailedError as error:
         print(f"error: {args.stage} failed: {error}\nits checkpoints are in {out / 'ray' / name}; "
               "re-run the same command to resume from the latest one", file=sys.stderr)
