@@ -8,7 +8,20 @@ from searchlab.config import DataConfig
 
 
 class DataMissing(RuntimeError):
-    """The manifest is not on disk and cannot be generated here; the message says how to make it."""
+    """The manifest is not on disk (and cannot be generated here) or is not usable: the message says
+    how to make it or what to fix."""
+
+
+def check_manifest(data: DataConfig) -> None:
+    """Read the manifest as every stage reads it (rows, a train and a val split), so that a sweep with
+    unusable data stops before it starts any trial."""
+    from searchlab.data.manifest import ManifestError
+    from searchlab.train.loader import load_manifest
+
+    try:
+        load_manifest(data)
+    except ManifestError as error:
+        raise DataMissing(str(error)) from None
 
 
 def ensure_data(data: DataConfig, *, generate: bool) -> Path:

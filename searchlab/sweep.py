@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from searchlab.config import ConfigError, Sweep, apply_run_options, load_sweep
-from searchlab.data_check import DataMissing, ensure_data
+from searchlab.data_check import DataMissing, check_manifest, ensure_data
 from searchlab.plan import describe_plan
 from searchlab.run_dir import (
     CONFIG_PATH_FIELDS,
@@ -88,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
             ensure_data(sweep.base.data, generate=False)
         except DataMissing as missing:
             print(f"\nnote: {missing}")
+            return 0
+        try:
+            check_manifest(sweep.base.data)
+        except DataMissing as unusable:
+            print(f"error: {unusable}", file=sys.stderr)
+            return 2
         return 0
     try:
         with contextlib.ExitStack() as claim:
@@ -99,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             elif args.resume:
                 raise RunDirError(_refusal(run_dir, args))
             ensure_data(sweep.base.data, generate=True)
+            check_manifest(sweep.base.data)
             if not existed:
                 claim.enter_context(_claimed(run_dir, args))
             if args.overwrite:

@@ -316,3 +316,23 @@ def test_the_plan_agrees_with_the_cache_keys_of_every_stage(tmp_path: Path) -> N
         changed = {key for key, value in CHANGES
                    if pipeline.trial_stage_keys(method, base.with_overrides({key: value}))[stage] != before[stage]}
         assert set(keys) == changed, stage
+
+def test_a_manifest_without_the_val_split_stops_the_sweep_before_any_trial(
+        synthetic_set, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    _, root = synthetic_set
+    table = pq.read_table(root / "manifest.parquet")
+    manifest = tmp_path / "train_only.parquet"
+    pq.write_table(table.filter(pc.equal(table["split"], "train")), manifest)
+    tree = yaml.safe_load(Path("spaces/demo.yaml").read_text())
+    tree["base"]["data"].update({"manifest": str(manifest), "root": str(root), "synthetic": None})
+    tree["storage"] = str(tmp_path / "runs")
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    for extra in (["--dry-run"], []):
+        assert main([str(path), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "val" in err and str(manifest) in err, err
+    assert not (tmp_path / "runs" / "demo").exists()  # refused before the run folder was made

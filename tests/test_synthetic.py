@@ -149,3 +149,17 @@ def test_multi_label_variant(multilabel_set: tuple[Manifest, Path]) -> None:
     for row in manifest.rows():
         assert len(row["labels"]) == 2 and row["label"] in row["labels"]
         assert len(decord.VideoReader(str(root / row["path"]), num_threads=1)) == 16
+
+
+def test_data_files_get_the_users_default_mode(synthetic_set) -> None:
+    """Written through mkstemp (0600), videos and the manifest must still be readable as any file the user makes."""
+    import os
+    import stat
+
+    from searchlab.atomic_dir import current_umask
+
+    _, root = synthetic_set
+    expected = 0o666 & ~current_umask()
+    files = [path for path in root.rglob("*") if path.is_file() and not path.name.startswith(".")]
+    assert any(path.suffix == ".mp4" for path in files) and (root / "manifest.parquet") in files
+    assert {oct(stat.S_IMODE(os.stat(path).st_mode)) for path in files} == {oct(expected)}

@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from searchlab.atomic_dir import give_default_mode
+
 __all__ = [
     "MANIFEST_SCHEMA",
     "SPLITS",
@@ -308,6 +310,7 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike[str]) -> Path:
     os.close(fd)
     try:
         pq.write_table(table, tmp)
+        give_default_mode(tmp)  # mkstemp made it 0600: data files get the user's usual mode
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -27,6 +27,7 @@ from typing import Any
 import decord
 from tqdm import tqdm
 
+from searchlab.atomic_dir import give_default_mode
 from searchlab.data.manifest import Manifest, ManifestError, build_manifest, write_manifest
 from searchlab.data.synthetic import MANIFEST_NAME, SyntheticConfig, generate_synthetic, worker_context
 
@@ -457,6 +458,7 @@ def _write_report(path: Path, rows: list[tuple[str, str, str]]) -> None:
         writer = csv.writer(handle)
         writer.writerow(["video_id", "path", "reason"])
         writer.writerows(rows)
+    give_default_mode(tmp)  # mkstemp made it 0600: data files get the user's usual mode
     os.replace(tmp, path)
 
 

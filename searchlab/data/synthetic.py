@@ -29,6 +29,7 @@ import av
 import numpy as np
 from tqdm import tqdm
 
+from searchlab.atomic_dir import give_default_mode
 from searchlab.data.manifest import Manifest, ManifestError, build_manifest, read_manifest, write_manifest
 
 __all__ = ["ClassSpec", "SyntheticConfig", "class_specs", "generate_synthetic", "render_video", "write_mp4"]
@@ -302,6 +303,7 @@ def write_mp4(path: str | os.PathLike[str], frames: np.ndarray, *, fps: float, c
             for frame in frames:
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             container.mux(stream.encode(None))
+        give_default_mode(tmp)  # mkstemp made it 0600: data files get the user's usual mode
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -432,4 +434,5 @@ def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as handle:
         json.dump(payload, handle, indent=2, sort_keys=True)
+    give_default_mode(tmp)  # mkstemp made it 0600: data files get the user's usual mode
     os.replace(tmp, path)
