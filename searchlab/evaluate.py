@@ -6,9 +6,10 @@ policy decides frame by frame; each frame runs only at the precision it chose, s
 nothing) and prints accuracy, GFLOPs per video from the decisions taken (mean, p5, p95), memory and
 decision usage, next to the figures on the bundle's card.
 
-Stage 2 records a trial's final metrics with these same functions (``video_outputs`` and
-``videoiq_metrics``), on the same decoded clips, one video per batch, so the figures do not depend on
-batch composition or worker count: a bundle's card and this command agree exactly.
+Stage 2 records a trial's final metrics with these same functions (``searchlab.train.evaluate.
+video_outputs`` priced by ``videoiq_price``, then ``videoiq_metrics``), on the same decoded clips,
+one video per batch, so the figures do not depend on batch composition or worker count: a bundle's
+card and this command agree exactly.
 """
 
 from __future__ import annotations
@@ -16,24 +17,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch import Tensor
 
 from searchlab import flops
-from searchlab.config import DataConfig
-from searchlab.data.manifest import Manifest, ManifestError, read_manifest
-from searchlab.data.video import VideoClipDataset
+from searchlab.data.manifest import read_manifest
 from searchlab.models import VideoIQ
-from searchlab.train.evaluate import decision_bits, per_video, policy_metrics, uses_map
-from searchlab.train.loader import clip_dataset
+from searchlab.train.evaluate import decision_bits, eval_dataset, per_video, policy_metrics, uses_map, video_outputs
 
-__all__ = ["VideoIQCosts", "eval_dataset", "main", "video_outputs", "videoiq_costs", "videoiq_metrics"]
+__all__ = ["VideoIQCosts", "main", "videoiq_costs", "videoiq_metrics", "videoiq_price"]
 
 
 @dataclass(frozen=True)
@@ -58,54 +56,15 @@ def videoiq_costs(model: VideoIQ, *, backbone: str, size: int) -> VideoIQCosts:
     )
 
 
-def eval_dataset(data: DataConfig, *, manifest: Manifest, root: Path, split: str, seed: int) -> VideoClipDataset:
-    """The evaluation clips of ``split`` (centre crops, ``data.eval_clips`` clips per video)."""
-    return clip_dataset(data, manifest=manifest, root=root, split=split, train=False, seed=seed)
+def videoiq_price(costs: VideoIQCosts, *, decision_space: Sequence[int]) -> Callable[[Tensor], dict[str, np.ndarray]]:
+    """GFLOPs of each clip from the actions a VideoIQ network took (``video_outputs``'s ``price``)."""
 
+    def price(actions: Tensor) -> dict[str, np.ndarray]:
+        bits = decision_bits(actions, decision_space=decision_space)
+        return {"gflops": flops.video_gflops(bits, cost_table=costs.action_gflops,
+                                             policy_gflops_per_frame=costs.policy_gflops_per_frame)}
 
-@torch.no_grad()
-def video_outputs(
-    model: VideoIQ,
-    dataset: VideoClipDataset,
-    *,
-    videos: Sequence[int],
-    costs: VideoIQCosts,
-    mode: str,
-    seed: int,
-    device: torch.device,
-    loader_workers: int = 0,
-) -> dict[str, Tensor]:
-    """Per-clip outputs of the given videos (rows of the split): ``scores`` (softmax), ``gflops``,
-    ``usage`` (frames per action), ``label``, ``target``, ``index``.
-
-    Each video's K clips form one batch, and a "sample"-mode policy draws from a generator seeded
-    by (seed, video), so a video's outputs are the same whichever process scores it with whatever
-    others. The model must be in eval mode (a bundle's is; ``check_eval_mode`` says what is not).
-    """
-    check_eval_mode(model)
-    clips = dataset.num_clips
-    batches = [[video * clips + k for k in range(clips)] for video in videos]
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=loader_workers)
-    parts: dict[str, list[Tensor]] = {}
-    for video, batch in zip(videos, loader):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed * 1_000_003 + video)
-            logits, actions = model.infer(batch["frames"].to(device), mode=mode)
-        bits = decision_bits(actions, decision_space=model.decision_space)
-        gflops = flops.video_gflops(bits, cost_table=costs.action_gflops,
-                                    policy_gflops_per_frame=costs.policy_gflops_per_frame)
-        outputs = {"scores": logits.softmax(dim=-1), "gflops": torch.from_numpy(gflops), "usage": actions.sum(dim=1),
-                   "label": batch["label"], "target": batch["target"], "index": batch["index"]}
-        for key, value in outputs.items():
-            parts.setdefault(key, []).append(value.detach().cpu())
-    return {key: torch.cat(values) for key, values in parts.items()}
-
-
-def check_eval_mode(model: nn.Module) -> None:
-    """Evaluation with dropout or batch statistics would describe no model that anyone can load."""
-    training = [name or "(root)" for name, module in model.named_modules() if module.training]
-    if training:
-        raise RuntimeError(f"evaluation needs the model in eval mode; in training mode: {training[:5]}")
+    return price
 
 
 def videoiq_metrics(
@@ -114,12 +73,17 @@ def videoiq_metrics(
     decision_space: Sequence[int],
     class_names: Sequence[str],
     multi_label: bool,
-    memory_mb: float,
+    memory_mb: float | None = None,
 ) -> dict[str, Any]:
-    """Accuracy, GFLOPs per video (its clips summed), memory and usage from ``video_outputs``."""
+    """Accuracy, GFLOPs per video (its clips summed), usage (by bit-width, "0" = skip) and, when
+    given, the memory of the stored parameters."""
     videos = per_video(outputs, mean=("scores",), total=("gflops", "usage"))
-    metrics = policy_metrics(videos, decision_space=decision_space, class_names=class_names, multi_label=multi_label)
-    metrics["memory_mb"] = memory_mb
+    space = list(decision_space)
+    metrics = policy_metrics(videos, action_names=[str(b) for b in space],
+                             skip_actions=[space.index(0)] if 0 in space else [], class_names=class_names,
+                             multi_label=multi_label)
+    if memory_mb is not None:
+        metrics["memory_mb"] = memory_mb
     return metrics
 
 
@@ -175,14 +139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                               f"trained on {list(deployed.class_names)[:5]}...; evaluate on the data set it was trained on")
         config = deployed.config
         dataset = eval_dataset(config.data, manifest=manifest, root=root, split=args.split, seed=config.seed)
-    except (BundleError, ManifestError, FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError) as error:  # BundleError and ManifestError are ValueErrors
         print(f"error: {error}", file=sys.stderr)
         return 2
     model = deployed.model
     costs = videoiq_costs(model, backbone=config.model.backbone, size=config.data.crop_size)
     count = len(dataset) // dataset.num_clips
-    outputs = video_outputs(model, dataset, videos=range(count), costs=costs, mode=config.stage2.eval_mode,
-                            seed=config.seed, device=torch.device(args.device), loader_workers=args.workers)
+    outputs = video_outputs(model, dataset, videos=range(count), mode=config.stage2.eval_mode, seed=config.seed,
+                            price=videoiq_price(costs, decision_space=model.decision_space),
+                            device=torch.device(args.device), loader_workers=args.workers)
     metrics = videoiq_metrics(outputs, decision_space=model.decision_space, class_names=deployed.class_names,
                               multi_label=uses_map(config.data.metric, manifest_multi_label=manifest.multi_label),
                               memory_mb=costs.memory_mb)

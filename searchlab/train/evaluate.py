@@ -1,25 +1,44 @@
-"""Evaluation of the three stages: accuracy, GFLOPs from the decisions taken, memory, action usage.
+"""Evaluation of every method's stages: accuracy, GFLOPs from the decisions taken, action usage.
 
-Every rank scores its share of the evaluation items (``EpochSampler(shuffle=False)``); the per-item
-outputs are gathered to every rank and combined per video (the K clips of multi-clip evaluation
-are averaged). Scores are softmax probabilities, so averaging clips and ranking videos for mAP use
-comparable numbers.
+Every rank scores its share of the evaluation items; the per-item outputs are gathered to every rank
+and combined per video (the K clips of multi-clip evaluation are averaged). Scores are softmax
+probabilities, so averaging clips and ranking videos for mAP use comparable numbers. A dynamic
+network's recorded figures come from its inference path on decoded clips (``video_outputs``, one
+video per batch), priced by its method's cost model from the decisions it took.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from searchlab import flops
+from searchlab.config import DataConfig
+from searchlab.data.manifest import Manifest
+from searchlab.data.video import VideoClipDataset
+from searchlab.train.loader import clip_dataset
 from searchlab.train.metrics import accuracy_metrics
 from searchlab.train.worker import Worker, gather_objects
 
-__all__ = ["collect", "decision_bits", "per_video", "policy_metrics", "score_metrics", "uniform_metrics", "uses_map"]
+__all__ = [
+    "check_eval_mode",
+    "collect",
+    "decision_bits",
+    "eval_dataset",
+    "gathered",
+    "per_video",
+    "policy_metrics",
+    "score_metrics",
+    "uniform_metrics",
+    "uses_map",
+    "video_outputs",
+]
 
 Batch = Mapping[str, Tensor]
 
@@ -85,13 +104,15 @@ def uniform_metrics(
 def policy_metrics(
     videos: Mapping[str, Tensor],
     *,
-    decision_space: Sequence[int],
+    action_names: Sequence[str],
+    skip_actions: Sequence[int],
     class_names: Sequence[str],
     multi_label: bool,
 ) -> dict[str, Any]:
-    """Stage 2's metrics from per-video ``scores``, ``gflops`` and ``usage`` (|Ω| action counts)."""
+    """A dynamic network's metrics from per-video ``scores``, ``gflops`` and ``usage`` (frames per
+    action, in ``action_names`` order; ``skip_actions`` index the actions that skip a frame)."""
     summary = flops.summarize_gflops(videos["gflops"].numpy())
-    counts = videos["usage"]  # (V, |Ω|) frames per action, summed over a video's clips
+    counts = videos["usage"]  # (V, |actions|) frames per action, summed over a video's clips
     overall = counts.sum(dim=0) / counts.sum()
     per_class: dict[str, dict[str, float]] = {}
     labels = videos["label"]
@@ -99,17 +120,72 @@ def policy_metrics(
         rows = counts[labels == c]
         if len(rows):
             share = rows.sum(dim=0) / rows.sum()
-            per_class[name] = {str(b): float(share[k]) for k, b in enumerate(decision_space)}
-    skip = float(overall[list(decision_space).index(0)]) if 0 in decision_space else 0.0
+            per_class[name] = {action: float(share[k]) for k, action in enumerate(action_names)}
     return {
         **score_metrics(videos, key="scores", multi_label=multi_label),
         "gflops": summary["mean"],
         "gflops_p5": summary["p5"],
         "gflops_p95": summary["p95"],
-        "skip_fraction": skip,
-        "usage": {str(b): float(overall[k]) for k, b in enumerate(decision_space)},
+        "skip_fraction": float(overall[list(skip_actions)].sum()) if skip_actions else 0.0,
+        "usage": {action: float(overall[k]) for k, action in enumerate(action_names)},
         "usage_per_class": per_class,
     }
+
+
+def check_eval_mode(model: nn.Module) -> None:
+    """Evaluation with dropout or batch statistics would describe no model that anyone can load."""
+    training = [name or "(root)" for name, module in model.named_modules() if module.training]
+    if training:
+        raise RuntimeError(f"evaluation needs the model in eval mode; in training mode: {training[:5]}")
+
+
+def eval_dataset(data: DataConfig, *, manifest: Manifest, root: Path, split: str, seed: int) -> VideoClipDataset:
+    """The evaluation clips of ``split`` (centre crops, ``data.eval_clips`` clips per video)."""
+    return clip_dataset(data, manifest=manifest, root=root, split=split, train=False, seed=seed)
+
+
+@torch.no_grad()
+def video_outputs(
+    model: nn.Module,
+    dataset: VideoClipDataset,
+    *,
+    videos: Sequence[int],
+    price: Callable[[Tensor], Mapping[str, np.ndarray]],
+    mode: str,
+    seed: int,
+    device: torch.device,
+    loader_workers: int = 0,
+) -> dict[str, Tensor]:
+    """Per-clip outputs of a dynamic network's inference path on the given videos (rows of the split):
+    ``scores`` (softmax), what ``price(actions)`` returns per clip (``gflops``, ...), ``usage``
+    (frames per action), ``label``, ``target``, ``index``. ``model.infer(frames, mode=...)`` returns
+    (video logits, one-hot actions (N, T, |actions|)).
+
+    Each video's K clips form one batch, and a "sample"-mode policy draws from a generator seeded
+    by (seed, video), so a video's outputs are the same whichever process scores it with whatever
+    others: the figures a stage records and those ``python -m searchlab.evaluate`` measures agree.
+    """
+    check_eval_mode(model)
+    clips = dataset.num_clips
+    batches = [[video * clips + k for k in range(clips)] for video in videos]
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=loader_workers)
+    parts: dict[str, list[Tensor]] = {}
+    for video, batch in zip(videos, loader):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed * 1_000_003 + video)
+            logits, actions = model.infer(batch["frames"].to(device), mode=mode)
+        outputs = {"scores": logits.softmax(dim=-1), **{k: torch.from_numpy(v) for k, v in price(actions).items()},
+                   "usage": actions.sum(dim=1), "label": batch["label"], "target": batch["target"],
+                   "index": batch["index"]}
+        for key, value in outputs.items():
+            parts.setdefault(key, []).append(value.detach().cpu())
+    return {key: torch.cat(values) for key, values in parts.items()}
+
+
+def gathered(worker: Worker, local: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Every rank's ``video_outputs`` joined (each rank scored its share of the videos)."""
+    parts = [part for part in gather_objects(worker, dict(local)) if part]
+    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
 
 
 def decision_bits(actions: Tensor, *, decision_space: Sequence[int]) -> np.ndarray:

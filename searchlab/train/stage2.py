@@ -38,7 +38,7 @@ from searchlab.train.schedules import cosine_scheduler
 from searchlab.train.stage1 import load_teacher
 from searchlab.train.tblog import ScalarLog
 from searchlab.train.teacher import POLICY_FEATURES_FILE, policy_frames, video_logits
-from searchlab.train.worker import Worker, checkpoint_epoch, gather_objects, resume, run_epoch, seed_worker
+from searchlab.train.worker import Worker, checkpoint_epoch, resume, run_epoch, seed_worker
 
 __all__ = [
     "POLICY_FILE",
@@ -303,9 +303,9 @@ def input_metrics(worker: Worker, config: TrialConfig, source: Source, policy: P
                 "label": batch["label"], "target": batch["target"], "index": batch["index"]}
 
     outputs = evaluate.collect(worker, source.epoch(0), score)
-    videos = evaluate.per_video(outputs, mean=("scores",), total=("gflops", "usage"))
-    return evaluate.policy_metrics(videos, decision_space=hp.decision_space, class_names=manifest.class_names,
-                                   multi_label=evaluate.uses_map(config.data.metric, manifest_multi_label=manifest.multi_label))
+    return deployed_eval.videoiq_metrics(
+        outputs, decision_space=hp.decision_space, class_names=manifest.class_names,
+        multi_label=evaluate.uses_map(config.data.metric, manifest_multi_label=manifest.multi_label))
 
 
 def _final_metrics(
@@ -322,14 +322,12 @@ def _final_metrics(
     model = VideoIQ(backbone=backbone, policy=policy, decision_space=config.stage2.decision_space)
     model.to(worker.device).eval()
     costs = deployed_eval.videoiq_costs(model, backbone=config.model.backbone, size=config.data.crop_size)
-    dataset = deployed_eval.eval_dataset(config.data, manifest=manifest, root=root, split="val", seed=config.seed)
+    dataset = evaluate.eval_dataset(config.data, manifest=manifest, root=root, split="val", seed=config.seed)
     videos = range(worker.rank, len(dataset) // dataset.num_clips, worker.world_size)
-    local = deployed_eval.video_outputs(model, dataset, videos=videos, costs=costs, mode=config.stage2.eval_mode,
-                                        seed=config.seed, device=worker.device,
-                                        loader_workers=config.data.loader_workers)
-    parts = [part for part in gather_objects(worker, local) if part]
-    outputs = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+    local = evaluate.video_outputs(model, dataset, videos=videos, mode=config.stage2.eval_mode, seed=config.seed,
+                                   price=deployed_eval.videoiq_price(costs, decision_space=model.decision_space),
+                                   device=worker.device, loader_workers=config.data.loader_workers)
     return deployed_eval.videoiq_metrics(
-        outputs, decision_space=model.decision_space, class_names=manifest.class_names,
+        evaluate.gathered(worker, local), decision_space=model.decision_space, class_names=manifest.class_names,
         multi_label=evaluate.uses_map(config.data.metric, manifest_multi_label=manifest.multi_label),
         memory_mb=costs.memory_mb)

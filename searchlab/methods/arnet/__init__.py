@@ -39,32 +39,33 @@ from searchlab.methods.arnet.costs import (
 )
 from searchlab.methods.arnet.decisions import ActionLayout, Decisions, run_decisions
 from searchlab.methods.arnet.dynamic_stages import dynamic_step, finetune_loop, freeze_policy, joint_loop
-from searchlab.methods.arnet.evaluate import evaluate_inference, inference_metrics, video_outputs
+from searchlab.methods.arnet.evaluate import arnet_price, evaluate_inference, inference_metrics
 from searchlab.methods.arnet.losses import action_usage, arnet_loss, efficiency_weights
 from searchlab.methods.arnet.model import RESIZE_MODES, ARNet, fuse_logits, resize_frames
 from searchlab.methods.arnet.optim import constant_scheduler, make_optimizer, parameter_groups
 
 __all__ = [
+    "ARNet",
+    "ARNetConfig",
+    "ARNetCosts",
+    "ActionLayout",
     "BACKBONE_FILE",
+    "BackboneRecipe",
+    "Decisions",
+    "FinetuneRecipe",
+    "JointRecipe",
     "MODEL_FILE",
     "OFFICIAL_ACTION_WEIGHTS",
     "PAPER_FINETUNE_TAU0",
     "PAPER_JOINT_RATE",
     "RESIZE_MODES",
-    "ARNet",
-    "ARNetConfig",
-    "ARNetCosts",
-    "ActionLayout",
-    "BackboneRecipe",
-    "Decisions",
-    "FinetuneRecipe",
-    "JointRecipe",
     "StageRecipe",
     "TSNClassifier",
     "action_names",
     "action_usage",
     "arnet_costs",
     "arnet_loss",
+    "arnet_price",
     "backbone_gflops",
     "backbone_loop",
     "backbone_step",
@@ -91,5 +92,4 @@ __all__ = [
     "resize_frames",
     "resolution_gflops",
     "run_decisions",
-    "video_outputs",
 ]
