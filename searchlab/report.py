@@ -263,7 +263,7 @@ th {{ background: #f3f3f3; }}
 img {{ max-width: 100%; }}
 </style></head><body>
 <h1>searchlab report: {html.escape(run_dir.name)}</h1>
-<p>{html.escape(str(run_dir.resolve()))} · generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}</p>
+<p>run {html.escape(run_dir.resolve().name)} · generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}</p>
 <h2>Trials</h2>
 {_table(pd.DataFrame([counts]))}
 <p>Objectives: {html.escape(objective_text)}. Hypervolume {history["hypervolume"].iloc[-1]:.6g} against reference

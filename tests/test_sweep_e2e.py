@@ -198,9 +198,6 @@ def test_a_diverged_trial_is_recorded_as_failed_with_its_reason(sweep_run):
 # Folders whose files Ray writes (experiment state, checkpoints with Ray's metadata): they hold the
 # storage paths Ray was given, and are not searchlab's to rewrite.
 RAY_FOLDERS = ("tune", "ray-train")
-# Written by `python -m searchlab.report` when asked, not by the sweep: its page shows where the run
-# was when the report was made.
-REPORT_FILES = ("report.html",)
 
 
 def test_no_file_of_the_run_names_an_absolute_path(sweep_run, tmp_path):
@@ -208,12 +205,12 @@ def test_no_file_of_the_run_names_an_absolute_path(sweep_run, tmp_path):
     run_dir = sweep_run["run_dir"]
     bundle = tmp_path / "bundle"
     assert pick.main([str(run_dir), "--knee", "--out", str(bundle)]) == 0
+    assert report.main([str(run_dir)]) == 0
     folders = {"sweep": sweep_run["base"], "data": sweep_run["data_root"], "repository": REPO, "bundle": bundle}
-    files = [p for p in run_dir.rglob("*") if p.is_file() and p.relative_to(run_dir).parts[0] not in RAY_FOLDERS
-             and p.name not in REPORT_FILES]
+    files = [p for p in run_dir.rglob("*") if p.is_file() and p.relative_to(run_dir).parts[0] not in RAY_FOLDERS]
     files += list(bundle.iterdir())
     assert {"trials.parquet", SWEEP_SNAPSHOT, RUN_MARKER, "config.yaml", "sources.json", "policy.pt",
-            "card.json"} <= {p.name for p in files}
+            "card.json", "report.html"} <= {p.name for p in files}
     named = [(str(p), what) for p in files for what, folder in folders.items()
              if str(folder).encode() in p.read_bytes()]
     assert named == []

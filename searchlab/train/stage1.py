@@ -30,7 +30,7 @@ from searchlab.train.losses import stage1_loss
 from searchlab.train.schedules import cosine_scheduler
 from searchlab.train.tblog import ScalarLog
 from searchlab.train.teacher import TEACHER_FILE, video_logits
-from searchlab.train.worker import Worker, checkpoint_epoch, resume, run_epoch, seed_worker
+from searchlab.train.worker import Worker, check_finite, checkpoint_epoch, resume, run_epoch, seed_worker
 
 __all__ = ["BACKBONE_FILE", "AllPrecisions", "load_teacher", "stage1_loop", "stage1_step"]
 
@@ -123,6 +123,8 @@ def stage1_loop(loop_config: dict[str, Any], worker: Worker) -> None:
         train_set.set_epoch(epoch)
         backbone.train()
         scalars = run_epoch(worker, loader, step)
+        # before evaluating: a diverged network fails here with its reason, not in evaluation code
+        check_finite(stage="stage1", epoch=epoch + 1, metrics=scalars, models=models)
         scalars["lr"] = optimizer.param_groups[0]["lr"]
         last = epoch + 1 == hp.epochs
         metrics: dict[str, Any] = {}

@@ -38,7 +38,7 @@ from searchlab.train.schedules import cosine_scheduler
 from searchlab.train.stage1 import load_teacher
 from searchlab.train.tblog import ScalarLog
 from searchlab.train.teacher import POLICY_FEATURES_FILE, policy_frames, video_logits
-from searchlab.train.worker import Worker, checkpoint_epoch, resume, run_epoch, seed_worker
+from searchlab.train.worker import Worker, check_finite, checkpoint_epoch, resume, run_epoch, seed_worker
 
 __all__ = [
     "POLICY_FILE",
@@ -255,6 +255,8 @@ def stage2_loop(loop_config: dict[str, Any], worker: Worker) -> None:
             return terms
 
         scalars = run_epoch(worker, sources["train"].epoch(epoch), step)
+        # before evaluating: a diverged network fails here with its reason, not in evaluation code
+        check_finite(stage="stage2", epoch=epoch + 1, metrics=scalars, models=models)
         scalars.update({"tau": taus[-1], "lr": optimizer.param_groups[0]["lr"]})
         last = epoch + 1 == hp.epochs
         metrics: dict[str, Any] = {}

@@ -30,7 +30,7 @@ from searchlab.train.checkpointing import unwrap, write_artifact
 from searchlab.train.loader import EpochSampler, clip_dataset, load_manifest, make_loader
 from searchlab.train.schedules import cosine_scheduler
 from searchlab.train.tblog import ScalarLog
-from searchlab.train.worker import Worker, checkpoint_epoch, resume, run_epoch, seed_worker
+from searchlab.train.worker import Worker, check_finite, checkpoint_epoch, resume, run_epoch, seed_worker
 
 __all__ = [
     "POLICY_FEATURES_FILE",
@@ -192,6 +192,8 @@ def teacher_loop(loop_config: dict[str, Any], worker: Worker) -> None:
         teacher.train(in_teacher_phase)
         classifier.train(not in_teacher_phase)
         scalars = run_epoch(worker, loader, step_teacher if in_teacher_phase else step_classifier)
+        # before evaluating: a diverged network fails here with its reason, not in evaluation code
+        check_finite(stage="teacher", epoch=epoch + 1, metrics=scalars, models=models)
         scalars["lr"] = optimizer.param_groups[0 if in_teacher_phase else 1]["lr"]
         last = epoch + 1 == total_epochs
         if last and not in_teacher_phase:

@@ -28,7 +28,7 @@ from searchlab.train import evaluate
 from searchlab.train.checkpointing import unwrap, write_artifact
 from searchlab.train.loader import EpochSampler, clip_dataset, make_loader
 from searchlab.train.tblog import ScalarLog
-from searchlab.train.worker import Worker, checkpoint_epoch, resume, run_epoch, seed_worker
+from searchlab.train.worker import Worker, check_finite, checkpoint_epoch, resume, run_epoch, seed_worker
 
 __all__ = ["TSNClassifier", "backbone_loop", "backbone_step"]
 
@@ -88,6 +88,8 @@ def backbone_loop(loop_config: dict[str, Any], worker: Worker) -> None:
     for epoch in range(start_epoch, recipe.epochs):
         classifier.train()
         scalars = run_epoch(worker, data.epoch(epoch), step)
+        # before evaluating: a diverged network fails here with its reason, not in evaluation code
+        check_finite(stage=f"arnet_backbone_{size}", epoch=epoch + 1, metrics=scalars, models=models)
         last = epoch + 1 == recipe.epochs
         metrics: dict[str, Any] = {}
         if inputs.evaluates(epoch, epochs=recipe.epochs):

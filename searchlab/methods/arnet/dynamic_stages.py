@@ -36,7 +36,7 @@ from searchlab.methods.arnet.stage_common import LoopInputs, TrainData, clip_nor
 from searchlab.models import TemperatureSchedule
 from searchlab.train.checkpointing import unwrap, write_artifact
 from searchlab.train.tblog import ScalarLog
-from searchlab.train.worker import Worker, checkpoint_epoch, resume, run_epoch, seed_worker
+from searchlab.train.worker import Worker, check_finite, checkpoint_epoch, resume, run_epoch, seed_worker
 
 __all__ = ["dynamic_step", "finetune_loop", "freeze_policy", "joint_loop"]
 
@@ -143,6 +143,8 @@ def _train(
             return terms
 
         scalars = run_epoch(worker, data.epoch(epoch), step)
+        # before evaluating: a diverged network fails here with its reason, not in evaluation code
+        check_finite(stage=stage, epoch=epoch + 1, metrics=scalars, models=models)
         scalars["tau"] = taus[-1]
         last = epoch + 1 == recipe.epochs
         metrics: dict[str, Any] = {}
