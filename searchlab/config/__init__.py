@@ -1,4 +1,116 @@
-"""Typed configuration (moving into modules of this package; see searchlab.config._trial)."""
+"""Typed configuration: one trial's settings (`TrialConfig`) and a sweep file (`Sweep`).
 
-from searchlab.config._trial import *  # noqa: F403
-from searchlab.config._trial import _resolve_paths as _resolve_paths
+A sweep file is YAML with four sections::
+
+    base:     a TrialConfig (data, model, teacher, stage1, stage2, resources, seed)
+    search:   trials, sampler, seed, objectives, constraints, points_to_evaluate, max_concurrent
+    space:    dotted keys into the trial configuration -> search-space entries
+    storage:  where the run directory lives (a folder every node of a cluster sees)
+
+`load_sweep` reports every problem of a file at once (`ConfigError`), naming each key, the bad value
+and the fix; the CLIs turn that into exit code 2. It checks what a run would meet later too (names
+against their registries, files, packages, every choice, range end and starting point as a trial),
+so a file that loads does not fail at a trial's configuration. Relative paths are resolved against
+the working directory at load time, because Ray workers run in other directories.
+
+Every name is imported from this package; the modules behind it, one concept each:
+
+    _errors        ConfigError; pydantic's errors as one problem line each
+    _limits        upper limits (MAX_*), Seed/Side, the strict base model, non-finite numbers
+    _dotted        dotted keys into a configuration tree (set_dotted, get_dotted, plain)
+    _temperature   TemperatureConfig, the stage-2 τ schedule section
+    _trial         TrialConfig and its sections, cross-section checks, parse_trial_config
+    _search        the search section: SearchConfig, Constraint, Sampler
+    _space         SpaceEntry, key order by conditions, values an entry can take
+    _points        starting points (search.points_to_evaluate) against the space and as trials
+    _space_checks  the space's load-time checks: conditions, range ends, combinations
+    _environment   packages, files and storage a sweep needs; the command line's run options
+    _sweep         Sweep, load_sweep / parse_sweep, load_trial_config
+"""
+
+from searchlab.config._dotted import get_dotted, plain, set_dotted
+from searchlab.config._environment import SAMPLER_NEEDS, apply_run_options, sampler_dependency_problem
+from searchlab.config._errors import ConfigError
+from searchlab.config._limits import (
+    MAX_BATCH,
+    MAX_CONCURRENT,
+    MAX_EPOCHS,
+    MAX_FRAMES,
+    MAX_SEED,
+    MAX_SIDE,
+    MAX_TRIALS,
+    MAX_VIEWS,
+    Seed,
+    Side,
+)
+from searchlab.config._points import point_problems
+from searchlab.config._search import Constraint, Sampler, SearchConfig
+from searchlab.config._space import SpaceEntry, ordered_keys, schema_key_problem, value_problem
+from searchlab.config._space_checks import MAX_COMBINATIONS
+from searchlab.config._sweep import Sweep, _resolve_paths as _resolve_paths, load_sweep, load_trial_config, parse_sweep
+from searchlab.config._temperature import TemperatureConfig, TemperatureKind
+from searchlab.config._trial import (
+    RESERVED_RUN_NAMES,
+    AlphaConfig,
+    DataConfig,
+    DataSource,
+    ModelConfig,
+    OptimConfig,
+    ResourcesConfig,
+    Stage1Config,
+    Stage2Config,
+    SyntheticData,
+    TeacherConfig,
+    TrialConfig,
+    cross_check_trial,
+    parse_trial_config,
+)
+
+__all__ = [
+    "MAX_BATCH",
+    "MAX_COMBINATIONS",
+    "MAX_CONCURRENT",
+    "MAX_EPOCHS",
+    "MAX_FRAMES",
+    "MAX_SEED",
+    "MAX_SIDE",
+    "MAX_TRIALS",
+    "MAX_VIEWS",
+    "RESERVED_RUN_NAMES",
+    "SAMPLER_NEEDS",
+    "AlphaConfig",
+    "ConfigError",
+    "Constraint",
+    "DataConfig",
+    "DataSource",
+    "ModelConfig",
+    "OptimConfig",
+    "ResourcesConfig",
+    "Sampler",
+    "SearchConfig",
+    "Seed",
+    "Side",
+    "SpaceEntry",
+    "Stage1Config",
+    "Stage2Config",
+    "Sweep",
+    "SyntheticData",
+    "TeacherConfig",
+    "TemperatureConfig",
+    "TemperatureKind",
+    "TrialConfig",
+    "apply_run_options",
+    "cross_check_trial",
+    "get_dotted",
+    "load_sweep",
+    "load_trial_config",
+    "ordered_keys",
+    "parse_sweep",
+    "parse_trial_config",
+    "plain",
+    "point_problems",
+    "sampler_dependency_problem",
+    "schema_key_problem",
+    "set_dotted",
+    "value_problem",
+]

@@ -1,0 +1,47 @@
+"""Limits on sizes and counts, the numeric field types built on them, and the strict base model
+(unknown keys rejected, objects frozen, numbers finite) every section derives from, and the
+search for non-finite numbers (.nan, .inf) anywhere in a YAML tree."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+# Upper limits on sizes and counts (docs/configuration.md, "Limits"). None is a limit of the method;
+# each is far beyond any sensible value (the papers: 8-16 frames at 224 px, tens of epochs, batches
+# of 8-64, tens of trials), so a value past one is a typo -- an extra zero, a wrong unit -- caught at
+# load instead of after hours of compute or an out-of-memory crash.
+MAX_TRIALS = 10_000
+MAX_CONCURRENT = 1_024  # trials at a time; also Ray Train workers per stage and loader processes
+MAX_FRAMES = 512  # frames sampled per clip
+MAX_SIDE = 2_048  # pixels: crop, scales, evaluation short side, policy input, synthetic frames
+MAX_EPOCHS = 10_000
+MAX_BATCH = 4_096  # clips per worker and step
+MAX_VIEWS = 64  # evaluation clips per video; cached augmentation views per training clip
+MAX_SEED = 2**32 - 1  # NumPy's RandomState (Optuna's samplers) takes seeds in [0, 2**32)
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Side = Annotated[int, Field(ge=8, le=MAX_SIDE)]
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors (a typo must not pass silently); objects are immutable; numbers are
+    finite (pydantic would otherwise take YAML's .nan and .inf for floats)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _non_finite_numbers(tree: Any, loc: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], float]]:
+    """(location, value) of every nan and ±inf anywhere in a YAML tree (pydantic's loc style)."""
+    if isinstance(tree, float) and not math.isfinite(tree):
+        yield loc, tree
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _non_finite_numbers(value, (*loc, key))
+    elif isinstance(tree, list):
+        for index, value in enumerate(tree):
+            yield from _non_finite_numbers(value, (*loc, index))

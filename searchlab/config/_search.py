@@ -1,0 +1,85 @@
+"""The sweep file's `search` section: sampler, objectives, constraints, starting points, trial counts."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from searchlab.config._limits import MAX_CONCURRENT, MAX_TRIALS, Seed, _Strict
+from searchlab.objectives import METRICS
+
+
+Sampler = Literal["tpe", "nsga2", "gp", "random", "grid"]
+_CONSTRAINT = re.compile(r"^\s*([a-z_0-9]+)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*$")
+
+
+class Constraint(_Strict):
+    """`metric op bound`; a trial is feasible when it holds."""
+
+    metric: str
+    op: Literal["<=", ">=", "<", ">"]
+    bound: float
+
+    @classmethod
+    def parse(cls, text: str) -> Constraint:
+        match = _CONSTRAINT.match(text)
+        if not match:
+            raise ValueError(f"constraint {text!r} must read 'metric <= number' (or >=, <, >), e.g. 'gflops <= 30'")
+        metric, op, bound = match.groups()
+        if metric not in METRICS:
+            raise ValueError(f"constraint {text!r} names unknown metric {metric!r}; known: {', '.join(METRICS)}")
+        return cls(metric=metric, op=op, bound=float(bound))
+
+    def violation(self, value: float) -> float:
+        """Optuna's convention: <= 0 is feasible, > 0 measures how far off it is."""
+        if self.op in ("<=", "<"):
+            return value - self.bound
+        return self.bound - value
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+
+class SearchConfig(_Strict):
+    trials: int = Field(20, ge=1, le=MAX_TRIALS)
+    sampler: Sampler = "tpe"
+    seed: Seed = 0
+    objectives: dict[str, Literal["max", "min"]] = Field(
+        default_factory=lambda: {"accuracy": "max", "gflops": "min"}
+    )
+    constraints: list[str] = Field(default_factory=list)
+    points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
+    max_concurrent: int = Field(1, ge=1, le=MAX_CONCURRENT)
+
+    @field_validator("objectives")
+    @classmethod
+    def _known_objectives(cls, objectives: dict[str, str]) -> dict[str, str]:
+        problems = []
+        for name, direction in objectives.items():
+            if name not in METRICS:
+                problems.append(f"unknown metric {name!r} (known: {', '.join(METRICS)})")
+            elif METRICS[name].direction != direction:
+                problems.append(f"{name} is to be {METRICS[name].direction}imised, not {direction}imised")
+        if not objectives:
+            problems.append("give at least one objective, e.g. {accuracy: max, gflops: min}")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return objectives
+
+    @field_validator("constraints")
+    @classmethod
+    def _parse_constraints(cls, constraints: list[str]) -> list[str]:
+        problems = []
+        for text in constraints:
+            try:
+                Constraint.parse(text)
+            except ValueError as error:
+                problems.append(str(error))
+        if problems:
+            raise ValueError("\n".join(problems))
+        return constraints
+
+    def parsed_constraints(self) -> list[Constraint]:
+        return [Constraint.parse(text) for text in self.constraints]
