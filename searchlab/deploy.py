@@ -89,9 +89,15 @@ def load(directory: str | Path, *, device: str = "cpu") -> DeployedVideoIQ:
     for module, name in ((backbone, "backbone.pt"), (policy, "policy.pt")):
         path = folder / name
         try:
-            module.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+            state = torch.load(path, map_location=device, weights_only=True)
         except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            # torch's own message suggests weights_only=False, which would run whatever the file holds
+            raise BundleError(f"{path} is not a readable weights file (damaged, or not written by searchlab: "
+                              f"{type(error).__name__}); export the bundle again with `python -m searchlab.pick`") from error
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as error:
+            first = str(error).strip().splitlines()[0]
             raise BundleError(f"{path} does not load into the network config.yaml describes ({first}); "
                               "export the bundle again with `python -m searchlab.pick`") from error
     model = VideoIQ(backbone=backbone, policy=policy, decision_space=config.stage2.decision_space).to(device).eval()

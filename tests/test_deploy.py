@@ -177,7 +177,7 @@ def test_deploy_imports_neither_ray_nor_optuna() -> None:
     ("config.yaml", b"\xff\xfe not utf-8", "config.yaml is broken"),
     ("classes.json", b'{"not": "a list"}', "classes.json is broken"),
     ("card.json", b"{", "card.json is broken"),
-    ("policy.pt", b"not a checkpoint", "policy.pt does not load"),
+    ("policy.pt", b"not a checkpoint", "policy.pt is not a readable weights file"),
     ("backbone.pt", None, "backbone.pt does not load"),
 ])
 def test_a_broken_bundle_file_is_named(tmp_path: Path, name: str, content: bytes | None, expected: str) -> None:
