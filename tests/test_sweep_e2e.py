@@ -209,8 +209,9 @@ def test_no_file_of_the_run_names_an_absolute_path(sweep_run, tmp_path):
     folders = {"sweep": sweep_run["base"], "data": sweep_run["data_root"], "repository": REPO, "bundle": bundle}
     files = [p for p in run_dir.rglob("*") if p.is_file() and p.relative_to(run_dir).parts[0] not in RAY_FOLDERS]
     files += list(bundle.iterdir())
+    files += list((sweep_run["storage"] / "cache").glob("outputs/*/outputs/meta.json"))  # the stage-2 inputs' record
     assert {"trials.parquet", SWEEP_SNAPSHOT, RUN_MARKER, "config.yaml", "sources.json", "policy.pt",
-            "card.json", "report.html"} <= {p.name for p in files}
+            "card.json", "report.html", "meta.json"} <= {p.name for p in files}
     named = [(str(p), what) for p in files for what, folder in folders.items()
              if str(folder).encode() in p.read_bytes()]
     assert named == []

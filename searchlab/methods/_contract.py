@@ -49,6 +49,9 @@ class Stage:
     optional: tuple[str, ...] = ()
     #: Whether the result depends on the data set's content (its manifest's fingerprint joins the key).
     reads_data: bool = True
+    #: The artifact's format: part of the key, so a stage that now writes something else is rebuilt
+    #: instead of being read in the old format.
+    version: int = 1
     description: str = ""
 
     def __post_init__(self) -> None:

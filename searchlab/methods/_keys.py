@@ -45,11 +45,13 @@ def stage_fields(stage: Stage, tree: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def stage_keys(method: Method, tree: Mapping[str, Any], *, data_fingerprint: str) -> dict[str, str]:
-    """Each stage's key: a hash of its declared fields, the data's fingerprint (when it reads data)
-    and the keys of the stages it needs, so a change reaches every stage downstream of it."""
+    """Each stage's key: a hash of its declared fields, its artifact format, the data's fingerprint
+    (when it reads data) and the keys of the stages it needs, so a change reaches every stage
+    downstream of it."""
     keys: dict[str, str] = {}
     for stage in method.stages:
-        fields: dict[str, Any] = {"fields": stage_fields(stage, tree), "needs": {n: keys[n] for n in stage.needs}}
+        fields: dict[str, Any] = {"fields": stage_fields(stage, tree), "needs": {n: keys[n] for n in stage.needs},
+                                  "version": stage.version}
         if stage.reads_data:
             fields["data"] = data_fingerprint
         keys[stage.name] = stage_key(f"{method.name}.{stage.name}", fields)

@@ -40,9 +40,9 @@ from searchlab.train.loader import clip_dataset, load_manifest
 from searchlab.train.stage1 import BACKBONE_FILE, load_teacher
 from searchlab.train.teacher import policy_frames, video_logits
 
-__all__ = ["CacheMismatch", "CachedBackboneOutputs", "build_backbone_outputs", "cache_meta", "load_backbone"]
+__all__ = ["FORMAT", "CacheMismatch", "CachedBackboneOutputs", "build_backbone_outputs", "cache_meta", "load_backbone"]
 
-FORMAT = 1
+FORMAT = 2
 _FILES = ("frames", "logits", "teacher", "labels", "index", "targets")
 
 
@@ -66,7 +66,9 @@ def cache_meta(config: TrialConfig, *, stage1_dir: str | Path) -> dict[str, Any]
         "backbone_sha": _fingerprint(Path(stage1_dir) / BACKBONE_FILE),
         "backbone": config.model.backbone,
         "bit_widths": list(config.model.bit_widths),
-        "manifest": data.manifest,
+        # the manifest's content, not its path: the cache stays valid when the data folder moves, and
+        # names no path of the machine that built it
+        "manifest_sha": _fingerprint(Path(data.manifest)),
         "frames": data.frames,
         "crop_size": data.crop_size,
         "train_scale": list(data.train_scale),

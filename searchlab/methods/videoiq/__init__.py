@@ -14,7 +14,7 @@ from typing import Any
 
 from searchlab.methods._contract import Method, Stage
 from searchlab.results import Baseline
-from searchlab.train.backbone_cache import build_backbone_outputs
+from searchlab.train.backbone_cache import FORMAT as OUTPUTS_FORMAT, build_backbone_outputs
 from searchlab.train.checkpointing import read_artifact_metrics
 from searchlab.train.stage1 import stage1_loop
 from searchlab.train.stage2 import stage2_loop
@@ -91,6 +91,7 @@ VIDEOIQ = Method(
             depends_on=("stage2.cached_views", "model.policy_input_size"),
             shared=True,
             build=_build_outputs,
+            version=OUTPUTS_FORMAT,
             description="the frozen backbone's per-frame outputs (stage 2's inputs)",
         ),
         Stage(
