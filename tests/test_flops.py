@@ -60,23 +60,7 @@ def test_uncounted_ops_are_reported() -> None:
 
 def test_backbone_conv_macs_match_shapes_and_quantised_flags() -> None:
     net = create_backbone("resnet10", num_classes=CLASSES, bit_widths=(32,), alpha_init=1.0).eval()
-    expected: dict[str, int] = {}
-
-    def hook(name: str):
-        def record(module: nn.Module, inputs, output: torch.Tensor) -> None:
-            if isinstance(module, nn.Conv2d):
-                k = module.kernel_size[0] * module.kernel_size[1]
-                expected[name] = output[0].numel() * module.in_channels // module.groups * k
-            else:
-                expected[name] = module.in_features * module.out_features
-
-        return record
-
-    for name, m in net.named_modules():
-        if isinstance(m, nn.Conv2d | nn.Linear):
-            m.register_forward_hook(hook(name))
-    with torch.no_grad():
-        net(torch.zeros(1, 3, SIZE, SIZE), 32)
+    expected = _hand_counts(net, (torch.zeros(1, 3, SIZE, SIZE), 32))
     layers = {l.name: l for l in flops.backbone_layer_macs("resnet10", size=SIZE, num_classes=CLASSES)}
     for name, macs in expected.items():
         assert layers[name].macs == macs, name
