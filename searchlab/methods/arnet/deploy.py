@@ -1,0 +1,307 @@
+"""An exported AR-Net ready for inference: clips in memory, or a video file decoded lazily.
+
+``load_arnet_bundle(DIR, arnet=..., data=..., class_names=..., card=...)`` builds the network of a
+bundle's ``arnet.pt`` (read with ``weights_only=True``) and returns a ``DeployedARNet``:
+
+* ``predict(frames)``: ``ARNet.infer`` on ImageNet-normalised clips (N, T, 3, S, S), S = data.crop_size;
+* ``predict_video(path)``: decodes the file the way evaluation does (TSN segment centres of
+  ``data.frames`` frames, short side ``data.eval_short_side``, centre crop ``data.crop_size``,
+  ImageNet normalisation; ``data.eval_clips`` clips whose probabilities are averaged), but one frame
+  at a time, when the decision loop reaches it (``stepwise_infer``).
+
+What lazy decoding can save depends on the skip semantics (METHODS.md §2): the trained network's LSTM
+**consumes the frames inside a skip window** (h is restored, the cell state c is not), so the
+decisions after a window depend on the skipped frames' pixels. ``predict_video`` therefore has two
+modes:
+
+* ``decode_skipped=True`` (default): exactly the decisions and logits of ``predict`` on the eagerly
+  decoded clip (every sampled frame is decoded, because the policy reads every one); skipped frames
+  and head frames run no backbone;
+* ``decode_skipped=False``: frames t+1..t+k-1 of a skip-k window are never decoded and the LSTM state
+  (h and c) is carried over the window unchanged (the "ideal sequential inference" of the paper's
+  cost formula). Decoding drops by the held slots, but the decisions after a window can differ from
+  what the network was trained and evaluated with, so its accuracy is not the card's.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from searchlab.config import DataConfig  # first: searchlab.config imports the arnet config section
+from searchlab.deploy import BundleError
+from searchlab.methods.arnet.build import MODEL_FILE, build_model
+from searchlab.methods.arnet.config import ARNetConfig
+from searchlab.methods.arnet.model import ARNet, resize_frames
+from searchlab.models import select_actions
+
+__all__ = ["DeployedARNet", "StepwiseResult", "VideoPrediction", "decode_video", "load_arnet_bundle", "stepwise_infer"]
+
+#: read(step, rows) -> ImageNet-normalised frames (len(rows), 3, S, S) of those clips at that step.
+FrameReader = Callable[[int, Tensor], Tensor]
+
+
+class StepwiseResult(NamedTuple):
+    logits: Tensor  # (N, C) video logits, as ARNet.infer
+    actions: Tensor  # (N, T, |A|) one-hot actions taken, as ARNet.infer
+    frames_read: int  # (clip, step) frames the loop asked ``read`` for
+
+
+class VideoPrediction(NamedTuple):
+    probabilities: Tensor  # (1, C): softmax of each clip's logits, averaged over the clips
+    actions: Tensor  # (K, T, |A|): one-hot actions of each of the K = data.eval_clips clips
+    frames_decoded: int  # distinct video frames decoded
+
+
+@torch.no_grad()
+def stepwise_infer(
+    model: ARNet,
+    read: FrameReader,
+    *,
+    batch: int,
+    steps: int,
+    mode: str = "argmax",
+    actions: Tensor | None = None,
+    decode_skipped: bool = True,
+) -> StepwiseResult:
+    """``ARNet.infer`` as a loop over frames that asks ``read`` for frame t only when it needs it.
+
+    With ``decode_skipped`` (the trained semantics) the result equals ``model.infer`` on the whole
+    clip: the policy runs on every frame (``read`` is called for every step and clip), the skip rule
+    of ``decisions.run_decisions`` is applied step by step, and each backbone then runs once on the
+    frames that chose its resolution, in the same order as ``infer``. Without it, a clip inside a
+    skip window is not read and its LSTM state is held whole (h and c). ``actions`` (N, T, |A|)
+    replays given decisions, as ``ARNet.infer(actions=...)`` does. ``model`` must be in eval mode.
+    """
+    layout, policy = model.layout, model.policy
+    if actions is not None and tuple(actions.shape) != (batch, steps, layout.num_actions):
+        raise ValueError(f"actions must be (N, T, |A|)={(batch, steps, layout.num_actions)}, got {tuple(actions.shape)}")
+    device = next(model.parameters()).device
+    lengths = layout.skip_lengths(device)
+    remain = torch.zeros(batch, dtype=torch.int64, device=device)
+    everyone = torch.arange(batch, device=device)
+    state: tuple[Tensor, Tensor] | None = None
+    previous: tuple[Tensor, Tensor] | None = None  # (actions, h) of the previous step
+    taken, hidden = [], []
+    kept: dict[tuple[int, int], Tensor] = {}  # (clip, step) -> frame, for the frames a backbone needs
+    frames_read = 0
+    for step in range(steps):
+        held = remain > 0
+        rows = everyone if decode_skipped or previous is None else everyone[~held]
+        if len(rows):
+            frames = read(step, rows).to(device)
+            frames_read += len(rows)
+            small = resize_frames(frames, policy.input_size, mode=model.resize_mode)
+            features = policy.extract(small.unsqueeze(1))[:, 0]
+            if len(rows) == batch:
+                logits, (h, c) = policy.step(features, state)
+            else:  # only the clips outside a skip window step; the others keep (h, c)
+                logits_rows, (h_rows, c_rows) = policy.step(
+                    features, None if state is None else (state[0][rows], state[1][rows]))
+                assert state is not None
+                h, c = state[0].clone(), state[1].clone()
+                h[rows], c[rows] = h_rows, c_rows
+                logits = logits_rows.new_zeros(batch, layout.num_actions)
+                logits[rows] = logits_rows
+        else:
+            assert state is not None
+            frames, (h, c) = None, state
+            logits = h.new_zeros(batch, layout.num_actions)
+        chosen = actions[:, step].to(logits.dtype) if actions is not None else select_actions(logits, mode=mode)
+        if previous is not None:
+            hold = held.to(chosen.dtype).unsqueeze(1)
+            chosen = previous[0] * hold + chosen * (1 - hold)
+            h = previous[1] * hold.to(h.dtype) + h * (1 - hold.to(h.dtype))
+        index = chosen.argmax(dim=-1)
+        remain = torch.where(remain == 0, lengths[index], remain)
+        remain = (remain - 1).clamp_min(0)
+        state, previous = (h, c), (chosen, h)
+        taken.append(chosen)
+        hidden.append(h)
+        if frames is not None:
+            for position, row in enumerate(rows.tolist()):
+                if int(index[row]) < layout.num_resolutions:
+                    kept[(row, step)] = frames[position]
+    all_actions = torch.stack(taken, dim=1)
+    logits = _fused_logits(model, all_actions, torch.stack(hidden, dim=1), kept)
+    return StepwiseResult(logits, all_actions, frames_read)
+
+
+def _fused_logits(model: ARNet, actions: Tensor, hidden: Tensor, kept: dict[tuple[int, int], Tensor]) -> Tensor:
+    """The second half of ``ARNet.infer``: each backbone once on its frames, rows in (clip, step) order."""
+    n, t = actions.shape[:2]
+    chosen = actions.argmax(dim=-1).reshape(n * t)
+    flat_hidden = hidden.reshape(n * t, -1)
+    summed = hidden.new_zeros(n, model.num_classes)
+    processed = hidden.new_zeros(n)
+    for index in range(model.layout.num_frame_actions):
+        rows = (chosen == index).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            continue
+        if index == model.layout.head_index:
+            assert model.head is not None
+            logits = model.head(flat_hidden[rows])
+        else:
+            frames = torch.stack([kept[divmod(int(row), t)] for row in rows])
+            logits = model.backbones[index](resize_frames(frames, model.resolutions[index], mode=model.resize_mode))
+        videos = rows // t
+        summed.index_add_(0, videos, logits.to(summed.dtype))
+        processed.index_add_(0, videos, torch.ones_like(videos, dtype=summed.dtype))
+    return summed / processed.clamp_min(1.0).unsqueeze(1)
+
+
+@dataclass
+class DeployedARNet:
+    """An AR-Net ready for inference: the policy picks each frame's resolution, the head or a skip,
+    then only the chosen backbones run (skipped and head frames run no backbone)."""
+
+    model: ARNet
+    arnet: ARNetConfig
+    data: DataConfig
+    class_names: tuple[str, ...]
+    card: dict = field(default_factory=dict)
+
+    @torch.no_grad()
+    def predict(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        """frames (N, T, 3, S, S), ImageNet-normalised -> (class probabilities (N, C), actions (N, T, |A|))."""
+        self.check_input(frames)
+        logits, actions = self.model.infer(frames, mode=self.arnet.eval_mode)
+        return logits.softmax(dim=-1), actions
+
+    def check_input(self, frames: Tensor) -> None:
+        """The input contract the network was trained and evaluated with; a ValueError says what differs."""
+        data = self.data
+        expected = f"a float tensor (N, {data.frames}, 3, {data.crop_size}, {data.crop_size}), ImageNet-normalised"
+        if not isinstance(frames, Tensor):
+            raise ValueError(f"frames must be {expected}; got {type(frames).__name__}")
+        if frames.dim() != 5 or tuple(frames.shape[1:]) != (data.frames, 3, data.crop_size, data.crop_size):
+            raise ValueError(f"frames must be {expected}; got shape {tuple(frames.shape)} (the network was trained "
+                             f"on this many frames at the top resolution {data.crop_size}; lower resolutions are made "
+                             "inside the network)")
+        if not frames.is_floating_point():
+            raise ValueError(f"frames must be {expected}; got dtype {frames.dtype} (convert uint8 pixels with "
+                             "(x / 255 - mean) / std)")
+        if not torch.isfinite(frames).all():
+            raise ValueError(f"frames must be {expected}; the input holds NaN or infinite values")
+
+    @torch.no_grad()
+    def predict_video(
+        self, path: str | Path, *, decode_skipped: bool = True, size: tuple[int, int] | None = None
+    ) -> VideoPrediction:
+        """Decode ``path`` lazily, frame by frame, and classify it (see the module docstring).
+
+        ``size`` (width, height) is the video's full frame size as a manifest records it; without it
+        the container's header is read. It sets the reduced size decord decodes at, as evaluation does.
+        """
+        data = self.data
+        reader, transform, indices = _open_video(path, data, size)
+        clips = data.eval_clips
+        device = next(self.model.parameters()).device
+        decoded: dict[int, Tensor] = {}
+
+        def read(step: int, rows: Tensor) -> Tensor:
+            wanted = [indices[row][step] for row in rows.tolist()]
+            missing = sorted(set(wanted) - set(decoded))
+            if missing:
+                batch = torch.from_numpy(reader.get_batch(missing).asnumpy()).permute(0, 3, 1, 2).contiguous()
+                for frame_index, frame in zip(missing, transform(batch)):
+                    decoded[frame_index] = frame
+            return torch.stack([decoded[i] for i in wanted]).to(device)
+
+        result = stepwise_infer(self.model, read, batch=clips, steps=data.frames, mode=self.arnet.eval_mode,
+                                decode_skipped=decode_skipped)
+        probabilities = result.logits.softmax(dim=-1).mean(dim=0, keepdim=True)
+        return VideoPrediction(probabilities, result.actions, len(decoded))
+
+
+def decode_video(path: str | Path, data: DataConfig, *, size: tuple[int, int] | None = None) -> Tensor:
+    """The evaluation clips of a video file, decoded eagerly: float (data.eval_clips, data.frames, 3,
+    S, S), ImageNet-normalised, as ``searchlab.train.evaluate.eval_dataset`` makes them."""
+    reader, transform, indices = _open_video(path, data, size)
+    flat = [i for clip in indices for i in clip]
+    batch = torch.from_numpy(reader.get_batch(flat).asnumpy()).permute(0, 3, 1, 2).contiguous()
+    frames = transform(batch)
+    return frames.reshape(len(indices), data.frames, *frames.shape[1:])
+
+
+def _open_video(path: str | Path, data: DataConfig, size: tuple[int, int] | None):  # noqa: ANN202
+    """(decord reader at evaluation's decode size, the eval transform, TSN indices per clip)."""
+    import decord
+
+    from searchlab.data.video import EvalClipTransform, tsn_indices
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is not a file")
+    transform = EvalClipTransform(short_side=data.eval_short_side, crop_size=data.crop_size)
+    width, height = _decode_size(path, size, transform.max_short_side)
+    try:
+        reader = decord.VideoReader(str(path), num_threads=1, width=width, height=height)
+    except (decord.DECORDError, RuntimeError) as error:
+        raise ValueError(f"{path} cannot be decoded ({' '.join(str(error).split())[:200]})") from error
+    available = len(reader)
+    if available < 1:
+        raise ValueError(f"{path} has no decodable frames")
+    clips = data.eval_clips
+    indices = [tsn_indices(available, data.frames, train=False, clip_index=k, num_clips=clips).tolist()
+               for k in range(clips)]
+    return reader, transform, indices
+
+
+def _decode_size(path: Path, size: tuple[int, int] | None, short_side: int) -> tuple[int, int]:
+    """decord's decode size for evaluation (``searchlab.data.video._decode_size``) from the full size."""
+    from searchlab.data.video import _decode_size as reduced
+
+    if size is None:
+        import av
+
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            size = (stream.codec_context.width, stream.codec_context.height)
+    return reduced(*size, short_side)
+
+
+def load_arnet_bundle(
+    folder: str | Path,
+    *,
+    arnet: ARNetConfig,
+    data: DataConfig,
+    class_names: Sequence[str],
+    card: dict | None = None,
+    device: str | torch.device = "cpu",
+) -> DeployedARNet:
+    """The AR-Net of ``folder/arnet.pt`` (loaded with weights_only=True), in eval mode on ``device``.
+
+    Pretrained-weight paths in ``arnet`` are ignored (the bundle's weights replace them; the files
+    need not exist where the bundle is deployed). A missing, damaged or mismatched weights file
+    raises ``BundleError`` (a ValueError) naming it.
+    """
+    path = Path(folder) / MODEL_FILE
+    again = "export the bundle again with `python -m searchlab.pick`"
+    if not path.is_file():
+        raise BundleError(f"{path} is missing: the folder is not an AR-Net bundle; {again}")
+    if not class_names:
+        raise ValueError("class_names is empty; pass the bundle's classes.json list")
+    bare = arnet.model_copy(update={"backbone_pretrained": (), "policy_pretrained": None})
+    with torch.random.fork_rng(devices=[]):  # fresh weights are overwritten; keep the caller's generator
+        model = build_model(bare, num_classes=len(class_names))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as error:
+        # torch's own message suggests weights_only=False, which would run whatever the file holds
+        raise BundleError(f"{path} is not a readable weights file (damaged, or not written by searchlab: "
+                          f"{type(error).__name__}); {again}") from error
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BundleError(f"{path} does not load into the AR-Net its arnet section describes ({first}); "
+                          f"{again}") from error
+    model = model.to(device).eval()
+    return DeployedARNet(model=model, arnet=arnet, data=data, class_names=tuple(class_names), card=dict(card or {}))
