@@ -292,7 +292,7 @@ def arnet_forced_actions(
     tokens: list[tuple[int, int]] = []  # (action index, slots)
     for name, count in counts.items():
         k = skips.get(name, 1)
-        tokens += [(names.index(name), k)] * round(count / k)
+        tokens += [(names.index(name), k)] * int(count / k + 0.5)  # whole windows, half up
     # Slots that whole windows leave over go to the most used frame action.
     filler = names.index(max((n for n in names if n not in skips), key=lambda n: mix[n], default=names[0]))
     generator = torch.Generator().manual_seed(seed)
@@ -304,8 +304,8 @@ def arnet_forced_actions(
     return torch.nn.functional.one_hot(torch.tensor(rows), len(names)).float()
 
 
-def _time_rounds(runs: dict[str, Callable[[], object]], *, repeats: int) -> dict[str, float]:
-    """Median seconds per run; interleaved rounds after one warm-up round (as ``time_infer``)."""
+def _time_rounds(runs: dict[str, Callable[[], object]], *, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each run per round; interleaved rounds after one warm-up round (as ``time_infer``)."""
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     for round_index in range(repeats + 1):
         for name, run in runs.items():
@@ -313,7 +313,7 @@ def _time_rounds(runs: dict[str, Callable[[], object]], *, repeats: int) -> dict
             run()
             if round_index:
                 seconds[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in seconds.items()}
+    return seconds
 
 
 def _read_bundle(folder: str) -> tuple[object, object, list[str], dict]:
@@ -379,7 +379,10 @@ def arnet_main(args: argparse.Namespace) -> int:
         runs[f"res{resolution}"] = (lambda net, r: lambda: net(resize_frames(flat, r, mode=model.resize_mode)))(
             model.backbones[index], resolution)
     runs["policy"] = lambda: model.decide(clips, mode="argmax")
-    seconds = _time_rounds(runs, repeats=args.repeats)
+    rounds = _time_rounds(runs, repeats=args.repeats)
+    seconds = {name: statistics.median(values) for name, values in rounds.items()}
+    # max/min over the rounds: far above 1 means other processes competed for the cores
+    spread = {name: max(values) / min(values) for name, values in rounds.items()}
 
     costs = arnet_costs(model)
     flops_dynamic = float(costs.video_gflops(actions).mean())
@@ -403,6 +406,7 @@ def arnet_main(args: argparse.Namespace) -> int:
         "seconds_full": seconds["full"],
         "seconds_dynamic": seconds["dynamic"],
         "ms_per_frame": {name: 1e3 * t / n_frames for name, t in seconds.items()},
+        "round_spread": spread,
         "gflops_per_video_full": flops_full,
         "gflops_per_video_dynamic": flops_dynamic,
         "gflops_per_video_dynamic_paper": float(costs.paper_video_gflops(actions).mean()),
@@ -425,6 +429,7 @@ def arnet_main(args: argparse.Namespace) -> int:
     print(f"dynamic (ARNet.infer):              {seconds['dynamic']:.3f} s, {flops_dynamic:.3f} GFLOPs/video "
           f"(paper formula {report['gflops_per_video_dynamic_paper']:.3f}; policy {costs.policy_gflops_per_frame:.4f}/frame)")
     print("ms per frame: " + ", ".join(f"{n} {t:.2f}" for n, t in report["ms_per_frame"].items()))
+    print("max/min over rounds: " + ", ".join(f"{n} {r:.2f}" for n, r in spread.items()))
     print(f"wall-clock saving {wall_saving:.3f}, FLOPs saving {flops_saving:.3f}, ratio {ratio:.3f} "
           f"(target >= {ARNET_TARGET}: {'met' if report['meets_target'] else 'NOT met'})")
     return 0

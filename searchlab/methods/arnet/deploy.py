@@ -102,9 +102,8 @@ def stepwise_infer(
             if len(rows) == batch:
                 logits, (h, c) = policy.step(features, state)
             else:  # only the clips outside a skip window step; the others keep (h, c)
-                logits_rows, (h_rows, c_rows) = policy.step(
-                    features, None if state is None else (state[0][rows], state[1][rows]))
-                assert state is not None
+                assert state is not None  # a window starts at step 1 at the earliest
+                logits_rows, (h_rows, c_rows) = policy.step(features, (state[0][rows], state[1][rows]))
                 h, c = state[0].clone(), state[1].clone()
                 h[rows], c[rows] = h_rows, c_rows
                 logits = logits_rows.new_zeros(batch, layout.num_actions)
@@ -230,7 +229,7 @@ def decode_video(path: str | Path, data: DataConfig, *, size: tuple[int, int] | 
     return frames.reshape(len(indices), data.frames, *frames.shape[1:])
 
 
-def _open_video(path: str | Path, data: DataConfig, size: tuple[int, int] | None):  # noqa: ANN202
+def _open_video(path: str | Path, data: DataConfig, size: tuple[int, int] | None) -> tuple:
     """(decord reader at evaluation's decode size, the eval transform, TSN indices per clip)."""
     import decord
 
