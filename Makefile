@@ -12,9 +12,13 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 # The demo sweep on the embedded synthetic set (local Ray, CPU), then its report.
+# SPACE picks another sweep file: make demo SPACE=spaces/demo-arnet.yaml (AR-Net).
+SPACE ?= spaces/demo.yaml
+RUN_DIR = $(shell $(PY) -c "import sys; from searchlab.config import load_sweep; s = load_sweep(sys.argv[1]); print(f'{s.storage}/{s.base.name}')" $(SPACE))
+
 demo: $(STAMP)
-	$(PY) -m searchlab.sweep spaces/demo.yaml --overwrite
-	$(PY) -m searchlab.report runs/demo
+	$(PY) -m searchlab.sweep $(SPACE) --overwrite
+	$(PY) -m searchlab.report $(RUN_DIR)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -1,15 +1,15 @@
 """`python -m searchlab.evaluate BUNDLE --manifest M`: a bundle's figures, measured again from the videos.
 
 Decodes every video of a split the way the trial's evaluation did (the bundle's own data settings:
-T TSN-sampled frames, short side, centre crop, K clips), runs the bundle's inference path (the
-policy decides frame by frame; each frame runs only at the precision it chose, skipped frames run
-nothing) and prints accuracy, GFLOPs per video from the decisions taken (mean, p5, p95), memory and
-decision usage, next to the figures on the bundle's card.
+T TSN-sampled frames, short side, centre crop, K clips), runs the bundle's inference path (per frame
+only what its decisions chose; skipped frames run nothing) and prints accuracy, GFLOPs per video
+from the decisions taken (mean, p5, p95), memory and decision usage, next to the figures on the
+bundle's card.
 
-Stage 2 records a trial's final metrics with these same functions (``searchlab.train.evaluate.
-video_outputs`` priced by ``videoiq_price``, then ``videoiq_metrics``), on the same decoded clips,
-one video per batch, so the figures do not depend on batch composition or worker count: a bundle's
-card and this command agree exactly.
+A trial records its final metrics with its method's same measurement (``Method.bundle.measure``:
+``searchlab.train.evaluate.video_outputs`` priced by the method's cost model), on the same decoded
+clips, one video per batch, so the figures do not depend on batch composition or worker count: a
+bundle's card and this command agree exactly.
 """
 
 from __future__ import annotations
@@ -17,74 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor
 
-from searchlab import flops
 from searchlab.data.manifest import read_manifest
-from searchlab.models import VideoIQ
-from searchlab.train.evaluate import decision_bits, eval_dataset, per_video, policy_metrics, uses_map, video_outputs
+from searchlab.methods import get_method
+from searchlab.train.evaluate import eval_dataset, uses_map
 
-__all__ = ["VideoIQCosts", "main", "videoiq_costs", "videoiq_metrics", "videoiq_price"]
-
-
-@dataclass(frozen=True)
-class VideoIQCosts:
-    """What a VideoIQ network's decisions cost: GFLOPs per frame of each action, the policy's GFLOPs
-    per frame (it sees every frame), and the memory of its stored parameters."""
-
-    action_gflops: dict[int, float]
-    policy_gflops_per_frame: float
-    memory_mb: float
-
-
-def videoiq_costs(model: VideoIQ, *, backbone: str, size: int) -> VideoIQCosts:
-    """Costs of ``model`` (backbone ``backbone`` at ``size`` px), counted by fvcore."""
-    num_classes = model.num_classes
-    policy_mb = sum(p.numel() for p in model.policy.parameters()) * 4 / 2**20
-    return VideoIQCosts(
-        action_gflops=flops.action_cost_table(backbone, decision_space=list(model.decision_space), size=size,
-                                              num_classes=num_classes),
-        policy_gflops_per_frame=flops.policy_gflops_per_frame(model.policy, size=size),
-        memory_mb=flops.memory_mb(backbone, bit_widths=list(model.precisions), num_classes=num_classes) + policy_mb,
-    )
-
-
-def videoiq_price(costs: VideoIQCosts, *, decision_space: Sequence[int]) -> Callable[[Tensor], dict[str, np.ndarray]]:
-    """GFLOPs of each clip from the actions a VideoIQ network took (``video_outputs``'s ``price``)."""
-
-    def price(actions: Tensor) -> dict[str, np.ndarray]:
-        bits = decision_bits(actions, decision_space=decision_space)
-        return {"gflops": flops.video_gflops(bits, cost_table=costs.action_gflops,
-                                             policy_gflops_per_frame=costs.policy_gflops_per_frame)}
-
-    return price
-
-
-def videoiq_metrics(
-    outputs: Mapping[str, Tensor],
-    *,
-    decision_space: Sequence[int],
-    class_names: Sequence[str],
-    multi_label: bool,
-    memory_mb: float | None = None,
-) -> dict[str, Any]:
-    """Accuracy, GFLOPs per video (its clips summed), usage (by bit-width, "0" = skip) and, when
-    given, the memory of the stored parameters."""
-    videos = per_video(outputs, mean=("scores",), total=("gflops", "usage"))
-    space = list(decision_space)
-    metrics = policy_metrics(videos, action_names=[str(b) for b in space],
-                             skip_actions=[space.index(0)] if 0 in space else [], class_names=class_names,
-                             multi_label=multi_label)
-    if memory_mb is not None:
-        metrics["memory_mb"] = memory_mb
-    return metrics
+__all__ = ["main"]
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -142,15 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:  # BundleError and ManifestError are ValueErrors
         print(f"error: {error}", file=sys.stderr)
         return 2
-    model = deployed.model
-    costs = videoiq_costs(model, backbone=config.model.backbone, size=config.data.crop_size)
     count = len(dataset) // dataset.num_clips
-    outputs = video_outputs(model, dataset, videos=range(count), mode=config.stage2.eval_mode, seed=config.seed,
-                            price=videoiq_price(costs, decision_space=model.decision_space),
-                            device=torch.device(args.device), loader_workers=args.workers)
-    metrics = videoiq_metrics(outputs, decision_space=model.decision_space, class_names=deployed.class_names,
-                              multi_label=uses_map(config.data.metric, manifest_multi_label=manifest.multi_label),
-                              memory_mb=costs.memory_mb)
+    metrics = get_method(config.method).bundle.measure(
+        deployed, dataset, device=torch.device(args.device), loader_workers=args.workers,
+        multi_label=uses_map(config.data.metric, manifest_multi_label=manifest.multi_label))
     stats = dataset.failure_stats()
     if args.json:
         print(json.dumps({"videos": count, "split": args.split, "failed_reads": stats.failures,

@@ -1,8 +1,9 @@
 """`python -m searchlab.pick RUN_DIR (--max-gflops X | --min-accuracy Y | --knee) --out DIR`.
 
 Chooses one configuration from a sweep's completed, feasible trials and exports a bundle that
-`searchlab.deploy.load(DIR)` runs: the resolved configuration, the weights of both stages, the class
-names and a card (JSON and Markdown) with accuracy, GFLOPs mean/p95, memory and action usage.
+`searchlab.deploy.load(DIR)` runs: the resolved configuration, the weights its method declares
+(`Method.bundle.files`), the class names and a card (JSON and Markdown) with accuracy, GFLOPs
+mean/p5/p95, memory and action usage.
 The bundle names no absolute path (the run by its name, data paths relative to the data root), and
 carries a marker (.searchlab-bundle): --out replaces only a folder with that marker, or an empty one.
 """
@@ -18,12 +19,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from searchlab.atomic_dir import staged_directory
+from searchlab.methods import get_method
 from searchlab.pareto import knee_point, pareto_front
 from searchlab.results import TrialsTable, decoded_json
-from searchlab.run_dir import BUNDLE_MARKER, has_marker, portable_config_yaml, resolve_in, write_marker
+from searchlab.run_dir import (
+    BUNDLE_MARKER,
+    has_marker,
+    portable_config_yaml,
+    read_sweep_snapshot,
+    resolve_in,
+    write_marker,
+)
 
 OBJECTIVES = {"accuracy": "max", "gflops": "min"}
 
@@ -73,6 +81,7 @@ def card_of(row: pd.Series, *, run_dir: Path) -> dict[str, Any]:
     return {
         # the run by its folder's name: a path would name the machine that exported the bundle
         "source": {"run": run_dir.resolve().name, "trial_id": row["trial_id"], "number": int(row["number"])},
+        "method": row["method"],
         "accuracy": float(row["accuracy"]),
         "accuracy_metric": "mAP" if "map" in details else "top-1",
         "gflops_mean": float(row["gflops"]),
@@ -87,6 +96,7 @@ def card_of(row: pd.Series, *, run_dir: Path) -> dict[str, Any]:
 
 def card_markdown(card: dict[str, Any], config: dict[str, Any]) -> str:
     usage = ", ".join(f"{action}: {share:.0%}" for action, share in card["action_usage"].items())
+    method = get_method(config["method"])
     return "\n".join([
         f"# searchlab bundle: trial {card['source']['number']} of run {card['source']['run']}",
         "",
@@ -98,8 +108,8 @@ def card_markdown(card: dict[str, Any], config: dict[str, Any]) -> str:
         f"| memory (MiB of stored parameters) | {card['memory_mb']:.2f} |",
         f"| frames skipped | {card['skip_fraction']:.1%} |",
         f"| action usage | {usage} |",
-        f"| backbone | {config['model']['backbone']}, bit-widths {config['model']['bit_widths']} |",
-        f"| decision space | {config['stage2']['decision_space']} |",
+        f"| method | {method.name}: {method.description} |",
+        *(f"| {name} | {value} |" for name, value in method.bundle.card_rows(config)),
         f"| frames x size | {config['data']['frames']} x {config['data']['crop_size']} px |",
         "",
         "GFLOPs are counted from the decisions the policy took on the held-out split, policy included;",
@@ -126,26 +136,28 @@ def export_bundle(row: pd.Series, *, run_dir: Path, out: Path) -> Path:
     refused (`check_out`).
     """
     check_out(out)
+    method = get_method(row["method"])
     artifacts = (row["details"] or {}).get("artifacts") or {}
-    if not {"stage1", "stage2"} <= set(artifacts):
+    stages = {stage for stage, _ in method.bundle.files.values()}
+    if not stages <= set(artifacts):
         raise PickError(f"trial {row['trial_id']} did not record its artifact folders; re-run the sweep")
     # relative to the run folder (absolute in runs made before artifacts were portable)
-    stage1, stage2 = resolve_in(run_dir, artifacts["stage1"]), resolve_in(run_dir, artifacts["stage2"])
-    needed = ((stage1 / "backbone.pt", "stage-1 weights"), (stage2 / "policy.pt", "stage-2 weights"),
-              (stage2 / "config.yaml", "stage-2 configuration"))
-    missing = [f"{what} {path}" for path, what in needed if not path.is_file()]
+    sources = {name: resolve_in(run_dir, artifacts[stage]) / file for name, (stage, file) in method.bundle.files.items()}
+    missing = [f"{method.stage(stage).description} ({stage}) {sources[name]}"
+               for name, (stage, _) in method.bundle.files.items() if not sources[name].is_file()]
     if missing:
         raise PickError(f"trial {row['trial_id']}: missing {', '.join(missing)}; re-run the trial (--resume) "
                         "or pick another one")
     class_names = (row["details"] or {}).get("class_names")
     if class_names is None:
         raise PickError(f"trial {row['trial_id']} did not record its class names; re-run the sweep")
-    config = yaml.safe_load((stage2 / "config.yaml").read_text())
+    # the trial's configuration is the sweep's base with the trial's parameters, as the trial had it
+    config = read_sweep_snapshot(run_dir).base.with_overrides(row["params_decoded"] or {}).model_dump(mode="json")
     card = card_of(row, run_dir=run_dir)
     with staged_directory(out) as staging:
         # copyfile, not copy2: the bundle's files get the default mode, not the (maybe private) source's
-        shutil.copyfile(stage1 / "backbone.pt", staging / "backbone.pt")
-        shutil.copyfile(stage2 / "policy.pt", staging / "policy.pt")
+        for name, source in sources.items():
+            shutil.copyfile(source, staging / name)
         # written again rather than copied: a run made before artifacts were portable has absolute paths
         (staging / "config.yaml").write_text(portable_config_yaml(config))
         (staging / "classes.json").write_text(json.dumps(list(class_names)))

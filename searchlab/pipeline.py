@@ -5,7 +5,8 @@ data's fingerprint and the keys of the stages it needs: ``searchlab.methods.stag
 that agree on those train it once, also when they run at the same time (the second waits on the
 first's lock, then reuses its artifact). Trainings keep their Ray Train checkpoints under the
 cache, keyed the same way, so a sweep restarted after a crash resumes a half-trained stage instead
-of starting it over. Per-trial stages run in the trial's folder. The last stage's metrics are the
+of starting it over. A fanned-out stage (``Stage.fan_out``) goes through the cache once per item,
+each under its own key. Per-trial stages run in the trial's folder. The last stage's metrics are the
 trial's.
 """
 
@@ -23,6 +24,7 @@ from searchlab.cache import ArtifactCache
 from searchlab.config import TrialConfig
 from searchlab.data.manifest import read_manifest
 from searchlab.methods import Method, Stage, get_method, stage_keys
+from searchlab.methods._contract import Artifacts
 from searchlab.objectives import METRICS
 from searchlab.results import BaselinesTable
 from searchlab.train.checkpointing import read_artifact_metrics
@@ -36,21 +38,22 @@ def data_fingerprint(manifest: str) -> str:
     return hashlib.sha256(Path(manifest).read_bytes()).hexdigest()[:16]
 
 
-def trial_stage_keys(method: Method, config: TrialConfig) -> dict[str, str]:
+def trial_stage_keys(method: Method, config: TrialConfig) -> dict[str, Any]:
     """Each stage's cache key for this configuration (per-trial stages get one too, for the record)."""
     return stage_keys(method, config.model_dump(mode="json"), data_fingerprint=data_fingerprint(config.data.manifest))
 
 
-def _build_task(stage: Stage, config: TrialConfig, inputs: dict[str, Path], target: Path) -> None:
+def _build_task(stage: Stage, config: TrialConfig, inputs: Artifacts, target: Path) -> None:
     assert stage.build is not None
     stage.build(config, inputs, target)
 
 
-def _execute(stage: Stage, config: TrialConfig, *, inputs: dict[str, Path], target: Path, storage: Path,
-             name: str) -> Path | None:
+def _execute(stage: Stage, config: TrialConfig, *, inputs: Artifacts, target: Path, storage: Path,
+             name: str, item: int | None = None) -> Path | None:
     """Run one stage into ``target``; returns the folder of its TensorBoard logs (None for a build)."""
     if stage.loop is not None:
-        return run_stage(stage, config=config, inputs=inputs, output_dir=target, storage_path=storage, name=name).log_dir
+        return run_stage(stage, config=config, inputs=inputs, output_dir=target, storage_path=storage, name=name,
+                         item=item).log_dir
     resources = config.resources
     # A task started inside a Tune trial would join the trial's placement group, which holds only the
     # trial driver's sliver of CPU: schedule it on the cluster's free resources instead.
@@ -64,20 +67,26 @@ def _execute(stage: Stage, config: TrialConfig, *, inputs: dict[str, Path], targ
 def run_trial(config: TrialConfig, *, run_dir: Path, trial_id: str) -> dict[str, Any]:
     """Run one trial; returns its metrics (the objective names), details, stage keys and seconds."""
     started_trial = time.time()
-    method = get_method("videoiq")
+    method = get_method(config.method)
     cache_root = run_dir.parent / CACHE_DIR_NAME
     cache = ArtifactCache(cache_root)
     keys = trial_stage_keys(method, config)
-    artifacts: dict[str, Path] = {}
+    artifacts: dict[str, Path | list[Path]] = {}
     seconds: dict[str, float] = {}
     log_dir: Path | None = None
+
+    def shared(stage: Stage, key: str, inputs: Artifacts, item: int | None = None) -> Path:
+        return cache.get_or_build(stage.name, key, lambda tmp: _execute(
+            stage, config, inputs=inputs, target=Path(tmp), storage=cache_root / "ray-train", name=f"{stage.name}-{key}",
+            item=item))
+
     for stage in method.stages:
         started = time.time()
         inputs = {need: artifacts[need] for need in stage.needs}
-        key = keys[stage.name]
-        if stage.shared:
-            artifacts[stage.name] = cache.get_or_build(stage.name, key, lambda tmp, stage=stage, inputs=inputs, key=key: _execute(
-                stage, config, inputs=inputs, target=Path(tmp), storage=cache_root / "ray-train", name=f"{stage.name}-{key}"))
+        if stage.fan_out is not None:
+            artifacts[stage.name] = [shared(stage, key, inputs, item) for item, key in enumerate(keys[stage.name])]
+        elif stage.shared:
+            artifacts[stage.name] = shared(stage, keys[stage.name], inputs)
         else:
             target = run_dir / "trials" / trial_id / stage.name
             log_dir = _execute(stage, config, inputs=inputs, target=target, storage=run_dir / "ray-train",
@@ -93,7 +102,8 @@ def run_trial(config: TrialConfig, *, run_dir: Path, trial_id: str) -> dict[str,
             **{key: value for key, value in metrics.items() if key != "usage"},
             "action_usage": metrics.get("usage", {}),
             "class_names": list(read_manifest(config.data.manifest).class_names),
-            "artifacts": {name: str(path) for name, path in artifacts.items()},
+            "artifacts": {name: [str(p) for p in path] if isinstance(path, list) else str(path)
+                          for name, path in artifacts.items()},
             "tensorboard": str(log_dir) if log_dir is not None else None,
         },
         "method": method.name,

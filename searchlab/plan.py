@@ -7,11 +7,12 @@ from pathlib import Path
 from searchlab.config import Sweep
 from searchlab.methods import depends_on_key, get_method
 
+
 def shared_stage_keys(sweep: Sweep) -> dict[str, list[str]]:
     """For each shared stage of the sweep's method: the searched keys that change its cache key (it,
     or a stage it needs, declares them), in the space's order; each new value means one more training.
     Read from the same declarations as the keys themselves (searchlab.methods.stage_keys)."""
-    method = get_method("videoiq")
+    method = get_method(sweep.base.method)
     affected: dict[str, set[str]] = {}
     for stage in method.stages:
         own = {key for key in sweep.space
@@ -21,24 +22,19 @@ def shared_stage_keys(sweep: Sweep) -> dict[str, list[str]]:
             for stage in method.stages if stage.shared}
 
 
-def _schedule(sweep: Sweep) -> str:
-    """The stage-2 temperature schedule in a few words: "exponential tau0=5 rate=0.956 per epoch"."""
-    temperature = sweep.base.stage2.temperature
-    parameters = " ".join(f"{k}={v:g}" for k, v in temperature.items() if k not in ("kind", "per"))
-    return f"{temperature['kind']} {parameters} per {temperature['per']}"
-
-
 def describe_plan(sweep: Sweep, *, run_dir: Path) -> str:
     base, search = sweep.base, sweep.search
+    method = get_method(base.method)
     lines = [
         f"sweep {base.name!r} from {sweep.source}",
         f"  run directory   {run_dir}",
         f"  data            {base.data.manifest} ({base.data.source}, {base.data.frames} frames at "
         f"{base.data.crop_size} px, metric {base.data.metric})",
-        f"  model           {base.model.backbone}, bit-widths {list(base.model.bit_widths)}, policy MobileNetV2 "
-        f"x{base.model.policy_width_mult} at {base.model.policy_input_size} px",
-        f"  stages          teacher {base.teacher.epochs} ep -> stage 1 {base.stage1.epochs} ep -> "
-        f"stage 2 {base.stage2.epochs} ep (τ {_schedule(sweep)})",
+        f"  method          {method.name}: {method.description}",
+        *(f"  {line}" for line in method.describe(base)),
+        f"  stage graph     " + " -> ".join(
+            f"{stage.name}{' (per item of ' + ', '.join(stage.fan_out.over) + ')' if stage.fan_out else ''}"
+            f"{'' if stage.shared else ' [per trial]'}" for stage in method.stages),
         f"  resources       {base.resources.workers} worker(s) per stage, "
         f"{base.resources.cpus_per_worker:g} CPU + {base.resources.gpus_per_worker:g} GPU each, "
         f"{search.max_concurrent} trial(s) at a time",
@@ -56,6 +52,7 @@ def describe_plan(sweep: Sweep, *, run_dir: Path) -> str:
         lines.extend(f"    {point}" for point in search.points_to_evaluate)
     lines.append("  shared stages (cached, trained once per key and reused by every trial that has it):")
     for name, keys in shared_stage_keys(sweep).items():
-        reuse = f"once per distinct value of {keys}" if keys else "once for the whole sweep"
+        each = " per item" if method.stage(name).fan_out else ""
+        reuse = f"once{each} per distinct value of {keys}" if keys else f"once{each} for the whole sweep"
         lines.append(f"    {name:<12} {reuse}")
     return "\n".join(lines)

@@ -290,12 +290,16 @@ img {{ max-width: 100%; }}
 
 
 def cache_note(run_dir: Path) -> str:
-    """What the stage-2 backbone-output cache fixes, read from the sweep's snapshot (RUN_DIR/sweep.json)."""
+    """What VideoIQ's stage-2 backbone-output cache fixes, read from the sweep's snapshot (RUN_DIR/sweep.json);
+    empty for a method that trains on decoded clips."""
     snapshot = run_dir / "sweep.json"
     if not snapshot.is_file():
         return ""
     try:
-        views = int(json.loads(snapshot.read_text())["base"]["stage2"]["cached_views"])
+        base = json.loads(snapshot.read_text())["base"]
+        if base.get("method", "videoiq") != "videoiq":
+            return ""
+        views = int(base["stage2"]["cached_views"])
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
         raise ReportError(
             f"{snapshot}: not the sweep snapshot a sweep writes ({type(error).__name__}: {error}); restore it, or "

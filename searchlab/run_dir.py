@@ -25,12 +25,14 @@ import socket
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from searchlab.atomic_dir import write_text_atomic
-from searchlab.config import Sweep
+
+if TYPE_CHECKING:  # searchlab.config imports the methods, whose stages write run folders
+    from searchlab.config import Sweep
 
 RUN_MARKER = ".searchlab-run"
 RUN_LOCK = ".searchlab-run.lock"
@@ -43,7 +45,9 @@ SWEEP_SNAPSHOT = "sweep.json"
 # named so (config.RESERVED_RUN_NAMES; a test keeps the three equal).
 CACHE_DIR_NAME = "cache"
 # (section, key) of every path field of a TrialConfig; config._resolve_paths makes them absolute at load.
-CONFIG_PATH_FIELDS = (("data", "manifest"), ("data", "root"), ("model", "pretrained"), ("model", "policy_pretrained"))
+# (section, key) of every path in a trial configuration; a key may hold a list of paths (or nulls).
+CONFIG_PATH_FIELDS = (("data", "manifest"), ("data", "root"), ("model", "pretrained"), ("model", "policy_pretrained"),
+                      ("arnet", "policy_pretrained"), ("arnet", "backbone_pretrained"))
 CONFIG_PATHS_NOTE = "# Paths are relative to the data root (data.root, else the manifest's folder).\n"
 
 
@@ -169,8 +173,13 @@ def _map_path_fields(tree: Mapping[str, Any], convert: Any) -> dict[str, Any]:
     out = dict(tree)
     for section, key in CONFIG_PATH_FIELDS:
         block = out.get(section)
-        if isinstance(block, Mapping) and isinstance(block.get(key), str):
-            out[section] = {**block, key: convert(block[key])}
+        if not isinstance(block, Mapping):
+            continue
+        value = block.get(key)
+        if isinstance(value, str):
+            out[section] = {**block, key: convert(value)}
+        elif isinstance(value, (list, tuple)):
+            out[section] = {**block, key: [convert(item) if isinstance(item, str) else item for item in value]}
     return out
 
 
@@ -223,4 +232,6 @@ def read_sweep_snapshot(run_dir: Path) -> Sweep:
     for key in ("storage", "source"):
         if tree.get(key):
             tree[key] = str(resolve_in(run_dir, tree[key]))
+    from searchlab.config import Sweep
+
     return Sweep.model_validate(tree)

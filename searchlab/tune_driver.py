@@ -124,7 +124,9 @@ def portable_details(details: Mapping[str, Any], *, run_dir: Path) -> dict[str, 
     """
     portable = dict(details)
     if "artifacts" in portable:
-        portable["artifacts"] = {name: relative_path(run_dir, path) for name, path in portable["artifacts"].items()}
+        portable["artifacts"] = {
+            name: [relative_path(run_dir, p) for p in path] if isinstance(path, list) else relative_path(run_dir, path)
+            for name, path in portable["artifacts"].items()}
     if "tensorboard" in portable:
         portable["tensorboard"] = relative_path(run_dir, portable["tensorboard"])
     return portable

@@ -217,7 +217,7 @@ def test_predict_video_skips_decoding_inside_skip_windows(arnet, video_set):
     [
         (torch.zeros(8, 3, 32, 32), "got shape (8, 3, 32, 32)"),
         (torch.zeros(1, 16, 3, 32, 32), "got shape (1, 16, 3, 32, 32)"),
-        (torch.zeros(1, 8, 3, 64, 64), "top resolution 32"),
+        (torch.zeros(1, 8, 3, 64, 64), "got shape (1, 8, 3, 64, 64)"),
         (torch.zeros(1, 8, 3, 32, 32, dtype=torch.uint8), "dtype torch.uint8"),
         (torch.full((1, 8, 3, 32, 32), float("nan")), "NaN or infinite"),
         ([[0.0]], "got list"),
@@ -239,7 +239,7 @@ def test_load_arnet_bundle_and_its_errors(arnet, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(loaded.predict(frames), net.predict(frames)))
 
     other = ARNetConfig(**{**TINY, "skips": (1, 2)})
-    with pytest.raises(ValueError, match=r"arnet\.pt does not load into the AR-Net.*python -m searchlab\.pick"):
+    with pytest.raises(ValueError, match=r"arnet\.pt does not load into the network.*python -m searchlab\.pick"):
         load_arnet_bundle(tmp_path, arnet=other, data=net.data, class_names=CLASSES)
     (tmp_path / "arnet.pt").write_bytes(b"\x80\x02 not a state dict")
     with pytest.raises(ValueError, match=r"arnet\.pt is not a readable weights file.*python -m searchlab\.pick"):

@@ -127,9 +127,3 @@ def test_backbone_loop_resumes_after_a_failure(synthetic_set, tmp_path):
     backbone_loop(loop_config, run.worker())
     assert [r["epoch"] for r in run.reports] == [2]  # resumed after epoch 1
     assert (run.checkpoints[-1] / "artifact" / "backbone.pt").is_file()
-
-
-def test_arnet_imports_neither_ray_nor_optuna():
-    code = "import sys, searchlab.methods.arnet\nprint(sorted(m for m in ('ray', 'optuna') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"

@@ -21,7 +21,10 @@ import yaml
 from torch import Tensor
 
 from searchlab.config import load_sweep
-from searchlab.deploy import BUNDLE_FILES, BundleError, DeployedVideoIQ, load
+from searchlab.deploy import BundleError, bundle_files, load
+from searchlab.methods.videoiq.bundle import DeployedVideoIQ
+
+BUNDLE_FILES = bundle_files("videoiq")
 from searchlab.models import PolicyNetwork, create_backbone
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +35,7 @@ TINY = {"data.frames": 4, "data.crop_size": 32, "model.policy_width_mult": 0.25,
 
 
 def write_bundle(folder: Path) -> Path:
-    """config.yaml, weights of both stages, classes and a card: the files of deploy.BUNDLE_FILES."""
+    """config.yaml, weights of both stages, classes and a card: the files of deploy.bundle_files("videoiq")."""
     folder.mkdir(parents=True)
     config = load_sweep(REPO / "spaces" / "demo.yaml").base.with_overrides(TINY)
     (folder / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

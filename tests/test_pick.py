@@ -24,7 +24,7 @@ from searchlab.config import TrialConfig, load_sweep
 from searchlab.models import PolicyNetwork, create_backbone
 from searchlab.pick import main
 from searchlab.results import ACTION_USAGE, TrialRecord, TrialsTable
-from searchlab.run_dir import BUNDLE_MARKER, absolute_config_paths, data_root
+from searchlab.run_dir import BUNDLE_MARKER, absolute_config_paths, data_root, write_sweep_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
@@ -58,6 +58,8 @@ def write_run_dir(root: Path) -> Path:
     run_dir = root / "runs" / "demo"
     stage1 = root / "runs" / "cache" / "stage1" / "k1"
     stage1.mkdir(parents=True)
+    sweep = load_sweep(REPO / "spaces" / "demo.yaml")
+    write_sweep_snapshot(run_dir, sweep.model_copy(update={"base": sweep.base.with_overrides(TINY)}))
     torch.manual_seed(0)
     backbone = create_backbone("resnet10", num_classes=len(CLASSES), bit_widths=(32, 4, 2), alpha_init=4.0)
     torch.save(backbone.state_dict(), stage1 / "backbone.pt")
@@ -133,7 +135,7 @@ def test_bundle_holds_every_file_and_the_chosen_trials_numbers(run_dir: Path, tm
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bundle"
     card = picked(run_dir, out, "--min-accuracy", "0.7")
-    assert sorted(p.name for p in out.iterdir()) == sorted([*deploy.BUNDLE_FILES, BUNDLE_MARKER])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*deploy.bundle_files("videoiq"), BUNDLE_MARKER])
     accuracy, gflops, _, _, space = TRIALS[1]
     assert card["accuracy"] == pytest.approx(accuracy)
     assert card["accuracy_metric"] == "top-1"
@@ -193,10 +195,9 @@ def test_run_without_completed_feasible_trials_exits_2(tmp_path: Path, capsys: p
 def test_missing_weights_exit_2_naming_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run_dir = write_run_dir(tmp_path)
     (run_dir / "trials" / "trial_001" / "stage2" / "policy.pt").unlink()
-    (run_dir / "trials" / "trial_001" / "stage2" / "config.yaml").unlink()
     assert main([str(run_dir), "--knee", "--out", str(tmp_path / "bundle")]) == 2
     error = capsys.readouterr().err
-    assert "trial_001" in error and "policy.pt" in error and "config.yaml" in error
+    assert "trial_001" in error and "the policy (stage2)" in error and "policy.pt" in error
     assert not (tmp_path / "bundle").exists()
 
 
@@ -247,7 +248,7 @@ def test_the_bundle_has_the_users_default_permissions(run_dir: Path, tmp_path: P
     picked(run_dir, out, "--knee")
     assert stat.S_IMODE(out.stat().st_mode) == 0o750
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {
-        name: 0o640 for name in [*deploy.BUNDLE_FILES, BUNDLE_MARKER]}
+        name: 0o640 for name in [*deploy.bundle_files("videoiq"), BUNDLE_MARKER]}
 
 
 def test_the_bundle_names_no_path_of_the_machine(run_dir: Path, tmp_path: Path) -> None:

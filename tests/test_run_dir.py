@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from searchlab import config as config_module
+from searchlab.methods.arnet.config import ARNetConfig
 from searchlab.config import TrialConfig, load_sweep
 from searchlab.run_dir import (
     CONFIG_PATH_FIELDS,
@@ -142,11 +143,14 @@ def test_clearing_refuses_what_is_not_provably_a_run(tmp_path: Path) -> None:
 
 def test_the_path_fields_are_the_ones_the_config_resolves() -> None:
     """CONFIG_PATH_FIELDS must follow config._resolve_paths: give every text field a relative value."""
-    tree: dict = {"data": {}, "model": {}}
-    for section, model in (("data", config_module.DataConfig), ("model", config_module.ModelConfig)):
+    tree: dict = {"data": {}, "model": {}, "arnet": {}}
+    for section, model in (("data", config_module.DataConfig), ("model", config_module.ModelConfig),
+                           ("arnet", ARNetConfig)):
         for name, field in model.model_fields.items():
             if str in (getattr(field.annotation, "__args__", None) or (field.annotation,)):
                 tree[section][name] = "rel/path"
+            elif "str" in str(field.annotation) and "tuple" in str(field.annotation):  # a path per item
+                tree[section][name] = ["rel/path", None]
     resolved = config_module._resolve_paths(tree)
     changed = {(s, k) for s in tree for k in tree[s] if resolved[s][k] != tree[s][k]}
     assert changed == set(CONFIG_PATH_FIELDS)

@@ -23,7 +23,7 @@ from searchlab.data.manifest import read_manifest
 from searchlab.models import create_backbone
 from searchlab.objectives import METRICS
 from searchlab.methods import get_method
-from searchlab.methods.videoiq import OUTPUTS_SUBDIR
+from searchlab.methods.videoiq.method import OUTPUTS_SUBDIR
 from searchlab.train.backbone_cache import CachedBackboneOutputs, load_backbone
 from searchlab.train.launch import StageResult, run_stage
 from searchlab.train.loader import clip_dataset, load_manifest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import random
 
 import numpy as np
@@ -239,9 +240,16 @@ def test_method_code_imports_neither_ray_nor_optuna() -> None:
     import subprocess
     import sys
 
+    from searchlab.methods import _REGISTRY
+
+    packages = [Path(__file__).parents[1] / "searchlab" / "methods" / entry.split(":")[0].split(".")[2]
+                for entry in _REGISTRY.values()]
+    method_modules = sorted(f"searchlab.methods.{package.name}.{module.stem}" for package in packages
+                            for module in package.glob("*.py") if module.stem != "__init__")
+    assert any(name.endswith(".method") for name in method_modules)  # every method's declaration is among them
     modules = ["searchlab.train.teacher", "searchlab.train.stage1", "searchlab.train.stage2",
                "searchlab.train.worker", "searchlab.train.backbone_cache", "searchlab.models", "searchlab.data",
-               "searchlab.flops", "searchlab.evaluate", "searchlab.deploy"]
+               "searchlab.flops", "searchlab.evaluate", "searchlab.deploy", "searchlab.methods", *method_modules]
     code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
             + "print(sorted(m for m in ('ray', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

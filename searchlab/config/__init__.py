@@ -2,7 +2,8 @@
 
 A sweep file is YAML with four sections::
 
-    base:     a TrialConfig (data, model, teacher, stage1, stage2, resources, seed)
+    base:     a TrialConfig (method, data, resources, seed and the method's sections: model, teacher,
+              stage1, stage2 for VideoIQ; arnet for AR-Net)
     search:   trials, sampler, seed, objectives, constraints, points_to_evaluate, max_concurrent
     space:    dotted keys into the trial configuration -> search-space entries
     storage:  where the run directory lives (a folder every node of a cluster sees)
@@ -16,9 +17,9 @@ the working directory at load time, because Ray workers run in other directories
 Every name is imported from this package; the modules behind it, one concept each:
 
     _errors        ConfigError; pydantic's errors as one problem line each
-    _limits        upper limits (MAX_*), Seed/Side, the strict base model, non-finite numbers
+    _limits        upper limits (MAX_*), Seed/Side, non-finite numbers (the strict base model and
+                   TemperatureConfig live in searchlab.sections, which a method's section can import)
     _dotted        dotted keys into a configuration tree (set_dotted, get_dotted, plain)
-    _temperature   TemperatureConfig, the stage-2 τ schedule section
     _trial         TrialConfig and its sections, cross-section checks, parse_trial_config
     _search        the search section: SearchConfig, Constraint, Sampler
     _space         SpaceEntry, key order by conditions, values an entry can take
@@ -48,8 +49,9 @@ from searchlab.config._search import Constraint, Sampler, SearchConfig
 from searchlab.config._space import SpaceEntry, ordered_keys, schema_key_problem, value_problem
 from searchlab.config._space_checks import MAX_COMBINATIONS
 from searchlab.config._sweep import Sweep, _resolve_paths as _resolve_paths, load_sweep, load_trial_config, parse_sweep
-from searchlab.config._temperature import TemperatureConfig, TemperatureKind
+from searchlab.sections import TemperatureConfig, TemperatureKind
 from searchlab.config._trial import (
+    METHOD_SECTIONS,
     RESERVED_RUN_NAMES,
     AlphaConfig,
     DataConfig,
@@ -76,6 +78,7 @@ __all__ = [
     "MAX_SIDE",
     "MAX_TRIALS",
     "MAX_VIEWS",
+    "METHOD_SECTIONS",
     "RESERVED_RUN_NAMES",
     "SAMPLER_NEEDS",
     "AlphaConfig",

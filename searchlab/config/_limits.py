@@ -8,7 +8,9 @@ import math
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from searchlab.sections import Strict as _Strict
 
 
 # Upper limits on sizes and counts (docs/configuration.md, "Limits"). None is a limit of the method;
@@ -26,13 +28,6 @@ MAX_SEED = 2**32 - 1  # NumPy's RandomState (Optuna's samplers) takes seeds in [
 
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Side = Annotated[int, Field(ge=8, le=MAX_SIDE)]
-
-
-class _Strict(BaseModel):
-    """Unknown keys are errors (a typo must not pass silently); objects are immutable; numbers are
-    finite (pydantic would otherwise take YAML's .nan and .inf for floats)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _non_finite_numbers(tree: Any, loc: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], float]]:

@@ -3,6 +3,7 @@ conditions, and which values an entry can take."""
 
 from __future__ import annotations
 
+import types
 import typing
 from collections.abc import Mapping
 from decimal import Decimal
@@ -84,6 +85,9 @@ def schema_key_problem(key: str) -> str | None:
     model: Any = TrialConfig
     parts = key.split(".")
     for depth, part in enumerate(parts):
+        sections = [arg for arg in typing.get_args(model) if isinstance(arg, type) and issubclass(arg, BaseModel)]
+        if typing.get_origin(model) in (typing.Union, types.UnionType) and len(sections) == 1:
+            model = sections[0]  # an optional section (a method's): its keys are searchable
         if isinstance(model, type) and issubclass(model, BaseModel):
             if part not in model.model_fields:
                 known = ", ".join(model.model_fields)

@@ -169,12 +169,19 @@ def _resolve_paths(base: Any) -> Any:
     if not isinstance(base, dict):
         return base
     base = {**base}
-    for section, keys in (("data", ("manifest", "root")), ("model", ("pretrained", "policy_pretrained"))):
+    for section, keys in (("data", ("manifest", "root")), ("model", ("pretrained", "policy_pretrained")),
+                          ("arnet", ("policy_pretrained", "backbone_pretrained"))):
         block = base.get(section)
         if isinstance(block, dict):
             block = dict(block)
             for key in keys:
                 if isinstance(block.get(key), str):
-                    block[key] = str(Path(block[key]).expanduser().resolve())
+                    block[key] = _absolute(block[key])
+                elif isinstance(block.get(key), list):
+                    block[key] = [_absolute(item) if isinstance(item, str) else item for item in block[key]]
             base[section] = block
     return base
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().resolve())

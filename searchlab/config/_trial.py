@@ -1,5 +1,6 @@
-"""One trial's settings: the sections of `TrialConfig` (data, model, teacher, stage1, stage2,
-resources), their cross-section checks, and parsing a tree into one."""
+"""One trial's settings: the sections of `TrialConfig` (data, resources, and the sections of its
+method: model, teacher, stage1, stage2 for VideoIQ; arnet for AR-Net), their cross-section checks,
+and parsing a tree into one."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from searchlab.config._limits import (
     Side,
     _Strict,
 )
-from searchlab.config._temperature import TemperatureConfig, _official_temperature
+from searchlab.sections import TemperatureConfig, _official_temperature
+from searchlab.methods.arnet.config import ARNetConfig
 
 
 # Folders under `storage` that are not run directories: the stage cache every sweep there shares
@@ -186,15 +188,35 @@ class ResourcesConfig(_Strict):
         return self
 
 
+#: The configuration sections of each method (searchlab.methods' registry names the same methods).
+#: VideoIQ's sections are always present (with defaults), so that its dotted keys stay as they were;
+#: another method's section is present only in that method's trials.
+METHOD_SECTIONS: dict[str, tuple[str, ...]] = {
+    "videoiq": ("model", "teacher", "stage1", "stage2"),
+    "arnet": ("arnet",),
+}
+MethodName = Literal["videoiq", "arnet"]
+
+
 class TrialConfig(_Strict):
     name: str = "trial"
+    method: MethodName = Field("videoiq", description="the method trained and searched (searchlab.methods)")
     seed: Seed = 0
     data: DataConfig
     model: ModelConfig = ModelConfig()
     teacher: TeacherConfig = TeacherConfig()
     stage1: Stage1Config = Stage1Config()
     stage2: Stage2Config = Stage2Config()
+    arnet: ARNetConfig | None = Field(None, description="AR-Net's section (method: arnet); defaults when omitted")
     resources: ResourcesConfig = ResourcesConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_section_present(cls, tree: Any) -> Any:
+        """A method's own section defaults to its defaults, as VideoIQ's sections do."""
+        if isinstance(tree, dict) and tree.get("method") == "arnet" and tree.get("arnet") is None:
+            return {**tree, "arnet": {}}
+        return tree
 
     @field_validator("name")
     @classmethod
@@ -231,8 +253,27 @@ class TrialConfig(_Strict):
 
 
 def cross_check_trial(config: TrialConfig) -> list[str]:
-    """Checks that span sections (the decision space against the trained bit-widths, α per bit)."""
-    return _decision_space_problems(config.model, config.stage2) + _alpha_problems(config.model, config.stage1)
+    """Checks that span sections: only the method's own sections are set; VideoIQ's decision space
+    against its trained bit-widths, α per bit."""
+    problems = _foreign_section_problems(config)
+    if config.method == "videoiq":
+        problems += _decision_space_problems(config.model, config.stage2) + _alpha_problems(config.model, config.stage1)
+    return problems
+
+
+def _foreign_section_problems(config: TrialConfig) -> list[str]:
+    """Settings of another method's section would be silently ignored: name them instead."""
+    problems = []
+    for method, sections in METHOD_SECTIONS.items():
+        if method == config.method:
+            continue
+        for section in sections:
+            value = getattr(config, section)
+            default = type(config).model_fields[section].get_default(call_default_factory=True)
+            if value is not None and value != default:
+                problems.append(f"{section}: configures method {method}, but this trial's method is {config.method}; "
+                                f"remove the {section} section or set method: {method}")
+    return problems
 
 
 def _decision_space_problems(model: ModelConfig, stage2: Stage2Config) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Any
 from searchlab.cache import stage_key
 from searchlab.methods._contract import Method, Stage
 
-__all__ = ["stage_fields", "stage_keys"]
+__all__ = ["fan_out_items", "stage_fields", "stage_keys"]
 
 
 def _lookup(tree: Any, key: str) -> Any:
@@ -32,6 +32,19 @@ def _without(value: Any, path: list[str]) -> None:
         value.pop(path[-1], None)
 
 
+def fan_out_items(stage: Stage, tree: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The items of a fanned-out stage: item i maps each key of ``fan_out.over`` to the i-th element
+    of its list (None where the list is empty). A stage without fan-out has no items."""
+    if stage.fan_out is None:
+        return []
+    lists = {key: list(_lookup(tree, key)) for key in stage.fan_out.over}
+    count = len(next(iter(lists.values())))
+    uneven = {key: len(values) for key, values in lists.items() if values and len(values) != count}
+    if uneven:
+        raise ValueError(f"stage {stage.name!r} fans out over lists of unequal length: {uneven} against {count}")
+    return [{key: (values[i] if values else None) for key, values in lists.items()} for i in range(count)]
+
+
 def stage_fields(stage: Stage, tree: Mapping[str, Any]) -> dict[str, Any]:
     """The values of ``stage.depends_on`` in the configuration ``tree`` (JSON dump), ignores removed."""
     fields = {}
@@ -44,15 +57,20 @@ def stage_fields(stage: Stage, tree: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def stage_keys(method: Method, tree: Mapping[str, Any], *, data_fingerprint: str) -> dict[str, str]:
+def stage_keys(method: Method, tree: Mapping[str, Any], *, data_fingerprint: str) -> dict[str, Any]:
     """Each stage's key: a hash of its declared fields, its artifact format, the data's fingerprint
     (when it reads data) and the keys of the stages it needs, so a change reaches every stage
-    downstream of it."""
-    keys: dict[str, str] = {}
+    downstream of it. A fanned-out stage has a list of keys, one per item, each hashing only its
+    own item (two trials that share an item share that training)."""
+    keys: dict[str, Any] = {}
     for stage in method.stages:
         fields: dict[str, Any] = {"fields": stage_fields(stage, tree), "needs": {n: keys[n] for n in stage.needs},
                                   "version": stage.version}
         if stage.reads_data:
             fields["data"] = data_fingerprint
-        keys[stage.name] = stage_key(f"{method.name}.{stage.name}", fields)
+        name = f"{method.name}.{stage.name}"
+        if stage.fan_out is None:
+            keys[stage.name] = stage_key(name, fields)
+        else:
+            keys[stage.name] = [stage_key(name, {**fields, "item": item}) for item in fan_out_items(stage, tree)]
     return keys

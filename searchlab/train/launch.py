@@ -23,7 +23,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from searchlab.config import TrialConfig
-from searchlab.methods._contract import Loop, Stage
+from searchlab.methods._contract import Artifacts, Loop, Stage
 from searchlab.train import ray_compat
 from searchlab.train.checkpointing import publish_directory, read_artifact_metrics
 from searchlab.train.worker import ARTIFACT_DIR
@@ -47,14 +47,17 @@ def _in_ray_worker(loop_config: dict[str, Any], *, loop: Loop) -> None:
     loop(loop_config, ray_compat.worker())
 
 
-def _check_inputs(stage: Stage, inputs: Mapping[str, Path]) -> None:
+def _check_inputs(stage: Stage, inputs: Artifacts) -> None:
     problems = []
     for name in stage.needs:
         if name not in inputs:
             if name not in stage.optional:
                 problems.append(f"stage {stage.name} needs the {name} artifact (the folder of that earlier stage)")
-        elif not inputs[name].is_dir():
-            problems.append(f"{name}={inputs[name]} is not a finished stage artifact; run that stage first")
+            continue
+        folders = inputs[name]
+        for folder in folders if isinstance(folders, list) else [folders]:
+            if not folder.is_dir():
+                problems.append(f"{name}={folder} is not a finished stage artifact; run that stage first")
     unknown = sorted(set(inputs) - set(stage.needs))
     if unknown:
         problems.append(f"stage {stage.name} reads no {unknown}; it needs {list(stage.needs)}")
@@ -66,24 +69,31 @@ def run_stage(
     stage: Stage,
     *,
     config: TrialConfig,
-    inputs: Mapping[str, str | os.PathLike[str]],
+    inputs: Mapping[str, str | os.PathLike[str] | list[str | os.PathLike[str]]],
     output_dir: str | os.PathLike[str],
     storage_path: str | os.PathLike[str],
     name: str,
+    item: int | None = None,
     eval_every: int = 0,
     max_failures: int = 0,
     inject_failure_after_epoch: int | None = None,
 ) -> StageResult:
     """Train ``stage`` (a method's stage with a loop) and publish its artifact into ``output_dir``.
 
-    ``inputs`` maps the stages it needs to their artifact folders. ``eval_every`` > 0 also evaluates
+    ``inputs`` maps the stages it needs to their artifact folders (a list for a fanned-out stage);
+    ``item`` is the item a fanned-out stage trains (``Stage.fan_out``). ``eval_every`` > 0 also evaluates
     every that many epochs. ``max_failures``: automatic restarts from the latest checkpoint.
     ``inject_failure_after_epoch`` makes the workers fail on purpose after that epoch's checkpoint
     (fault-tolerance tests); ``fit`` then raises ``ray.train.TrainingFailedError``.
     """
     if stage.loop is None or stage.loop_config is None:
         raise ValueError(f"run_stage: stage {stage.name} is a build step, not a training; call its build function")
-    resolved = {key: Path(path).resolve() for key, path in inputs.items()}
+    if (item is None) != (stage.fan_out is None):
+        raise ValueError(f"run_stage: stage {stage.name} " + ("fans out: give the item to train" if item is None
+                                                               else "does not fan out: give no item"))
+    resolved: dict[str, Path | list[Path]] = {
+        key: [Path(p).resolve() for p in path] if isinstance(path, list) else Path(path).resolve()
+        for key, path in inputs.items()}
     _check_inputs(stage, resolved)
     storage = Path(storage_path).resolve()
     log_dir = storage / name / "tensorboard"
@@ -94,7 +104,7 @@ def run_stage(
     trainer = TorchTrainer(
         functools.partial(_in_ray_worker, loop=stage.loop),
         train_loop_config={
-            **stage.loop_config(config, resolved),
+            **stage.loop_config(config, resolved, item),
             "log_dir": str(log_dir),
             "eval_every": eval_every,
             "inject_failure_after_epoch": inject_failure_after_epoch,

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from searchlab import evaluate as deployed_eval
+from searchlab.methods.videoiq import evaluate as deployed_eval
 from searchlab import flops
 from searchlab.config import TrialConfig
 from searchlab.models import PolicyNetwork, TemperatureSchedule, VideoIQ, combine_frame_logits

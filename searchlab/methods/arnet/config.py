@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from searchlab.config import TemperatureConfig
+from searchlab.sections import Strict as _Strict, TemperatureConfig
 
 __all__ = [
     "ARNetConfig",
@@ -42,12 +42,6 @@ PAPER_JOINT_RATE: float = math.exp(-0.045)
 PAPER_FINETUNE_TAU0: float = 0.6309
 
 Side = Annotated[int, Field(ge=8, le=2048)]
-
-
-class _Strict(BaseModel):
-    """Unknown keys are errors, objects immutable, numbers finite (as searchlab.config's models)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class StageRecipe(_Strict):

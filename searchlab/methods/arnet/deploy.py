@@ -25,17 +25,16 @@ modes:
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from searchlab.config import DataConfig  # first: searchlab.config imports the arnet config section
-from searchlab.deploy import BundleError
+from searchlab.deploy import BundleError, check_clip, load_weights
 from searchlab.methods.arnet.build import MODEL_FILE, build_model
 from searchlab.methods.arnet.config import ARNetConfig
 from searchlab.methods.arnet.model import ARNet, resize_frames
@@ -165,6 +164,8 @@ class DeployedARNet:
     data: DataConfig
     class_names: tuple[str, ...]
     card: dict = field(default_factory=dict)
+    #: The trial's whole configuration (searchlab.config.TrialConfig) when loaded from a bundle.
+    config: Any = None
 
     @torch.no_grad()
     def predict(self, frames: Tensor) -> tuple[Tensor, Tensor]:
@@ -174,20 +175,9 @@ class DeployedARNet:
         return logits.softmax(dim=-1), actions
 
     def check_input(self, frames: Tensor) -> None:
-        """The input contract the network was trained and evaluated with; a ValueError says what differs."""
-        data = self.data
-        expected = f"a float tensor (N, {data.frames}, 3, {data.crop_size}, {data.crop_size}), ImageNet-normalised"
-        if not isinstance(frames, Tensor):
-            raise ValueError(f"frames must be {expected}; got {type(frames).__name__}")
-        if frames.dim() != 5 or tuple(frames.shape[1:]) != (data.frames, 3, data.crop_size, data.crop_size):
-            raise ValueError(f"frames must be {expected}; got shape {tuple(frames.shape)} (the network was trained "
-                             f"on this many frames at the top resolution {data.crop_size}; lower resolutions are made "
-                             "inside the network)")
-        if not frames.is_floating_point():
-            raise ValueError(f"frames must be {expected}; got dtype {frames.dtype} (convert uint8 pixels with "
-                             "(x / 255 - mean) / std)")
-        if not torch.isfinite(frames).all():
-            raise ValueError(f"frames must be {expected}; the input holds NaN or infinite values")
+        """The input contract the network was trained and evaluated with (clips at the top resolution;
+        lower resolutions are made inside the network); a ValueError says what differs."""
+        check_clip(frames, frames_per_clip=self.data.frames, size=self.data.crop_size)
 
     @torch.no_grad()
     def predict_video(
@@ -274,6 +264,7 @@ def load_arnet_bundle(
     class_names: Sequence[str],
     card: dict | None = None,
     device: str | torch.device = "cpu",
+    config: Any = None,
 ) -> DeployedARNet:
     """The AR-Net of ``folder/arnet.pt`` (loaded with weights_only=True), in eval mode on ``device``.
 
@@ -290,17 +281,7 @@ def load_arnet_bundle(
     bare = arnet.model_copy(update={"backbone_pretrained": (), "policy_pretrained": None})
     with torch.random.fork_rng(devices=[]):  # fresh weights are overwritten; keep the caller's generator
         model = build_model(bare, num_classes=len(class_names))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as error:
-        # torch's own message suggests weights_only=False, which would run whatever the file holds
-        raise BundleError(f"{path} is not a readable weights file (damaged, or not written by searchlab: "
-                          f"{type(error).__name__}); {again}") from error
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise BundleError(f"{path} does not load into the AR-Net its arnet section describes ({first}); "
-                          f"{again}") from error
+    load_weights(model, path)
     model = model.to(device).eval()
-    return DeployedARNet(model=model, arnet=arnet, data=data, class_names=tuple(class_names), card=dict(card or {}))
+    return DeployedARNet(model=model, arnet=arnet, data=data, class_names=tuple(class_names), card=dict(card or {}),
+                         config=config)

@@ -16,16 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from searchlab.config import DataConfig
 from searchlab.data.manifest import Manifest
+from searchlab.data.video import VideoClipDataset
 from searchlab.methods.arnet.costs import ARNetCosts, arnet_costs
 from searchlab.methods.arnet.model import ARNet
 from searchlab.train.evaluate import eval_dataset, gathered, per_video, policy_metrics, uses_map, video_outputs
 from searchlab.train.worker import Worker
 
-__all__ = ["arnet_price", "evaluate_inference", "inference_metrics"]
+__all__ = ["arnet_price", "evaluate_inference", "inference_metrics", "measure_bundle"]
 
 
 def arnet_price(costs: ARNetCosts) -> Callable[[Tensor], dict[str, np.ndarray]]:
@@ -76,3 +78,16 @@ def evaluate_inference(
                              skip_actions=list(model.layout.skip_indices()), class_names=manifest.class_names,
                              multi_label=uses_map(data.metric, manifest_multi_label=manifest.multi_label),
                              memory_mb=costs.memory_mb)
+
+
+def measure_bundle(deployed: Any, dataset: VideoClipDataset, *, device: torch.device, loader_workers: int,
+                   multi_label: bool) -> dict[str, Any]:
+    """Every video of ``dataset`` through a deployed AR-Net's inference path (``Method.bundle.measure``)."""
+    model, arnet = deployed.model, deployed.arnet
+    costs = arnet_costs(model)
+    outputs = video_outputs(model, dataset, videos=range(len(dataset) // dataset.num_clips), price=arnet_price(costs),
+                            mode=arnet.eval_mode, seed=deployed.config.seed, device=device,
+                            loader_workers=loader_workers)
+    return inference_metrics(outputs, action_names=arnet.action_names(),
+                             skip_actions=list(model.layout.skip_indices()), class_names=deployed.class_names,
+                             multi_label=multi_label, memory_mb=costs.memory_mb)

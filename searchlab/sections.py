@@ -1,19 +1,27 @@
-"""`stage2.temperature`: the Gumbel-softmax τ schedule's section (rules in `searchlab.models.temperature`)."""
+"""What every configuration section is built from, outside the ``searchlab.config`` package so that
+a method's own section model (``searchlab.methods.arnet.config``) can use it while that package
+imports the method's section: the strict base model, and the Gumbel-softmax τ schedule's section
+(rules in `searchlab.models.temperature`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
-from pydantic import SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer, model_validator
 
-from searchlab.config._limits import _Strict
+
+class Strict(BaseModel):
+    """Unknown keys are errors (a typo must not pass silently); objects are immutable; numbers are
+    finite (pydantic would otherwise take YAML's .nan and .inf for floats)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 TemperatureKind = Literal["exponential", "linear", "cosine", "constant"]
 
 
-class TemperatureConfig(_Strict, Mapping[str, Any]):
+class TemperatureConfig(Strict, Mapping[str, Any]):
     """`stage2.temperature`: the Gumbel-softmax τ schedule (`searchlab.models.temperature`).
 
     Which parameters a kind reads and their ranges (tau0 > 0, tau_end > 0, rate in (0, 1], per
