@@ -101,11 +101,14 @@ def load_backbone_artifact(folder: PathLike, *, config: ARNetConfig, index: int,
 
 
 def load_model(folder: PathLike, *, config: ARNetConfig, num_classes: int, device: str | torch.device = "cpu") -> ARNet:
-    """The ARNet of a joint or fine-tune artifact, in eval mode on ``device``."""
+    """The ARNet of a joint or fine-tune artifact, in eval mode on ``device``. The configuration's
+    pretrained-weight files are not read (the artifact's weights replace them, and they need not
+    exist where the artifact is loaded)."""
     path = Path(folder) / MODEL_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run the AR-Net joint (or fine-tune) stage first")
+    bare = config.model_copy(update={"backbone_pretrained": (), "policy_pretrained": None})
     with torch.random.fork_rng(devices=[]):  # fresh weights are overwritten; keep the caller's generator
-        model = build_model(config, num_classes=num_classes)
+        model = build_model(bare, num_classes=num_classes)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.to(device).eval()
