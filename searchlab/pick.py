@@ -1,9 +1,12 @@
-"""`python -m searchlab.pick RUN_DIR (--max-gflops X | --min-accuracy Y | --knee) --out DIR`.
+"""`python -m searchlab.pick RUN_DIR (--max-gflops X | --min-accuracy Y | --knee | --trial N) --out DIR`.
 
-Chooses one configuration from a sweep's completed, feasible trials and exports a bundle that
-`searchlab.deploy.load(DIR)` runs: the resolved configuration, the weights its method declares
-(`Method.bundle.files`), the class names and a card (JSON and Markdown) with accuracy, GFLOPs
-mean/p5/p95, memory and action usage.
+Chooses one configuration from a sweep's completed, feasible trials (the first three among the
+accuracy/GFLOPs front; ``--trial N`` the trial numbered N, as the report and optuna-dashboard number
+it) and exports a bundle that `searchlab.deploy.load(DIR)` runs: the resolved configuration, the
+weights its method declares (`Method.bundle.files`), the class names and a card (JSON and Markdown)
+with accuracy, GFLOPs mean/p5/p95, memory, action usage, the input contract (frames, sampling, short
+side, crop, normalisation, channel order, dtype), how the configuration was chosen, the data set and
+the evaluation size, and a snippet that runs it.
 The bundle names no absolute path (the run by its name, data paths relative to the data root), and
 carries a marker (.searchlab-bundle): --out replaces only a folder with that marker, or an empty one.
 """
@@ -54,6 +57,32 @@ def candidates(run_dir: Path) -> pd.DataFrame:
     return frame
 
 
+def trial_row(frame: pd.DataFrame, number: int, *, run_dir: Path) -> pd.Series:
+    """The completed, feasible trial numbered ``number``; PickError says why another one cannot be exported."""
+    rows = frame[frame["number"] == number]
+    if not rows.empty:
+        return rows.iloc[0]
+    every = TrialsTable.in_run(run_dir).read()
+    found = every[every["number"] == number]
+    if found.empty:
+        numbers = sorted(int(n) for n in every["number"])
+        raise PickError(f"{run_dir} has no trial {number}; its trials are numbered {_ranges(numbers)}")
+    row = found.iloc[0]
+    if row["status"] != "completed":
+        reason = f" ({row['error']})" if isinstance(row["error"], str) and row["error"] else ""
+        raise PickError(f"trial {number} is {row['status']}{reason}: only a completed trial can be exported")
+    if row["feasible"] is not None and not pd.isna(row["feasible"]) and not bool(row["feasible"]):
+        raise PickError(f"trial {number} is infeasible (violates the sweep's constraints: {row['violations']}); "
+                        "pick a feasible trial")
+    raise PickError(f"trial {number} has no finite accuracy and GFLOPs; pick another trial")
+
+
+def _ranges(numbers: list[int]) -> str:
+    if not numbers:
+        return "(none)"
+    return f"{numbers[0]}..{numbers[-1]}" if numbers == list(range(numbers[0], numbers[-1] + 1)) else str(numbers)
+
+
 def choose(frame: pd.DataFrame, *, max_gflops: float | None, min_accuracy: float | None, knee: bool) -> pd.Series:
     """The trial the request asks for, chosen among the Pareto front (ties: the earlier trial)."""
     front = frame[pareto_front(frame, OBJECTIVES)]
@@ -76,9 +105,83 @@ def choose(frame: pd.DataFrame, *, max_gflops: float | None, min_accuracy: float
     return good.sort_values(["gflops", "number"]).iloc[0]
 
 
-def card_of(row: pd.Series, *, run_dir: Path) -> dict[str, Any]:
-    details = row["details"] or {}
+def selection_of(frame: pd.DataFrame, row: pd.Series, *, rule: str, run_dir: Path) -> dict[str, Any]:
+    """How the configuration was chosen: the rule, among which trials, and where it stands on the front."""
+    front = frame[pareto_front(frame, OBJECTIVES)]
+    every = TrialsTable.in_run(run_dir).read()
+    search: dict[str, Any] = {}
+    try:
+        sweep = read_sweep_snapshot(run_dir)
+        search = {"sampler": sweep.search.sampler, "trials_planned": sweep.search.trials,
+                  "objectives": dict(sweep.search.objectives), "constraints": list(sweep.search.constraints),
+                  "searched": sorted(sweep.space)}
+    except Exception:  # noqa: BLE001 (a run made before snapshots: the card says less)
+        pass
     return {
+        "rule": rule,
+        "on_front": bool(row["number"] in set(front["number"])),
+        "knee": bool(not front.empty and front.loc[knee_point(front, OBJECTIVES), "number"] == row["number"]),
+        "front_numbers": sorted(int(n) for n in front["number"]),
+        "trials": len(every),
+        "completed_feasible": len(frame),
+        **search,
+    }
+
+
+def _split_size(manifest: str | Path, split: str) -> int | None:
+    """Videos of ``split`` in the manifest; None where it cannot be read (moved, or another machine's)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pc.sum(pc.equal(pq.read_table(manifest, columns=["split"])["split"], split)).as_py() or 0)
+    except Exception:  # noqa: BLE001 (the card then says the split, not its size)
+        return None
+
+
+def data_of(config: dict[str, Any], row: pd.Series, *, manifest: str | Path | None = None) -> dict[str, Any]:
+    """The data set the trial was trained and evaluated on, and how many videos its figures cover."""
+    details = row["details"] or {}
+    data = config["data"]
+    videos = details.get("eval_videos")
+    if videos is None and manifest is not None:
+        videos = _split_size(manifest, "val")
+    return {
+        "source": data.get("source"),
+        "manifest": Path(str(data["manifest"])).name,
+        "classes": len(details.get("class_names") or []),
+        "evaluation_split": "val",
+        "evaluation_videos": videos,
+        "clips_per_video": data.get("eval_clips", 1),
+        "metric": "mAP" if "map" in details else "top-1",
+    }
+
+
+def input_contract(config: dict[str, Any]) -> dict[str, Any]:
+    """What ``predict`` takes, and what ``predict_video`` does to a video file to make it."""
+    from searchlab.data.video import IMAGENET_MEAN, IMAGENET_STD
+
+    data = config["data"]
+    frames, crop = int(data["frames"]), int(data["crop_size"])
+    return {
+        "shape": f"(N, {frames}, 3, {crop}, {crop})",
+        "frames": frames,
+        "sampling": (f"TSN: the video split into {frames} equal segments, the centre frame of each "
+                     f"({data.get('eval_clips', 1)} clip(s) per video, probabilities averaged)"),
+        "short_side": int(data["eval_short_side"]),
+        "crop": f"centre {crop}x{crop}",
+        "channel_order": "RGB",
+        "dtype": "float32",
+        "value_range": "pixels / 255, then normalised per channel",
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+    }
+
+
+def card_of(row: pd.Series, *, run_dir: Path, config: dict[str, Any] | None = None,
+            selection: dict[str, Any] | None = None, manifest: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
+    details = row["details"] or {}
+    card: dict[str, Any] = {
         # the run by its folder's name: a path would name the machine that exported the bundle
         "source": {"run": run_dir.resolve().name, "trial_id": row["trial_id"], "number": int(row["number"])},
         "method": row["method"],
@@ -92,14 +195,64 @@ def card_of(row: pd.Series, *, run_dir: Path) -> dict[str, Any]:
         "action_usage": details.get("action_usage", {}),
         "params": row["params_decoded"] or {},
     }
+    if config is not None:
+        card["input"] = input_contract(config)
+        card["data"] = data_of(config, row, manifest=manifest)
+    if selection is not None:
+        card["selection"] = selection
+    return card
+
+
+def _selection_text(card: dict[str, Any]) -> str:
+    sel = card.get("selection")
+    if not sel:
+        return ""
+    where = "the knee of the front" if sel["knee"] else "on the front" if sel["on_front"] else "not on the front"
+    sampler = f" by the {sel['sampler']} sampler" if sel.get("sampler") else ""
+    searched = f" over {', '.join(sel['searched'])}" if sel.get("searched") else ""
+    objectives = ", ".join(f"{k} ({v})" for k, v in sel.get("objectives", {}).items())
+    return (f"Chosen with `{sel['rule']}` among {sel['completed_feasible']} completed feasible trials of "
+            f"{sel['trials']}{sampler}{searched}; objectives {objectives or 'accuracy (max), gflops (min)'}; "
+            f"trial {card['source']['number']} is {where} (front: trials "
+            f"{', '.join(str(n) for n in sel['front_numbers'])}).")
+
+
+#: Lines card.md's snippet adds for a method whose deployed model names its decisions (e.g. VideoIQ's
+#: predict_video returns the label and per-frame decisions as text).
+SNIPPET_EXTRA = {
+    "videoiq": [
+        "print(result.label)  # the same class, from predict_video's result",
+        "for frame, decision in enumerate(result.decisions[0]):  # first clip: a decision per sampled frame",
+        '    print(frame, decision)  # "32b", "4b", "2b" or "skip"',
+        "prediction = model.predict(model.decode_video(\"video.mp4\"))  # preprocessed clips -> the same",
+        "print(prediction.labels, prediction.decisions)",
+    ],
+}
+
+
+def usage_text(usage: dict[str, float]) -> str:
+    """{"32": .5, "0": .5} -> "32b 50%, skip 50%": widest precision first, skip last; other labels as given."""
+    items = list(usage.items())
+    if all(str(label).isdigit() for label, _ in items):
+        items.sort(key=lambda item: -int(item[0]))
+    names = [("skip" if int(k) == 0 else f"{k}b") if str(k).isdigit() else str(k) for k, _ in items]
+    return ", ".join(f"{name} {share:.0%}" for name, (_, share) in zip(names, items))
 
 
 def card_markdown(card: dict[str, Any], config: dict[str, Any]) -> str:
-    usage = ", ".join(f"{action}: {share:.0%}" for action, share in card["action_usage"].items())
+    usage = usage_text(card["action_usage"])
     method = get_method(config["method"])
+    contract = card.get("input") or input_contract(config)
+    data = card.get("data") or {}
+    videos = data.get("evaluation_videos")
+    evaluation = (f"{videos} videos of split {data.get('evaluation_split', 'val')!r}" if videos is not None
+                  else f"the {data.get('evaluation_split', 'val')!r} split")
+    selection = _selection_text(card)
     return "\n".join([
         f"# searchlab bundle: trial {card['source']['number']} of run {card['source']['run']}",
         "",
+        f"{method.name}: {method.description}. Trial {card['source']['number']} (id {card['source']['trial_id']}).",
+        *([selection, ""] if selection else [""]),
         "| | |",
         "|---|---|",
         f"| accuracy ({card['accuracy_metric']}) | {card['accuracy']:.4f} |",
@@ -111,9 +264,35 @@ def card_markdown(card: dict[str, Any], config: dict[str, Any]) -> str:
         f"| method | {method.name}: {method.description} |",
         *(f"| {name} | {value} |" for name, value in method.bundle.card_rows(config)),
         f"| frames x size | {config['data']['frames']} x {config['data']['crop_size']} px |",
+        *([f"| data set | {data.get('source')} ({data.get('manifest')}, {data.get('classes')} classes) |",
+           f"| evaluated on | {evaluation}, {data.get('clips_per_video', 1)} clip(s) per video |"] if data else []),
+        "",
+        "## Input contract",
+        "",
+        f"`predict(frames)` takes a float tensor {contract['shape']} ({contract['dtype']}, {contract['channel_order']}):",
+        f"- frames: T = {contract['frames']}, sampled {contract['sampling']};",
+        f"- resize: short side to {contract['short_side']} px, then a {contract['crop']} crop;",
+        f"- values: {contract['value_range']} with mean {contract['mean']} and std {contract['std']} (ImageNet).",
+        "",
+        "`predict_video(path)` decodes a video file and does all of this itself, as the evaluation did.",
+        "",
+        "## Run it",
+        "",
+        "```python",
+        "from searchlab.deploy import load",
+        "",
+        'model = load("BUNDLE_DIR")  # this folder',
+        'result = model.predict_video("video.mp4")  # decoded and sampled as the evaluation did',
+        "print(model.class_names[int(result.probabilities.argmax())], float(result.probabilities.max()))",
+        "print(result.actions.argmax(-1))  # per clip and sampled frame: the index of its decision",
+        *SNIPPET_EXTRA.get(method.name, []),
+        "```",
+        "",
+        "Check the card's figures again from the videos:",
+        "`python -m searchlab.evaluate BUNDLE_DIR --manifest MANIFEST`.",
         "",
         "GFLOPs are counted from the decisions the policy took on the held-out split, policy included;",
-        "accuracy is measured on the held-out split. Load with `searchlab.deploy.load(DIR)`.",
+        "accuracy is measured on the held-out split.",
         "",
     ])
 
@@ -129,7 +308,7 @@ def check_out(out: Path) -> None:
                     "replaced; choose another --out, or move it away yourself")
 
 
-def export_bundle(row: pd.Series, *, run_dir: Path, out: Path) -> Path:
+def export_bundle(row: pd.Series, *, run_dir: Path, out: Path, selection: dict[str, Any] | None = None) -> Path:
     """Write the bundle into `out` atomically (a temp folder renamed into place).
 
     `out` may be absent, an empty folder or a bundle `pick` wrote (replaced); anything else is
@@ -152,8 +331,9 @@ def export_bundle(row: pd.Series, *, run_dir: Path, out: Path) -> Path:
     if class_names is None:
         raise PickError(f"trial {row['trial_id']} did not record its class names; re-run the sweep")
     # the trial's configuration is the sweep's base with the trial's parameters, as the trial had it
-    config = read_sweep_snapshot(run_dir).base.with_overrides(row["params_decoded"] or {}).model_dump(mode="json")
-    card = card_of(row, run_dir=run_dir)
+    base = read_sweep_snapshot(run_dir).base
+    config = base.with_overrides(row["params_decoded"] or {}).model_dump(mode="json")
+    card = card_of(row, run_dir=run_dir, config=config, selection=selection, manifest=base.data.manifest)
     with staged_directory(out) as staging:
         # copyfile, not copy2: the bundle's files get the default mode, not the (maybe private) source's
         for name, source in sources.items():
@@ -174,6 +354,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     which.add_argument("--max-gflops", type=float, help="most accurate front point within this GFLOPs budget")
     which.add_argument("--min-accuracy", type=float, help="cheapest front point with at least this accuracy")
     which.add_argument("--knee", action="store_true", help="the knee of the accuracy/GFLOPs front")
+    which.add_argument("--trial", type=int, metavar="N",
+                       help="the completed feasible trial numbered N (the report's and optuna-dashboard's numbers)")
     parser.add_argument("--out", type=Path, required=True, help="bundle folder to write")
     return parser.parse_args(argv)
 
@@ -182,8 +364,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         frame = candidates(args.run_dir)
-        row = choose(frame, max_gflops=args.max_gflops, min_accuracy=args.min_accuracy, knee=args.knee)
-        out = export_bundle(row, run_dir=args.run_dir, out=args.out)
+        if args.trial is not None:
+            row, rule = trial_row(frame, args.trial, run_dir=args.run_dir), f"--trial {args.trial}"
+        else:
+            row = choose(frame, max_gflops=args.max_gflops, min_accuracy=args.min_accuracy, knee=args.knee)
+            rule = ("--knee" if args.knee else f"--max-gflops {args.max_gflops:g}" if args.max_gflops is not None
+                    else f"--min-accuracy {args.min_accuracy:g}")
+        selection = selection_of(frame, row, rule=rule, run_dir=args.run_dir)
+        out = export_bundle(row, run_dir=args.run_dir, out=args.out, selection=selection)
     except PickError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,13 +1,17 @@
 """`python -m searchlab.report RUN_DIR`: the Pareto report of a sweep.
 
 Reads RUN_DIR/trials.parquet (and baselines.parquet when present) and writes
-- RUN_DIR/pareto.png: accuracy against GFLOPs of every completed trial; the accuracy/GFLOPs front
-  of feasible trials highlighted and joined, the knee marked, infeasible trials grey, the
-  methods' baselines as labelled distinct markers;
+- RUN_DIR/pareto.png: accuracy against GFLOPs of every completed trial, each labelled with its trial
+  number and its p5-p95 GFLOPs as a horizontal bar; the accuracy/GFLOPs front of feasible trials
+  highlighted and joined, the knee marked, front points a baseline dominates hollow, infeasible
+  trials grey, the methods' baselines as labelled distinct markers;
 - RUN_DIR/hypervolume.png: hypervolume of the feasible front against trials;
-- RUN_DIR/report.html: self-contained (figures embedded as base64 PNG): counts, the figures, the
-  front's configurations with their action usage, the baselines, failed trials with reasons, all
-  trials;
+- RUN_DIR/report.html: self-contained (figures embedded as base64 PNG) and readable at laptop width:
+  what every figure means (knee, hypervolume and its reference point, the hypervolume normalised to
+  the baselines' box, p5/p95, memory, each searched parameter), counts, the figures, the front's
+  configurations with their action usage, a flag where a baseline dominates one, per-class decision
+  usage, and the command that exports each one as a bundle; the baselines, failed trials with
+  reasons, all trials;
 and prints a terminal summary. A missing run directory, an empty table, or a table searchlab did not
 write (not Parquet, other columns) exits with code 2 and a message naming the file and the fix.
 """
@@ -18,17 +22,22 @@ import argparse
 import base64
 import html
 import json
+import shlex
 import sys
-from collections.abc import Sequence
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on clusters or in CI
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
@@ -37,18 +46,80 @@ import pyarrow.parquet as pq  # noqa: E402
 from searchlab.objectives import METRICS  # noqa: E402
 from searchlab.pareto import (  # noqa: E402
     default_reference,
+    hypervolume,
     hypervolume_history,
     knee_point,
     objective_directions,
     pareto_front,
 )
-from searchlab.results import ACTION_USAGE, PARAM_PREFIX, BaselinesTable, TrialsTable, decoded_json  # noqa: E402
+from searchlab.results import (  # noqa: E402
+    ACTION_USAGE,
+    PARAM_PREFIX,
+    BaselinesTable,
+    TrialsTable,
+    decoded_json,
+)
 
 DEFAULT_OBJECTIVES = ("accuracy", "gflops")
+USAGE_PER_CLASS = "usage_per_class"  # metrics_extra key: {class name: {action label: fraction of frames}}
+LABEL_ALL_TRIALS_UP_TO = 60  # more completed trials than this: only the front's points carry their number
+
+#: What the report's terms mean; the report prints these lines.
+GLOSSARY: dict[str, str] = {
+    "trial N": "the trial's number in the sweep (0, 1, ... in the order trials started), beside its id ID: "
+               "trials.parquet's number and trial_id, Tune's folder and TensorBoard run tune/trial-N-ID (the "
+               "figures it reported), optuna-dashboard's trial N (user attributes searchlab_number, "
+               "searchlab_trial_id), the trial's folders trials/ID and ray-train/stage2-ID (training curves), "
+               "and a bundle's card (source.number, source.trial_id).",
+    "Pareto front": "the feasible completed trials that no other such trial beats on every objective "
+                    "(more accurate and no more GFLOPs, or fewer GFLOPs and no less accurate).",
+    "knee": "the front point farthest beyond the straight line joining the front's two extremes (most "
+            "accurate, cheapest) with both objectives scaled to [0, 1] over the front: where giving up a "
+            "little accuracy stops buying much compute.",
+    "hypervolume": "the area of the accuracy/GFLOPs plane that the front dominates, bounded by the reference "
+                   "point (a point worse than every trial: by default 10% of each objective's range beyond "
+                   "the worst trial). It grows whenever a trial extends the front; it depends on the reference "
+                   "point, so compare it only between reports with the same reference.",
+    "normalised hypervolume": "the same area measured in the baselines' box: accuracy scaled so the least "
+                              "accurate baseline is 0 and the most accurate 1, GFLOPs so the costliest baseline "
+                              "is 0 and the cheapest 1, the reference point at (0, 0). The baselines' own front "
+                              "gets the figure beside it: the search beats the baselines' trade-off where its "
+                              "figure is larger; above 1 means points beyond the box (cheaper than the cheapest "
+                              "or more accurate than the best baseline).",
+    "accuracy": "held-out accuracy of the trial's published networks on the decoded held-out videos: mAP for "
+                "multi-label data sets, top-1 otherwise (0..1).",
+    "GFLOPs": "mean GFLOPs per video (multiply-accumulates, fvcore's convention) from the decisions the policy "
+              "actually took on each held-out video, the policy's own cost included; quantised layers cost "
+              "bits_w x bits_a / 64 of full precision.",
+    "p5-p95": "the 5th and 95th percentiles of GFLOPs per video over the held-out videos: the cost depends on "
+              "the input, so 90% of the videos cost between the two (the bars in the figure).",
+    "memory": "MiB of parameters stored for inference (parameter count x stored bits / 8, one copy at the "
+              "widest precision plus the per-precision BatchNorm and clip values, policy included).",
+    "action usage": "share of all held-out frames that took each action (32b/4b/2b: the precision run on the "
+                    "frame; skip: the frame was not processed; AR-Net: resolution, head or skip).",
+    "vs baselines": "the step comparison with the method's reference points on the same shared stages "
+                    "(no interpolation); a flagged row is dominated by a baseline: the baseline is at least as "
+                    "accurate for no more GFLOPs.",
+}
+
+
+#: Columns the report reads, per table kind; a run made before another column existed still reports.
+_NEEDED = {"trials": {"trial_id", "number", "status", "error", "params", *METRICS, "metrics_extra", "feasible",
+                      "method", "stage_keys", "total_s"}}
 
 
 class ReportError(RuntimeError):
     """Nothing to report on: the message says what is missing and what to run first."""
+
+
+@dataclass(frozen=True)
+class NormalisedHypervolume:
+    """Hypervolume of the front and of the baselines in the baselines' box (see GLOSSARY)."""
+
+    front: float
+    baselines: float
+    accuracy_range: tuple[float, float]  # (least accurate baseline, most accurate baseline)
+    gflops_range: tuple[float, float]  # (cheapest baseline, costliest baseline)
 
 
 @dataclass(frozen=True)
@@ -60,20 +131,79 @@ class Report:
     front: pd.DataFrame  # the front rows shown in the report, knee flagged
     reference: tuple[float, ...]
     hypervolume: float
+    normalised: NormalisedHypervolume | None = None
 
 
 def format_usage(usage: object) -> str:
     """{"32": .5, "4": .3, "0": .2} -> "32b 50% · 4b 30% · skip 20%" (labels kept as given otherwise)."""
     if not isinstance(usage, dict) or not usage:
         return ""
+    return " · ".join(f"{name} {100 * float(share):.0f}%" for name, share in _usage_items(usage))
+
+
+def _usage_items(usage: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """(display name, share) of each action, widest precision first and skip last for bit-widths."""
     items = list(usage.items())
     if all(str(label).isdigit() for label, _ in items):
-        items.sort(key=lambda item: -int(item[0]))  # widest precision first, skip last
-    parts = []
-    for label, share in items:
-        name = ("skip" if int(label) == 0 else f"{label}b") if str(label).isdigit() else str(label)
-        parts.append(f"{name} {100 * float(share):.0f}%")
-    return " · ".join(parts)
+        items.sort(key=lambda item: -int(item[0]))
+    return [(("skip" if int(label) == 0 else f"{label}b") if str(label).isdigit() else str(label), float(share))
+            for label, share in items]
+
+
+# ---------------------------------------------------------------------------------------------
+# Searched parameters: what each one means
+
+
+@lru_cache(maxsize=1)
+def _docs_rows() -> dict[tuple[str, str], str]:
+    """(section, key) -> meaning, from docs/configuration.md's tables when the source tree has it."""
+    docs = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+    rows: dict[tuple[str, str], str] = {}
+    if not docs.is_file():
+        return rows
+    section = ""
+    for line in docs.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            names = [part.strip("`:") for part in line.split() if part.startswith("`base")]
+            section = names[0].removeprefix("base").lstrip(".") if names else section
+        elif line.startswith("| `"):
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            if len(cells) >= 3:
+                for key in cells[0].split(","):
+                    key = key.strip().strip("`")
+                    rows.setdefault((section, key), cells[-1].replace("`", ""))
+                    rows.setdefault(("*", key), cells[-1].replace("`", ""))  # any section: the last resort
+    return rows
+
+
+def parameter_meaning(key: str) -> str:
+    """One line on a dotted configuration key: its field description, else its docs/configuration.md row."""
+    from pydantic import BaseModel
+
+    from searchlab.config import TrialConfig
+
+    model: Any = TrialConfig
+    parts = key.split(".")
+    description = None
+    for i, part in enumerate(parts):
+        field = getattr(model, "model_fields", {}).get(part) if model is not None else None
+        if field is None:
+            break
+        description = field.description if i == len(parts) - 1 else None
+        candidates = [field.annotation, *typing.get_args(field.annotation)]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    if description:
+        return description
+    rows = _docs_rows()
+    for depth in range(len(parts) - 1, -1, -1):  # stage2.temperature.rate: section stage2.temperature, else stage2
+        found = rows.get((".".join(parts[:depth]), ".".join(parts[depth:])))
+        if found:
+            return found
+    return rows.get(("*", parts[-1]), "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the run
 
 
 def _load(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -98,32 +228,79 @@ def _read_table(table: TrialsTable | BaselinesTable) -> pd.DataFrame:
         schema = pq.read_schema(table.path)
     except (pa.ArrowException, OSError) as error:
         raise ReportError(f"{table.path}: not a Parquet table ({error}); {fix}") from None
-    missing = [field.name for field in table.schema if field.name not in schema.names]
+    needed = _NEEDED.get(table.kind, set(table.schema.names))
+    missing = [field.name for field in table.schema if field.name in needed and field.name not in schema.names]
     mistyped = [f"{field.name} is {schema.field(field.name).type}, not {field.type}"
                 for field in table.schema if field.name in schema.names and schema.field(field.name).type != field.type]
     if missing or mistyped:
         found = (["missing columns " + ", ".join(missing)] if missing else []) + mistyped
         raise ReportError(f"{table.path}: not a searchlab {table.kind} table ({'; '.join(found)}); {fix}")
     try:
-        return table.read()
+        frame = table.read()
     except (pa.ArrowException, OSError) as error:
         raise ReportError(f"{table.path}: unreadable ({error}); {fix}") from None
+    # a column added to the table after the run was made (e.g. nodes): absent, as in a row without it
+    return frame.assign(**{name: None for name in table.schema.names if name not in frame.columns})
 
 
-def _plot_pareto(frame: pd.DataFrame, baselines: pd.DataFrame, knee: object | None, path: Path) -> None:
+def _feasible(frame: pd.DataFrame) -> pd.Series:
+    return ~frame["feasible"].eq(False).fillna(False).astype(bool)
+
+
+def comparable_baselines(frame: pd.DataFrame, baselines: pd.DataFrame) -> pd.DataFrame:
+    """The baselines measured on a shared stage that some completed trial of the same method used."""
+    if baselines.empty:
+        return baselines
+    done = frame[frame["status"] == "completed"]
+    pairs = {(method, key) for method, keys in zip(done["method"], decoded_json(done, "stage_keys"))
+             for key in _flat_keys(keys)}
+    mask = [(method, key) in pairs for method, key in zip(baselines["method"], baselines["key"])]
+    return baselines[mask]
+
+
+def _flat_keys(keys: object) -> list[str]:
+    if not isinstance(keys, dict):
+        return []
+    return [k for value in keys.values() for k in (value if isinstance(value, list) else [value]) if isinstance(k, str)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+def _plot_pareto(frame: pd.DataFrame, baselines: pd.DataFrame, knee: object | None, dominated: set[int],
+                 path: Path) -> None:  # fmt: skip
     done = frame[(frame["status"] == "completed") & frame["accuracy"].notna() & frame["gflops"].notna()]
-    feasible = done[~done["feasible"].eq(False).fillna(False).astype(bool)]
+    feasible = done[_feasible(done)]
     infeasible = done.drop(feasible.index)
     front = feasible[pareto_front(feasible, DEFAULT_OBJECTIVES)].sort_values("gflops")
-    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
-    ax.scatter(infeasible["gflops"], infeasible["accuracy"], c="0.75", s=22, label="infeasible")
+    fig, ax = plt.subplots(figsize=(8, 5.2), dpi=110)
+    for subset, colour in ((feasible, "tab:blue"), (infeasible, "0.7"), (front, "tab:red")):
+        spread = subset.dropna(subset=["gflops_p5", "gflops_p95"])
+        if not spread.empty:
+            low = (spread["gflops"] - spread["gflops_p5"]).clip(lower=0)
+            high = (spread["gflops_p95"] - spread["gflops"]).clip(lower=0)
+            ax.errorbar(spread["gflops"], spread["accuracy"], xerr=[low, high], fmt="none", ecolor=colour,
+                        alpha=0.45, lw=1, capsize=2, zorder=1)  # fmt: skip
+    ax.scatter(infeasible["gflops"], infeasible["accuracy"], c="0.7", s=22, label="infeasible")
     ax.scatter(feasible["gflops"], feasible["accuracy"], c="tab:blue", s=22, alpha=0.6, label="trials")
     if not front.empty:
         ax.step(front["gflops"], front["accuracy"], where="post", c="tab:red", lw=1.5)
-        ax.scatter(front["gflops"], front["accuracy"], c="tab:red", s=46, zorder=3, label="Pareto front")
+        solid = front[~front["number"].isin(dominated)]
+        hollow = front[front["number"].isin(dominated)]
+        ax.scatter(solid["gflops"], solid["accuracy"], c="tab:red", s=46, zorder=3, label="Pareto front")
+        if not hollow.empty:
+            ax.scatter(hollow["gflops"], hollow["accuracy"], facecolors="white", edgecolors="tab:red", s=46, lw=1.5,
+                       zorder=3, label="front point a baseline dominates")  # fmt: skip
     if knee is not None and knee in front.index:
         ax.scatter(front.at[knee, "gflops"], front.at[knee, "accuracy"], s=180, facecolors="none",
                    edgecolors="black", lw=1.5, zorder=4, label="knee")  # fmt: skip
+    labelled = done if len(done) <= LABEL_ALL_TRIALS_UP_TO else front
+    for _, row in labelled.iterrows():
+        on_front = row.name in front.index
+        ax.annotate(str(int(row["number"])), (row["gflops"], row["accuracy"]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8 if on_front else 7, color="black" if on_front else "0.35",
+                    fontweight="bold" if on_front else "normal", zorder=5)  # fmt: skip
     markers = ["s", "^", "D", "v", "P", "X", "*"]
     several_keys = baselines["key"].nunique() > 1
     for i, (_, row) in enumerate(baselines.sort_values(["key", "gflops"]).iterrows()):
@@ -131,9 +308,9 @@ def _plot_pareto(frame: pd.DataFrame, baselines: pd.DataFrame, knee: object | No
         ax.scatter(row["gflops"], row["accuracy"], marker=markers[i % len(markers)], s=70, c="tab:green",
                    edgecolors="black", zorder=3, label=label)  # fmt: skip
         ax.annotate(label, (row["gflops"], row["accuracy"]), textcoords="offset points", xytext=(6, -10), fontsize=8)
-    ax.set_xlabel("GFLOPs per video")
+    ax.set_xlabel("GFLOPs per video (mean; bars: p5-p95 over the held-out videos)")
     ax.set_ylabel("accuracy")
-    ax.set_title("accuracy vs compute")
+    ax.set_title("accuracy vs compute (numbers: trial numbers)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -142,9 +319,10 @@ def _plot_pareto(frame: pd.DataFrame, baselines: pd.DataFrame, knee: object | No
 
 
 def _plot_hypervolume(history: pd.DataFrame, reference: Sequence[float], names: Sequence[str], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(8, 3.2), dpi=110)
     ax.step(history["number"], history["hypervolume"], where="post", c="tab:purple")
     ax.set_xlabel("trial number")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("hypervolume")
     ref = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, reference))
     ax.set_title(f"hypervolume of feasible trials (reference {ref})", fontsize=9)
@@ -154,9 +332,13 @@ def _plot_hypervolume(history: pd.DataFrame, reference: Sequence[float], names: 
     plt.close(fig)
 
 
+# ---------------------------------------------------------------------------------------------
+# The front and its comparison with the baselines
+
+
 def _front_table(frame: pd.DataFrame, directions: dict[str, str]) -> tuple[pd.DataFrame, object | None]:
     done = frame[frame["status"] == "completed"]
-    done = done[~done["feasible"].eq(False).fillna(False).astype(bool)].dropna(subset=list(directions))
+    done = done[_feasible(done)].dropna(subset=list(directions))
     if done.empty:
         return done.assign(knee=pd.Series(dtype=bool)), None
     front = done[pareto_front(done, directions)].copy()
@@ -192,30 +374,221 @@ def _with_baseline_comparison(front: pd.DataFrame, baselines: pd.DataFrame) -> p
     if front.empty or {"accuracy", "gflops"} - set(front.columns):
         return front
     verdicts = [versus_baselines(row["accuracy"], row["gflops"],
-                                 baselines[(baselines["method"] == row["method"]) & baselines["key"].isin(keys.values())])
+                                 baselines[(baselines["method"] == row["method"]) & baselines["key"].isin(_flat_keys(keys))])
                 for keys, (_, row) in zip(decoded_json(front, "stage_keys"), front.iterrows())]
-    return front.assign(**{"vs baselines": verdicts})
+    return front.assign(**{"vs baselines": verdicts, "baseline dominated": [v.startswith("dominated") for v in verdicts]})
 
 
-def _front_columns(front: pd.DataFrame, directions: dict[str, str]) -> list[str]:
-    metrics = list(directions) + [m for m in METRICS if m not in directions and front[m].notna().any()]
-    params = [c for c in front.columns if c.startswith(PARAM_PREFIX) and front[c].notna().any()]
-    verdict = ["vs baselines"] if "vs baselines" in front.columns else []
-    return ["number", "trial_id", "method", "knee", *metrics, "action usage", *verdict, *params]
+def normalised_hypervolume(front: pd.DataFrame, baselines: pd.DataFrame) -> NormalisedHypervolume | None:
+    """Hypervolume of (accuracy, GFLOPs) points in the baselines' box, the baselines' own beside it.
+
+    Accuracy a -> (a - a_min) / (a_max - a_min), GFLOPs g -> (g_max - g) / (g_max - g_min) over the
+    baselines, reference (0, 0): the box spanned by the baselines has area 1. Where the baselines do not
+    span an objective (a single baseline, or a tie) the box runs from 0 to their accuracy a, or from
+    twice their GFLOPs g down to g. None without baselines.
+    """
+    if baselines.empty:
+        return None
+    acc, gfl = baselines["accuracy"].to_numpy(float), baselines["gflops"].to_numpy(float)
+    a_low, a_high = float(acc.min()), float(acc.max())
+    g_low, g_high = float(gfl.min()), float(gfl.max())
+    a_span = a_high - a_low if a_high > a_low else (abs(a_high) or 1.0)
+    g_span = g_high - g_low if g_high > g_low else (abs(g_high) or 1.0)
+
+    def volume(points: pd.DataFrame) -> float:
+        scaled = np.column_stack([(points["accuracy"].to_numpy(float) - (a_high - a_span)) / a_span,
+                                  ((g_low + g_span) - points["gflops"].to_numpy(float)) / g_span])
+        return hypervolume(scaled, (0.0, 0.0), ("max", "max"))
+
+    return NormalisedHypervolume(front=volume(front) if not front.empty else 0.0, baselines=volume(baselines),
+                                 accuracy_range=(a_low, a_high), gflops_range=(g_low, g_high))
 
 
-def _image(path: Path) -> str:
+def export_command(run_arg: str, number: int) -> str:
+    """The command that exports trial ``number`` of the run as a bundle."""
+    return f"python -m searchlab.pick {shlex.quote(run_arg)} --trial {number} --out bundle-trial-{number}"
+
+
+def _run_argument(run_dir: Path) -> tuple[str, str]:
+    """How the report's commands name the run (never an absolute path) and a note on where to run them."""
+    if not run_dir.is_absolute():
+        return run_dir.as_posix(), "from the folder you ran the report in"
+    try:
+        return run_dir.resolve().relative_to(Path.cwd().resolve()).as_posix(), "from the folder you ran the report in"
+    except ValueError:
+        return run_dir.resolve().name, "from the folder that holds the run (its storage)"
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+
+
+def _image(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _table(frame: pd.DataFrame) -> str:
-    if frame.empty:
+def _esc(value: object) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _num(value: object, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)) or value is pd.NA:
+        return ""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(int(value))
+    return f"{float(value):.{digits}g}"  # type: ignore[arg-type]
+
+
+def _grid(headers: Sequence[str], rows: Sequence[Sequence[str]], *, row_classes: Sequence[str] = (),
+          cls: str = "", kinds: str = "") -> str:  # fmt: skip
+    """An HTML table from already-escaped cell HTML; ``kinds`` has a letter per column: n (a number or a
+    short label: right-aligned, kept on one line), t (text: left-aligned, wrapped), c (a command)."""
+    if not rows:
         return "<p><em>none</em></p>"
-    frame = frame.copy()
-    for column in frame.columns[frame.dtypes == object]:
-        frame[column] = frame[column].map(lambda v: "" if v is None else v)
-    return frame.to_html(index=False, escape=True, na_rep="", float_format=lambda v: f"{v:.4g}", border=0)
+    kinds = kinds.ljust(len(headers), "n")
+    head = "".join(f'<th class="{k}">{_esc(h)}</th>' for h, k in zip(headers, kinds))
+    body = []
+    for i, row in enumerate(rows):
+        css = f' class="{row_classes[i]}"' if i < len(row_classes) and row_classes[i] else ""
+        body.append(f"<tr{css}>" + "".join(f'<td class="{k}">{cell}</td>' for cell, k in zip(row, kinds)) + "</tr>")
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _param_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.startswith(PARAM_PREFIX) and frame[c].notna().any()]
+
+
+def _short_key(key: str, all_keys: Sequence[str]) -> str:
+    """The shortest dotted tail of ``key`` that no other key shares (stage2.w1 -> w1)."""
+    parts = key.split(".")
+    for n in range(1, len(parts) + 1):
+        tail = ".".join(parts[-n:])
+        if sum(1 for other in all_keys if other == tail or other.endswith("." + tail)) == 1:
+            return tail
+    return key
+
+
+def _params_cell(row: pd.Series, columns: Sequence[str]) -> str:
+    keys = [c.removeprefix(PARAM_PREFIX) for c in columns]
+    lines = []
+    for column, key in zip(columns, keys):
+        value = row[column]
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            continue
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        lines.append(f'<span class="kv" title="{_esc(key)}">{_esc(_short_key(key, keys))}&nbsp;=&nbsp;{_esc(shown)}</span>')
+    return "<br>".join(lines)
+
+
+def _gflops_cell(row: pd.Series) -> str:
+    spread = ""
+    if pd.notna(row.get("gflops_p5")) and pd.notna(row.get("gflops_p95")):
+        spread = f' <span class="dim">({_num(row["gflops_p5"])}–{_num(row["gflops_p95"])})</span>'
+    return _num(row["gflops"]) + spread
+
+
+def _front_html(front: pd.DataFrame, run_arg: str) -> str:
+    if front.empty:
+        return "<p><em>none</em></p>"
+    params = _param_columns(front)
+    headers = ["trial", "method", "accuracy", "GFLOPs mean (p5–p95)", "memory MiB", "skip", "action usage",
+               "vs baselines", "parameters", "export as a bundle"]
+    rows, classes = [], []
+    for _, row in front.iterrows():
+        number = int(row["number"])
+        flag = bool(row.get("baseline dominated", False))
+        verdict = _esc(row.get("vs baselines", ""))
+        rows.append([
+            f"<b>{number}</b>{' <span class=knee>knee</span>' if row['knee'] else ''}"
+            f'<br><span class="dim id">{_esc(row["trial_id"])}</span>',
+            _esc(row["method"]),
+            _num(row["accuracy"]),
+            _gflops_cell(row),
+            _num(row["memory_mb"]),
+            f"{100 * row['skip_fraction']:.0f}%" if pd.notna(row["skip_fraction"]) else "",
+            "<br>".join(f'<span class="kv">{_esc(part)}</span>' for part in str(row["action usage"]).split(" · ")),
+            (f'<span class="flag">⚠ {verdict}</span>' if flag else verdict),
+            _params_cell(row, params),
+            f"<code>{_esc(export_command(run_arg, number))}</code>",
+        ])
+        classes.append("dominated" if flag else "")
+    return _grid(headers, rows, row_classes=classes, cls="front", kinds="nnnnnnttcc")
+
+
+def _per_class_html(front: pd.DataFrame) -> str:
+    blocks = []
+    for (_, row), extra in zip(front.iterrows(), decoded_json(front, "metrics_extra")):
+        per_class = (extra or {}).get(USAGE_PER_CLASS) or {}
+        if not per_class:
+            continue
+        actions = [name for name, _ in _usage_items(next(iter(per_class.values())))]
+        rows = [[_esc(name), *(f"{100 * share:.0f}%" for _, share in _usage_items(usage))]
+                for name, usage in per_class.items()]
+        overall = _usage_items((extra or {}).get(ACTION_USAGE) or {})
+        if overall:
+            rows.append(["<b>all classes</b>", *(f"<b>{100 * share:.0f}%</b>" for _, share in overall)])
+        knee = " (knee)" if row["knee"] else ""
+        blocks.append(f"<details{' open' if row['knee'] else ''}><summary>trial {int(row['number'])}{knee}: {_esc(row['action usage'])}</summary>"
+                      f"{_grid(['class', *actions], rows, cls='narrow', kinds='t')}</details>")
+    if not blocks:
+        return "<p><em>the trials recorded no per-class usage</em></p>"
+    return ("<p>Share of each class's held-out frames that took each action: which classes the policy "
+            "processes cheaply and which it looks at closely.</p>" + "".join(blocks))
+
+
+def _glossary_html(params: Sequence[str], normalised: NormalisedHypervolume | None) -> str:
+    items = [f"<dt>{_esc(term)}</dt><dd>{_esc(text)}</dd>" for term, text in GLOSSARY.items()]
+    if normalised is None:
+        items.append("<dt>normalised hypervolume</dt><dd>not computed: the run has no baselines yet.</dd>")
+    searched = [f"<dt><code>{_esc(key)}</code></dt><dd>{_esc(parameter_meaning(key) or 'see docs/configuration.md')}</dd>"
+                for key in params]
+    parts = [f'<dl class="terms">{"".join(items)}</dl>']
+    if searched:
+        parts.append(f'<h3>Searched parameters</h3><dl class="terms">{"".join(searched)}</dl>')
+    return "".join(parts)
+
+
+def _baselines_html(baselines: pd.DataFrame) -> str:
+    rows = [[_esc(r["method"]), f'<span title="{_esc(r["key"])}">{_esc(str(r["key"])[:10])}…</span>', _esc(r["label"]),
+             _num(r["accuracy"]), _num(r["gflops"]), _num(r["memory_mb"])]
+            for _, r in baselines.sort_values(["method", "key", "gflops"]).iterrows()]
+    return _grid(["method", "stage key", "baseline", "accuracy", "GFLOPs", "memory MiB"], rows, cls="narrow",
+                 kinds="nnt")
+
+
+def _all_trials_html(frame: pd.DataFrame) -> str:
+    params = _param_columns(frame)
+    rows = [[f"<b>{int(r['number'])}</b>", f'<span class="id">{_esc(r["trial_id"])}</span>', _esc(r["method"]),
+             _esc(r["status"]), _num(r["accuracy"]), _gflops_cell(r) if pd.notna(r["gflops"]) else "",
+             _num(r["memory_mb"]), f"{100 * r['skip_fraction']:.0f}%" if pd.notna(r["skip_fraction"]) else "",
+             "" if r["feasible"] is None or pd.isna(r["feasible"]) else ("yes" if r["feasible"] else "no"),
+             _num(r["total_s"], 3), _params_cell(r, params)]
+            for _, r in frame.iterrows()]
+    return _grid(["trial", "id", "method", "status", "accuracy", "GFLOPs mean (p5–p95)", "memory MiB", "skip",
+                  "feasible", "seconds", "parameters"], rows, kinds="nnnnnnnnnnt")
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; padding: 0 1.5em; max-width: 1250px; color: #222;
+       line-height: 1.4; }
+table { border-collapse: collapse; font-size: 0.82em; margin-bottom: 1.2em; width: 100%; }
+table.narrow, table.counts { width: auto; }
+th, td { padding: 0.25em 0.5em; border-bottom: 1px solid #ddd; vertical-align: top; }
+th { background: #f3f3f3; }
+.n { text-align: right; white-space: nowrap; }
+.t { text-align: left; overflow-wrap: anywhere; }
+.c { text-align: left; min-width: 14em; }
+td.c code { font-size: 0.9em; overflow-wrap: anywhere; }
+th.t, th.c { text-align: left; overflow-wrap: normal; }
+.kv { white-space: nowrap; } .dim { color: #777; } .id { font-family: monospace; font-size: 0.9em; }
+.knee { background: #222; color: #fff; border-radius: 3px; padding: 0 0.3em; font-size: 0.85em; }
+tr.dominated td { background: #fff4e5; } .flag { color: #a35200; font-weight: bold; }
+img { max-width: 100%; height: auto; }
+dl.terms { display: grid; grid-template-columns: max-content 1fr; gap: 0.3em 1em; font-size: 0.9em; }
+dl.terms dt { font-weight: bold; } dl.terms dd { margin: 0; }
+details { margin: 0.3em 0; } summary { cursor: pointer; }
+"""
 
 
 def build_report(run_dir: str | Path, *, objectives: Sequence[str] = DEFAULT_OBJECTIVES,
@@ -224,13 +597,16 @@ def build_report(run_dir: str | Path, *, objectives: Sequence[str] = DEFAULT_OBJ
     run_dir = Path(run_dir)
     frame, baselines = _load(run_dir)
     directions = objective_directions(list(objectives))
-    counts = {status: int((frame["status"] == status).sum()) for status in ("completed", "failed", "running", "pruned")}
+    counts = {status: int((frame["status"] == status).sum()) for status in ("completed", "failed", "running", "pruned",
+                                                                           "stopped")}
     counts["total"] = len(frame)
     completed = frame[frame["status"] == "completed"].dropna(subset=list(directions))
     counts["infeasible"] = int(completed["feasible"].eq(False).sum())
     front, knee = _front_table(frame, directions)
     front = _with_baseline_comparison(front, baselines)
     counts["front"] = len(front)
+    dominated = {int(n) for n in front.loc[front.get("baseline dominated", pd.Series(False, index=front.index))
+                                           .astype(bool), "number"]} if not front.empty else set()  # fmt: skip
 
     if reference is None and not completed.empty:
         reference = default_reference(completed[list(directions)].to_numpy(dtype=float), list(directions.values()))
@@ -242,51 +618,77 @@ def build_report(run_dir: str | Path, *, objectives: Sequence[str] = DEFAULT_OBJ
         else pd.DataFrame({"number": frame["number"], "hypervolume": 0.0})
     )
     reference = tuple(float(v) for v in reference) if reference is not None else tuple(np.nan for _ in directions)
+    two_d = list(directions) == list(DEFAULT_OBJECTIVES)
+    normalised = normalised_hypervolume(front, comparable_baselines(frame, baselines)) if two_d else None
 
     pareto_png, hv_png = run_dir / "pareto.png", run_dir / "hypervolume.png"
-    _plot_pareto(frame, baselines, knee if list(directions) == list(DEFAULT_OBJECTIVES) else None, _tmp(pareto_png))
+    _plot_pareto(frame, baselines, knee if two_d else None, dominated, _tmp(pareto_png))
     _plot_hypervolume(history, reference, list(directions), _tmp(hv_png))
     _tmp(pareto_png).replace(pareto_png)
     _tmp(hv_png).replace(hv_png)
 
-    failed = frame[frame["status"].isin(["failed", "pruned"])][["number", "trial_id", "status", "error"]]
-    every = frame[["number", "trial_id", "method", "status", *METRICS, "feasible", "total_s"]]
-    shown_front = front[_front_columns(front, directions)] if not front.empty else front
+    run_arg, where = _run_argument(run_dir)
+    failed = frame[frame["status"].isin(["failed", "pruned", "stopped"])]
+    failed_rows = [[f"<b>{int(r['number'])}</b>", f'<span class="id">{_esc(r["trial_id"])}</span>', _esc(r["status"]),
+                    _esc(r["error"])]
+                   for _, r in failed.iterrows()]
     objective_text = ", ".join(f"{n} ({d})" for n, d in directions.items())
+    hv_text = (f"Hypervolume {history['hypervolume'].iloc[-1]:.6g} against the reference point "
+               f"({', '.join(f'{n} {v:.4g}' for n, v in zip(directions, reference))})")
+    if normalised is not None:
+        hv_text += (f"; normalised to the baselines' box (accuracy {normalised.accuracy_range[0]:.4g}–"
+                    f"{normalised.accuracy_range[1]:.4g}, GFLOPs {normalised.gflops_range[0]:.4g}–"
+                    f"{normalised.gflops_range[1]:.4g}): front {normalised.front:.3f}, baselines "
+                    f"{normalised.baselines:.3f}")
+    shown_front = front[_front_columns(front, directions)] if not front.empty else front
+    knee_text = ""
+    if knee is not None and not front.empty and two_d:
+        k = front.loc[knee]
+        knee_text = (f"<p>Knee: trial {int(k['number'])}, accuracy {k['accuracy']:.4g} at {k['gflops']:.4g} GFLOPs. "
+                     f"Export it: <code>{_esc(f'python -m searchlab.pick {shlex.quote(run_arg)} --knee --out bundle')}"
+                     "</code></p>")
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>searchlab report: {html.escape(run_dir.name)}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; font-size: 0.85em; margin-bottom: 1.5em; }}
-th, td {{ padding: 0.25em 0.6em; border-bottom: 1px solid #ddd; text-align: right; }}
-th {{ background: #f3f3f3; }}
-img {{ max-width: 100%; }}
-</style></head><body>
-<h1>searchlab report: {html.escape(run_dir.name)}</h1>
-<p>run {html.escape(run_dir.resolve().name)} · generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}</p>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>searchlab report: {_esc(run_dir.resolve().name)}</title>
+<style>{_CSS}</style></head><body>
+<h1>searchlab report: {_esc(run_dir.resolve().name)}</h1>
+<p>run {_esc(run_dir.resolve().name)} · generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}</p>
 <h2>Trials</h2>
-{_table(pd.DataFrame([counts]))}
-<p>Objectives: {html.escape(objective_text)}. Hypervolume {history["hypervolume"].iloc[-1]:.6g} against reference
-{html.escape(", ".join(f"{v:.4g}" for v in reference))}.</p>
+{_grid(list(counts), [[str(v) for v in counts.values()]], cls="counts")}
+<p>Objectives: {_esc(objective_text)}. {_esc(hv_text)}.</p>
+{knee_text}
 {_cache_note(run_dir)}
 <h2>Accuracy vs GFLOPs</h2>
-{_image(pareto_png)}
-<h2>Hypervolume</h2>
-{_image(hv_png)}
+{_image(pareto_png, "accuracy against GFLOPs per video of every completed trial, front and baselines")}
 <h2>Pareto front ({len(front)} configurations)</h2>
-{_table(shown_front)}
-<h2>Uniform-precision baselines</h2>
-{_table(baselines)}
-<h2>Failed and pruned trials</h2>
-{_table(failed)}
+<p>Cheapest first. The commands run {_esc(where)}; <code>--out</code> names the bundle folder to write.</p>
+{_front_html(front, run_arg)}
+<h2>Decision usage per class</h2>
+{_per_class_html(front) if not front.empty else "<p><em>no front yet</em></p>"}
+<h2>Hypervolume</h2>
+{_image(hv_png, "hypervolume of the feasible front after each trial")}
+<h2>Baselines</h2>
+{_baselines_html(baselines)}
+<h2>Failed, pruned and stopped trials</h2>
+{_grid(["trial", "id", "status", "reason"], failed_rows, kinds="nnnt")}
 <h2>All trials</h2>
-{_table(every)}
+{_all_trials_html(frame)}
+<h2>What the figures mean</h2>
+{_glossary_html([c.removeprefix(PARAM_PREFIX) for c in _param_columns(frame)], normalised)}
 </body></html>
 """
     html_path = run_dir / "report.html"
-    _tmp(html_path).write_text(page)
+    _tmp(html_path).write_text(page, encoding="utf-8")
     _tmp(html_path).replace(html_path)
-    return Report(html_path, pareto_png, hv_png, counts, shown_front, reference, float(history["hypervolume"].iloc[-1]))
+    return Report(html_path, pareto_png, hv_png, counts, shown_front, reference, float(history["hypervolume"].iloc[-1]),
+                  normalised)
+
+
+def _front_columns(front: pd.DataFrame, directions: dict[str, str]) -> list[str]:
+    metrics = list(directions) + [m for m in METRICS if m not in directions and front[m].notna().any()]
+    params = _param_columns(front)
+    verdict = ["vs baselines"] if "vs baselines" in front.columns else []
+    return ["number", "trial_id", "method", "knee", *metrics, "action usage", *verdict, *params]
 
 
 def cache_note(run_dir: Path) -> str:
@@ -323,13 +725,19 @@ def _summary(report: Report) -> str:
     counts = report.counts
     lines = [
         f"trials: {counts['total']} ({counts['completed']} completed, {counts['failed']} failed, "
-        f"{counts['pruned']} pruned, {counts['running']} running; {counts['infeasible']} infeasible)",
+        f"{counts['pruned']} pruned, {counts['stopped']} stopped early, {counts['running']} running; "
+        f"{counts['infeasible']} infeasible)",
         f"hypervolume: {report.hypervolume:.6g} (reference {', '.join(f'{v:.4g}' for v in report.reference)})",
-        f"Pareto front: {counts['front']} configurations",
     ]
+    if report.normalised is not None:
+        n = report.normalised
+        lines.append(f"normalised hypervolume (baselines' box): front {n.front:.3f}, baselines {n.baselines:.3f}")
+    lines.append(f"Pareto front: {counts['front']} configurations")
     if not report.front.empty:
         columns = [c for c in report.front.columns if not c.startswith(PARAM_PREFIX)]
         lines.append(report.front[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        run_arg, _ = _run_argument(report.html.parent)
+        lines.append(f"export a front point: python -m searchlab.pick {shlex.quote(run_arg)} --trial N --out DIR")
     note = cache_note(report.html.parent)
     lines += [note] if note else []
     lines += [f"report: {report.html}", f"figures: {report.pareto_png}, {report.hypervolume_png}"]

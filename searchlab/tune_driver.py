@@ -28,7 +28,8 @@ from searchlab.config import Sweep, TrialConfig
 from searchlab.objectives import METRICS
 from searchlab.results import TrialRecord, TrialsTable
 from searchlab.run_dir import SWEEP_SNAPSHOT as SWEEP_SNAPSHOT  # re-exported: bench/sweep_cost.py reads it here
-from searchlab.run_dir import STUDY_NAME, TUNE_DIR_NAME, relative_path, write_sweep_snapshot
+from searchlab.run_dir import STUDY_NAME as STUDY_NAME  # noqa: F401 (older runs' study name; tests import it)
+from searchlab.run_dir import TUNE_DIR_NAME, relative_path, write_sweep_snapshot
 from searchlab.space import constraint_violations, encode_point, make_sampler, suggest
 from searchlab.tune_search import VIOLATIONS_KEY, ConstrainedOptunaSearch
 
@@ -215,9 +216,30 @@ def build_searcher(sweep: Sweep, *, run_dir: Path) -> ConstrainedOptunaSearch:
         mode=list(search.objectives.values()),
         points_to_evaluate=[encode_point(point, sweep.space) for point in search.points_to_evaluate] or None,
         sampler=make_sampler(search, sweep.space),
-        study_name=STUDY_NAME,
+        study_name=sweep.base.name,  # optuna-dashboard lists the study by the sweep's name
         storage=storage,
+        study_attrs=study_attrs(sweep, run_dir=run_dir),
     )
+
+
+def study_attrs(sweep: Sweep, *, run_dir: Path) -> dict[str, Any]:
+    """What optuna-dashboard shows about the sweep (the study's user attributes)."""
+    search = sweep.search
+    return {"searchlab_run": run_dir.name, "method": sweep.base.method, "sampler": search.sampler,
+            "trials_planned": search.trials, "objectives": dict(search.objectives),
+            "constraints": list(search.constraints), "searched": sorted(sweep.space),
+            "report": f"python -m searchlab.report {run_dir.name} (from the run's storage folder)"}
+
+
+def trial_name(trial: Any) -> str:
+    """Tune's name and folder of a trial: "trial-N-ID", N its number in trials.parquet (Tune's creation
+    order, from its experiment tag "N+1_..."), ID its trial id; TensorBoard lists it under tune/ so."""
+    return f"trial-{_tune_number(trial)}-{trial.trial_id}"
+
+
+def _tune_number(trial: Any) -> int:
+    head = str(getattr(trial, "experiment_tag", "") or "").split("_", 1)[0]
+    return int(head) - 1 if head.isdigit() else 0
 
 
 @dataclass(frozen=True)
@@ -240,7 +262,7 @@ class SweepSummary:
             f"{self.completed} completed, {self.failed} failed.\n"
             f"  results   {run_dir / 'trials.parquet'}\n"
             f"  report    python -m searchlab.report {run_dir}\n"
-            f"  dashboard optuna-dashboard sqlite:///{run_dir / 'optuna.db'}\n"
+            f"  dashboard optuna-dashboard sqlite:///{run_dir / 'optuna.db'}   (pip install -e '.[dashboard]')\n"
             # stage-2 runs live in the run directory, the shared teacher and stage-1 runs in the cache beside it
             f"  curves    tensorboard --logdir {run_dir.parent}"
         )
@@ -266,6 +288,8 @@ def run_sweep(sweep: Sweep, *, run_dir: Path, address: str | None, resume: bool)
                 search_alg=build_searcher(sweep, run_dir=run_dir),
                 num_samples=sweep.search.trials,
                 max_concurrent_trials=sweep.search.max_concurrent,
+                trial_name_creator=trial_name,
+                trial_dirname_creator=trial_name,
             ),
             run_config=tune.RunConfig(
                 storage_path=str(run_dir),

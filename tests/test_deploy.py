@@ -34,17 +34,17 @@ TINY = {"data.frames": 4, "data.crop_size": 32, "model.policy_width_mult": 0.25,
         "model.policy_hidden": 16, "stage2.decision_space": list(SPACE)}
 
 
-def write_bundle(folder: Path) -> Path:
+def write_bundle(folder: Path, *, classes: list[str] = CLASSES, **overrides: Any) -> Path:
     """config.yaml, weights of both stages, classes and a card: the files of deploy.bundle_files("videoiq")."""
     folder.mkdir(parents=True)
-    config = load_sweep(REPO / "spaces" / "demo.yaml").base.with_overrides(TINY)
+    config = load_sweep(REPO / "spaces" / "demo.yaml").base.with_overrides({**TINY, **overrides})
     (folder / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     torch.manual_seed(0)
-    backbone = create_backbone("resnet10", num_classes=len(CLASSES), bit_widths=(32, 4, 2), alpha_init=4.0)
+    backbone = create_backbone("resnet10", num_classes=len(classes), bit_widths=(32, 4, 2), alpha_init=4.0)
     torch.save(backbone.state_dict(), folder / "backbone.pt")
     policy = PolicyNetwork(num_actions=len(SPACE), input_size=32, hidden_size=16, width_mult=0.25)
     torch.save(policy.state_dict(), folder / "policy.pt")
-    (folder / "classes.json").write_text(json.dumps(CLASSES))
+    (folder / "classes.json").write_text(json.dumps(classes))
     (folder / "card.json").write_text(json.dumps({"accuracy": 0.7, "gflops_mean": 1.5}))
     (folder / "card.md").write_text("# card\n")
     return folder
@@ -206,3 +206,78 @@ def test_a_broken_bundle_file_is_named(tmp_path: Path, name: str, content: bytes
 def test_predict_says_what_input_it_expected(bundle: Path, bad: Any, expected: str) -> None:
     with pytest.raises(ValueError, match=expected):
         load(bundle).predict(bad)
+
+
+def test_predict_names_each_clips_class_and_each_frames_decision(bundle: Path, frames: Tensor) -> None:
+    deployed = load(bundle)
+    prediction = deployed.predict(frames)
+    probs, actions = prediction  # still unpacks as (probabilities, actions)
+    assert prediction.labels == [CLASSES[int(i)] for i in probs.argmax(dim=1)]
+    names = ["32b", "4b", "2b", "skip"]
+    assert deployed.action_labels == names
+    assert prediction.decisions == [[names[int(k)] for k in clip] for clip in actions.argmax(dim=-1)]
+    assert len(prediction.decisions) == 2 and all(len(clip) == 4 for clip in prediction.decisions)
+
+
+@pytest.fixture(scope="module")
+def video_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Three classes, two held-out 96x96 videos each: decord decodes them reduced, as evaluation does."""
+    from searchlab.data.synthetic import generate_synthetic
+
+    root = tmp_path_factory.mktemp("videoiq_videos")
+    generate_synthetic(root, num_classes=3, train_per_class=1, val_per_class=2, num_frames=16, size=96, seed=0,
+                       workers=1, progress=False)
+    return root / "manifest.parquet", root
+
+
+@pytest.mark.parametrize("clips", [1, 2])
+def test_predict_video_decides_and_predicts_as_evaluation_does(video_set: tuple[Path, Path], tmp_path: Path,
+                                                               clips: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """predict_video on a video file == the evaluation path (searchlab.evaluate's) on that video:
+    the same decoded clips, the same per-frame decisions, the same class probabilities."""
+    import pandas as pd
+
+    from searchlab.data.manifest import read_manifest
+    from searchlab.evaluate import main as evaluate_main
+    from searchlab.methods.videoiq.evaluate import videoiq_costs, videoiq_price
+    from searchlab.train.evaluate import eval_dataset, video_outputs
+
+    manifest_path, root = video_set
+    manifest = read_manifest(manifest_path, data_root=root)
+    folder = write_bundle(tmp_path / "bundle", classes=list(manifest.class_names), **{
+        "data.eval_short_side": 40, "data.eval_clips": clips})
+    deployed = load(folder)
+    config = deployed.config
+    dataset = eval_dataset(config.data, manifest=manifest, root=root, split="val", seed=config.seed)
+    rows = pd.read_parquet(manifest_path)
+    val = rows[rows["split"] == "val"].reset_index(drop=True)
+    costs = videoiq_costs(deployed.model, backbone=config.model.backbone, size=config.data.crop_size)
+    for video in range(len(val)):
+        path = root / val.loc[video, "path"]
+        result = deployed.predict_video(path)
+        for k in range(clips):
+            assert torch.equal(deployed.decode_video(path)[k], dataset[video * clips + k]["frames"])
+        expected = video_outputs(deployed.model, dataset, videos=[video], mode=config.stage2.eval_mode,
+                                 seed=config.seed, price=videoiq_price(costs, decision_space=SPACE),
+                                 device=torch.device("cpu"))
+        assert torch.equal(result.actions.sum(dim=1), expected["usage"])  # frames per action, each clip
+        assert torch.allclose(result.probabilities, expected["scores"].mean(dim=0, keepdim=True), atol=1e-6)
+        assert result.label == manifest.class_names[int(expected["scores"].mean(dim=0).argmax())]
+        assert result.frames_decoded == clips * 4 and len(result.decisions) == clips
+
+    # and the CLI, on a manifest holding one held-out video: its usage is that video's decisions
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(manifest_path)  # keeps the class-name table in the schema's metadata
+    keep = pc.or_(pc.equal(table["split"], "train"), pc.equal(table["video_id"], val.loc[0, "video_id"]))
+    one_manifest = tmp_path / "one.parquet"
+    pq.write_table(table.filter(keep), one_manifest)
+    assert evaluate_main([str(folder), "--manifest", str(one_manifest), "--root", str(root), "--workers", "0",
+                          "--json"]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    result = deployed.predict_video(root / val.loc[0, "path"])
+    counts = result.actions.sum(dim=(0, 1))
+    assert measured["videos"] == 1
+    assert measured["usage"] == pytest.approx({str(b): float(counts[k] / counts.sum()) for k, b in enumerate(SPACE)})
+    assert measured["accuracy"] == float(result.label == manifest.class_names[int(val.loc[0, "label"])])

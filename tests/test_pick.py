@@ -156,7 +156,7 @@ def test_bundle_holds_every_file_and_the_chosen_trials_numbers(run_dir: Path, tm
     assert "accuracy (top-1) | 0.7500" in markdown
     assert "GFLOPs per video, mean | 2.000" in markdown
     assert "GFLOPs per video, p5 / p95 | 1.000 / 3.000" in markdown
-    assert "32: 25%" in markdown and "0: 25%" in markdown
+    assert "32b 25%" in markdown and "skip 25%" in markdown
     printed = capsys.readouterr().out
     assert "picked trial 1: accuracy 0.7500, 2.000 GFLOPs" in printed
     model = deploy.load(out)
@@ -272,3 +272,67 @@ def test_a_trial_with_a_non_finite_objective_is_never_picked(tmp_path: Path) -> 
     assert main([str(run_dir), "--max-gflops", "1.5", "--out", str(tmp_path / "bundle")]) == 2  # 0 was the only fit
     assert main([str(run_dir), "--knee", "--out", str(tmp_path / "bundle")]) == 0
     assert json.loads((tmp_path / "bundle" / "card.json").read_text())["source"]["number"] != 0
+
+
+def test_trial_exports_that_trial_even_off_the_front(run_dir: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    card = picked(run_dir, tmp_path / "bundle", "--trial", "4")  # dominated by trial 2, still exportable
+    assert card["source"] == {"run": "demo", "trial_id": "trial_004", "number": 4}
+    assert card["selection"]["rule"] == "--trial 4"
+    assert card["selection"]["on_front"] is False and card["selection"]["front_numbers"] == [0, 1, 2, 3]
+    assert "picked trial 4" in capsys.readouterr().out
+    assert "trial 4 is not on the front" in (tmp_path / "bundle" / "card.md").read_text()
+
+
+@pytest.mark.parametrize(("number", "expected"), [
+    (6, "trial 6 is failed (stage 2 ran out of memory): only a completed trial can be exported"),
+    (7, "trial 7 is running"),
+    (5, "trial 5 is infeasible"),
+    (42, "has no trial 42; its trials are numbered 0..7"),
+])
+def test_trial_that_cannot_be_exported_exits_2_saying_why(run_dir: Path, tmp_path: Path, number: int, expected: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(run_dir), "--trial", str(number), "--out", str(tmp_path / "bundle")]) == 2
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_card_states_the_input_contract_the_choice_and_the_data(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    card = picked(run_dir, out, "--knee")
+    contract = card["input"]
+    assert contract["shape"] == "(N, 4, 3, 32, 32)" and contract["frames"] == 4
+    assert contract["short_side"] == 64 and contract["crop"] == "centre 32x32"
+    assert contract["channel_order"] == "RGB" and contract["dtype"] == "float32"
+    assert contract["mean"] == [0.485, 0.456, 0.406] and contract["std"] == [0.229, 0.224, 0.225]
+    assert "TSN" in contract["sampling"] and "centre frame" in contract["sampling"]
+    selection = card["selection"]
+    assert selection["rule"] == "--knee" and selection["knee"] and selection["on_front"]
+    assert selection["trials"] == 8 and selection["completed_feasible"] == 5
+    assert selection["sampler"] == "tpe" and "stage2.decision_space" in selection["searched"]
+    assert card["data"]["manifest"] == "manifest.parquet" and card["data"]["classes"] == 4
+    assert card["data"]["evaluation_split"] == "val"
+    markdown = (out / "card.md").read_text()
+    assert "Chosen with `--knee` among 5 completed feasible trials of 8 by the tpe sampler" in markdown
+    assert "## Input contract" in markdown and "(N, 4, 3, 32, 32)" in markdown and "short side to 64 px" in markdown
+    assert 'model.predict_video("video.mp4")' in markdown and "from searchlab.deploy import load" in markdown
+
+
+def test_the_cards_snippet_runs(run_dir: Path, tmp_path: Path, synthetic_set, capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    import pandas as pd
+
+    manifest, root = synthetic_set
+    video = root / pd.read_parquet(root / "manifest.parquet")["path"].iloc[0]
+    out = tmp_path / "bundle"
+    picked(run_dir, out, "--knee")
+    markdown = (out / "card.md").read_text()
+    assert "| action usage | 32b 25%, 4b 25%, 2b 25%, skip 25% |" in markdown
+    code = re.search(r"```python\n(.*?)```", markdown, re.S).group(1)
+    code = code.replace("BUNDLE_DIR", str(out)).replace("video.mp4", str(video))
+    capsys.readouterr()
+    exec(compile(code, "card.md", "exec"), {})  # noqa: S102 (the card's own snippet)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].split()[0] in CLASSES
+    assert sum(line.split()[-1] in {"32b", "4b", "2b", "skip"} for line in printed) == 4  # one per sampled frame

@@ -64,7 +64,7 @@ def _run_dir(tmp_path: Path) -> Path:
 
 def _rows_of_front_table(page: str) -> list[str]:
     section = page.split("<h2>Pareto front")[1].split("<h2>")[0]
-    return re.findall(r"<td>(trial_\d{3})</td>", section)
+    return re.findall(r'<span class="dim id">(trial_\d{3})</span>', section)
 
 
 def test_report_shows_the_front_and_writes_valid_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -73,9 +73,9 @@ def test_report_shows_the_front_and_writes_valid_images(tmp_path: Path, capsys: 
     page = (run_dir / "report.html").read_text()
     assert _rows_of_front_table(page) == ["trial_000", "trial_002", "trial_004"]  # cheapest first
     assert "Pareto front (3 configurations)" in page
-    assert "32b 25% · 4b 50% · skip 25%" in page
+    assert '<span class="kv">32b 25%</span><br><span class="kv">4b 50%</span><br><span class="kv">skip 25%</span>' in page
     assert "CUDA out of memory at stage 2" in page
-    assert "<td>uniform 32-bit</td>" in page  # baselines table
+    assert "<td class=\"t\">uniform 32-bit</td>" in page  # baselines table
     for name in ("pareto.png", "hypervolume.png"):
         with Image.open(run_dir / name) as image:
             image.verify()
@@ -85,7 +85,7 @@ def test_report_shows_the_front_and_writes_valid_images(tmp_path: Path, capsys: 
     assert len(embedded) == 2 and base64.b64decode(embedded[0])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "src=\"http" not in page  # self-contained
     out = capsys.readouterr().out
-    assert "trials: 8 (6 completed, 1 failed, 0 pruned, 1 running; 1 infeasible)" in out
+    assert "trials: 8 (6 completed, 1 failed, 0 pruned, 0 stopped early, 1 running; 1 infeasible)" in out
     assert "Pareto front: 3 configurations" in out and "trial_002" in out and str(run_dir / "report.html") in out
     knee_line = next(line for line in out.splitlines() if "trial_002" in line)
     assert "True" in knee_line  # trial 2 is the knee of the front
@@ -186,3 +186,56 @@ def test_a_garbage_baselines_table_or_snapshot_exits_2(tmp_path: Path, capsys: p
     capsys.readouterr()
     (run_dir / "sweep.json").write_text("{not json")
     _expect_error(run_dir, capsys, f"{run_dir / 'sweep.json'}: not the sweep snapshot a sweep writes")
+
+
+def test_report_explains_itself_and_gives_each_front_row_its_export_command(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    import json as _json
+
+    from searchlab.report import GLOSSARY
+
+    run_dir = _run_dir(tmp_path)
+    extra = TrialsTable.in_run(run_dir).read()
+    row = extra[extra["number"] == 2].iloc[0]
+    record = TrialRecord(trial_id="trial_002", number=2, status="completed",
+                         params={"stage2.decision_space": [32, 4, 2, 0], "stage2.w1": 0.2},
+                         metrics={"accuracy": 0.78, "gflops": 4.0, "gflops_p5": 3.0, "gflops_p95": 5.5, "memory_mb": 5.0,
+                                  ACTION_USAGE: {"32": 0.25, "4": 0.5, "0": 0.25},
+                                  "usage_per_class": {"archery": {"32": 0.5, "4": 0.5, "0": 0.0},
+                                                      "bowling": {"32": 0.0, "4": 0.5, "0": 0.5}}},
+                         feasible=True, method="videoiq", stage_keys=_json.loads(row["stage_keys"]), total_s=10.0)
+    TrialsTable.in_run(run_dir).upsert(record)
+    assert main([str(run_dir)]) == 0
+    page = (run_dir / "report.html").read_text()
+    out = capsys.readouterr().out
+    # every term defined, every searched parameter explained in a line
+    for term in GLOSSARY:
+        assert f"<dt>{term}</dt>" in page
+    assert "<code>stage2.w1</code></dt><dd>efficiency loss weight" in page
+    assert "Ω: the actions per frame" in page  # from docs/configuration.md where the field has no description
+    # per-front-row export command, runnable from where the report ran, naming no absolute path
+    front = page.split("<h2>Pareto front")[1].split("<h2>")[0]
+    for number in (0, 2, 4):
+        assert f"python -m searchlab.pick demo --trial {number} --out bundle-trial-{number}" in front
+    assert str(tmp_path) not in page
+    # the baseline-dominated flag: trials 0 and 2 are dominated by uniform 4-bit (0.80 at 1.0 GFLOPs)
+    assert front.count('class="dominated"') == 2 and "⚠ dominated by uniform 4-bit" in front
+    # p5-p95 beside the mean; per-class usage of the knee, open
+    assert "4 <span class=\"dim\">(3–5.5)</span>" in front
+    per_class = page.split("<h2>Decision usage per class")[1].split("<h2>")[0]
+    assert "<details open><summary>trial 2 (knee)" in per_class
+    assert "<td class=\"t\">bowling</td><td class=\"n\">0%</td><td class=\"n\">50%</td><td class=\"n\">50%</td>" in per_class
+    # normalised hypervolume, by hand: box accuracy 0.6-0.85, GFLOPs 0.25-16 (baselines of stage key k1);
+    # front (0.72, 0.7619), (0.88, 0.3810) -> 0.6095; baselines (0.8, 0.9524) -> 0.7619 (the others lie on the box)
+    assert "normalised hypervolume (baselines' box): front 0.610, baselines 0.762" in out
+    assert "front 0.610, baselines 0.762" in page
+    assert "export a front point: python -m searchlab.pick" in out
+
+
+def test_parameter_meanings_come_from_the_config_fields_or_the_docs() -> None:
+    from searchlab.report import parameter_meaning
+
+    assert parameter_meaning("stage2.w1") == "efficiency loss weight"
+    assert parameter_meaning("data.frames").startswith("T, frames sampled")
+    assert parameter_meaning("stage2.decision_space").startswith("Ω: the actions per frame")
+    assert parameter_meaning("no.such.key") == ""

@@ -39,7 +39,7 @@ from searchlab.train.loader import clip_dataset, load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 TRIALS = 3
-STUDY = "searchlab"  # searchlab.sweep.STUDY_NAME
+STUDY = None  # the run's only study (named after the sweep: base.name)
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,7 @@ def test_optuna_is_told_that_a_failed_trial_failed(tmp_path: Path) -> None:
         assert searcher.suggest(trial_id)
     searcher.on_trial_complete("ok", result={"accuracy": 0.9, "gflops": 1.5, VIOLATIONS_KEY: []})
     searcher.on_trial_complete("diverged", error=True)
-    study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.load_study(study_name=sweep.base.name, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert [trial.state.name for trial in study.trials] == ["COMPLETE", "FAIL"]
     assert study.trials[0].values == [0.9, 1.5] and study.trials[1].values is None
 

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from searchlab.config import DataConfig  # first: searchlab.config imports the arnet config section
+from searchlab.data.eval_video import decode_video, open_eval_video
 from searchlab.deploy import BundleError, check_clip, load_weights
 from searchlab.methods.arnet.build import MODEL_FILE, build_model
 from searchlab.methods.arnet.config import ARNetConfig
@@ -189,7 +190,7 @@ class DeployedARNet:
         the container's header is read. It sets the reduced size decord decodes at, as evaluation does.
         """
         data = self.data
-        reader, transform, indices = _open_video(path, data, size)
+        reader, transform, indices = open_eval_video(path, data, size)
         clips = data.eval_clips
         device = next(self.model.parameters()).device
         decoded: dict[int, Tensor] = {}
@@ -207,53 +208,6 @@ class DeployedARNet:
                                 decode_skipped=decode_skipped)
         probabilities = result.logits.softmax(dim=-1).mean(dim=0, keepdim=True)
         return VideoPrediction(probabilities, result.actions, len(decoded))
-
-
-def decode_video(path: str | Path, data: DataConfig, *, size: tuple[int, int] | None = None) -> Tensor:
-    """The evaluation clips of a video file, decoded eagerly: float (data.eval_clips, data.frames, 3,
-    S, S), ImageNet-normalised, as ``searchlab.train.evaluate.eval_dataset`` makes them."""
-    reader, transform, indices = _open_video(path, data, size)
-    flat = [i for clip in indices for i in clip]
-    batch = torch.from_numpy(reader.get_batch(flat).asnumpy()).permute(0, 3, 1, 2).contiguous()
-    frames = transform(batch)
-    return frames.reshape(len(indices), data.frames, *frames.shape[1:])
-
-
-def _open_video(path: str | Path, data: DataConfig, size: tuple[int, int] | None) -> tuple:
-    """(decord reader at evaluation's decode size, the eval transform, TSN indices per clip)."""
-    import decord
-
-    from searchlab.data.video import EvalClipTransform, tsn_indices
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is not a file")
-    transform = EvalClipTransform(short_side=data.eval_short_side, crop_size=data.crop_size)
-    width, height = _decode_size(path, size, transform.max_short_side)
-    try:
-        reader = decord.VideoReader(str(path), num_threads=1, width=width, height=height)
-    except (decord.DECORDError, RuntimeError) as error:
-        raise ValueError(f"{path} cannot be decoded ({' '.join(str(error).split())[:200]})") from error
-    available = len(reader)
-    if available < 1:
-        raise ValueError(f"{path} has no decodable frames")
-    clips = data.eval_clips
-    indices = [tsn_indices(available, data.frames, train=False, clip_index=k, num_clips=clips).tolist()
-               for k in range(clips)]
-    return reader, transform, indices
-
-
-def _decode_size(path: Path, size: tuple[int, int] | None, short_side: int) -> tuple[int, int]:
-    """decord's decode size for evaluation (``searchlab.data.video._decode_size``) from the full size."""
-    from searchlab.data.video import _decode_size as reduced
-
-    if size is None:
-        import av
-
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            size = (stream.codec_context.width, stream.codec_context.height)
-    return reduced(*size, short_side)
 
 
 def load_arnet_bundle(
