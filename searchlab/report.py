@@ -19,18 +19,14 @@ write (not Parquet, other columns) exits with code 2 and a message naming the fi
 from __future__ import annotations
 
 import argparse
-import base64
 import html
 import json
 import shlex
 import sys
-import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -52,6 +48,21 @@ from searchlab.pareto import (  # noqa: E402
     objective_directions,
     pareto_front,
 )
+from searchlab.report_html import (  # noqa: E402  (the page's pieces)
+    CSS,
+    all_trials_html,
+    baselines_html,
+    esc,
+    front_html,
+    glossary_html,
+    grid,
+    image,
+    param_columns,
+    per_class_html,
+    export_command,
+    format_usage,
+)
+from searchlab.report_terms import GLOSSARY, parameter_meaning  # noqa: E402
 from searchlab.results import (  # noqa: E402
     ACTION_USAGE,
     PARAM_PREFIX,
@@ -60,48 +71,11 @@ from searchlab.results import (  # noqa: E402
     decoded_json,
 )
 
+__all__ = ["GLOSSARY", "Report", "ReportError", "build_report", "cache_note", "comparable_baselines", "export_command",
+           "format_usage", "main", "normalised_hypervolume", "parameter_meaning", "versus_baselines"]
+
 DEFAULT_OBJECTIVES = ("accuracy", "gflops")
-USAGE_PER_CLASS = "usage_per_class"  # metrics_extra key: {class name: {action label: fraction of frames}}
 LABEL_ALL_TRIALS_UP_TO = 60  # more completed trials than this: only the front's points carry their number
-
-#: What the report's terms mean; the report prints these lines.
-GLOSSARY: dict[str, str] = {
-    "trial N": "the trial's number in the sweep (0, 1, ... in the order trials started), beside its id ID: "
-               "trials.parquet's number and trial_id, Tune's folder and TensorBoard run tune/trial-N-ID (the "
-               "figures it reported), optuna-dashboard's trial N (user attributes searchlab_number, "
-               "searchlab_trial_id), the trial's folders trials/ID and ray-train/stage2-ID (training curves), "
-               "and a bundle's card (source.number, source.trial_id).",
-    "Pareto front": "the feasible completed trials that no other such trial beats on every objective "
-                    "(more accurate and no more GFLOPs, or fewer GFLOPs and no less accurate).",
-    "knee": "the front point farthest beyond the straight line joining the front's two extremes (most "
-            "accurate, cheapest) with both objectives scaled to [0, 1] over the front: where giving up a "
-            "little accuracy stops buying much compute.",
-    "hypervolume": "the area of the accuracy/GFLOPs plane that the front dominates, bounded by the reference "
-                   "point (a point worse than every trial: by default 10% of each objective's range beyond "
-                   "the worst trial). It grows whenever a trial extends the front; it depends on the reference "
-                   "point, so compare it only between reports with the same reference.",
-    "normalised hypervolume": "the same area measured in the baselines' box: accuracy scaled so the least "
-                              "accurate baseline is 0 and the most accurate 1, GFLOPs so the costliest baseline "
-                              "is 0 and the cheapest 1, the reference point at (0, 0). The baselines' own front "
-                              "gets the figure beside it: the search beats the baselines' trade-off where its "
-                              "figure is larger; above 1 means points beyond the box (cheaper than the cheapest "
-                              "or more accurate than the best baseline).",
-    "accuracy": "held-out accuracy of the trial's published networks on the decoded held-out videos: mAP for "
-                "multi-label data sets, top-1 otherwise (0..1).",
-    "GFLOPs": "mean GFLOPs per video (multiply-accumulates, fvcore's convention) from the decisions the policy "
-              "actually took on each held-out video, the policy's own cost included; quantised layers cost "
-              "bits_w x bits_a / 64 of full precision.",
-    "p5-p95": "the 5th and 95th percentiles of GFLOPs per video over the held-out videos: the cost depends on "
-              "the input, so 90% of the videos cost between the two (the bars in the figure).",
-    "memory": "MiB of parameters stored for inference (parameter count x stored bits / 8, one copy at the "
-              "widest precision plus the per-precision BatchNorm and clip values, policy included).",
-    "action usage": "share of all held-out frames that took each action (32b/4b/2b: the precision run on the "
-                    "frame; skip: the frame was not processed; AR-Net: resolution, head or skip).",
-    "vs baselines": "the step comparison with the method's reference points on the same shared stages "
-                    "(no interpolation); a flagged row is dominated by a baseline: the baseline is at least as "
-                    "accurate for no more GFLOPs.",
-}
-
 
 #: Columns the report reads, per table kind; a run made before another column existed still reports.
 _NEEDED = {"trials": {"trial_id", "number", "status", "error", "params", *METRICS, "metrics_extra", "feasible",
@@ -132,74 +106,6 @@ class Report:
     reference: tuple[float, ...]
     hypervolume: float
     normalised: NormalisedHypervolume | None = None
-
-
-def format_usage(usage: object) -> str:
-    """{"32": .5, "4": .3, "0": .2} -> "32b 50% · 4b 30% · skip 20%" (labels kept as given otherwise)."""
-    if not isinstance(usage, dict) or not usage:
-        return ""
-    return " · ".join(f"{name} {100 * float(share):.0f}%" for name, share in _usage_items(usage))
-
-
-def _usage_items(usage: Mapping[str, Any]) -> list[tuple[str, float]]:
-    """(display name, share) of each action, widest precision first and skip last for bit-widths."""
-    items = list(usage.items())
-    if all(str(label).isdigit() for label, _ in items):
-        items.sort(key=lambda item: -int(item[0]))
-    return [(("skip" if int(label) == 0 else f"{label}b") if str(label).isdigit() else str(label), float(share))
-            for label, share in items]
-
-
-# ---------------------------------------------------------------------------------------------
-# Searched parameters: what each one means
-
-
-@lru_cache(maxsize=1)
-def _docs_rows() -> dict[tuple[str, str], str]:
-    """(section, key) -> meaning, from docs/configuration.md's tables when the source tree has it."""
-    docs = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
-    rows: dict[tuple[str, str], str] = {}
-    if not docs.is_file():
-        return rows
-    section = ""
-    for line in docs.read_text(encoding="utf-8").splitlines():
-        if line.startswith("#"):
-            names = [part.strip("`:") for part in line.split() if part.startswith("`base")]
-            section = names[0].removeprefix("base").lstrip(".") if names else section
-        elif line.startswith("| `"):
-            cells = [cell.strip() for cell in line.strip("|").split("|")]
-            if len(cells) >= 3:
-                for key in cells[0].split(","):
-                    key = key.strip().strip("`")
-                    rows.setdefault((section, key), cells[-1].replace("`", ""))
-                    rows.setdefault(("*", key), cells[-1].replace("`", ""))  # any section: the last resort
-    return rows
-
-
-def parameter_meaning(key: str) -> str:
-    """One line on a dotted configuration key: its field description, else its docs/configuration.md row."""
-    from pydantic import BaseModel
-
-    from searchlab.config import TrialConfig
-
-    model: Any = TrialConfig
-    parts = key.split(".")
-    description = None
-    for i, part in enumerate(parts):
-        field = getattr(model, "model_fields", {}).get(part) if model is not None else None
-        if field is None:
-            break
-        description = field.description if i == len(parts) - 1 else None
-        candidates = [field.annotation, *typing.get_args(field.annotation)]
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-    if description:
-        return description
-    rows = _docs_rows()
-    for depth in range(len(parts) - 1, -1, -1):  # stage2.temperature.rate: section stage2.temperature, else stage2
-        found = rows.get((".".join(parts[:depth]), ".".join(parts[depth:])))
-        if found:
-            return found
-    return rows.get(("*", parts[-1]), "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,11 +310,6 @@ def normalised_hypervolume(front: pd.DataFrame, baselines: pd.DataFrame) -> Norm
                                  accuracy_range=(a_low, a_high), gflops_range=(g_low, g_high))
 
 
-def export_command(run_arg: str, number: int) -> str:
-    """The command that exports trial ``number`` of the run as a bundle."""
-    return f"python -m searchlab.pick {shlex.quote(run_arg)} --trial {number} --out bundle-trial-{number}"
-
-
 def _run_argument(run_dir: Path) -> tuple[str, str]:
     """How the report's commands name the run (never an absolute path) and a note on where to run them."""
     if not run_dir.is_absolute():
@@ -417,178 +318,6 @@ def _run_argument(run_dir: Path) -> tuple[str, str]:
         return run_dir.resolve().relative_to(Path.cwd().resolve()).as_posix(), "from the folder you ran the report in"
     except ValueError:
         return run_dir.resolve().name, "from the folder that holds the run (its storage)"
-
-
-# ---------------------------------------------------------------------------------------------
-# HTML
-
-
-def _image(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _esc(value: object) -> str:
-    return html.escape("" if value is None else str(value))
-
-
-def _num(value: object, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and not np.isfinite(value)) or value is pd.NA:
-        return ""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return str(int(value))
-    return f"{float(value):.{digits}g}"  # type: ignore[arg-type]
-
-
-def _grid(headers: Sequence[str], rows: Sequence[Sequence[str]], *, row_classes: Sequence[str] = (),
-          cls: str = "", kinds: str = "") -> str:  # fmt: skip
-    """An HTML table from already-escaped cell HTML; ``kinds`` has a letter per column: n (a number or a
-    short label: right-aligned, kept on one line), t (text: left-aligned, wrapped), c (a command)."""
-    if not rows:
-        return "<p><em>none</em></p>"
-    kinds = kinds.ljust(len(headers), "n")
-    head = "".join(f'<th class="{k}">{_esc(h)}</th>' for h, k in zip(headers, kinds))
-    body = []
-    for i, row in enumerate(rows):
-        css = f' class="{row_classes[i]}"' if i < len(row_classes) and row_classes[i] else ""
-        body.append(f"<tr{css}>" + "".join(f'<td class="{k}">{cell}</td>' for cell, k in zip(row, kinds)) + "</tr>")
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
-
-
-def _param_columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c.startswith(PARAM_PREFIX) and frame[c].notna().any()]
-
-
-def _short_key(key: str, all_keys: Sequence[str]) -> str:
-    """The shortest dotted tail of ``key`` that no other key shares (stage2.w1 -> w1)."""
-    parts = key.split(".")
-    for n in range(1, len(parts) + 1):
-        tail = ".".join(parts[-n:])
-        if sum(1 for other in all_keys if other == tail or other.endswith("." + tail)) == 1:
-            return tail
-    return key
-
-
-def _params_cell(row: pd.Series, columns: Sequence[str]) -> str:
-    keys = [c.removeprefix(PARAM_PREFIX) for c in columns]
-    lines = []
-    for column, key in zip(columns, keys):
-        value = row[column]
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            continue
-        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
-        lines.append(f'<span class="kv" title="{_esc(key)}">{_esc(_short_key(key, keys))}&nbsp;=&nbsp;{_esc(shown)}</span>')
-    return "<br>".join(lines)
-
-
-def _gflops_cell(row: pd.Series) -> str:
-    spread = ""
-    if pd.notna(row.get("gflops_p5")) and pd.notna(row.get("gflops_p95")):
-        spread = f' <span class="dim">({_num(row["gflops_p5"])}–{_num(row["gflops_p95"])})</span>'
-    return _num(row["gflops"]) + spread
-
-
-def _front_html(front: pd.DataFrame, run_arg: str) -> str:
-    if front.empty:
-        return "<p><em>none</em></p>"
-    params = _param_columns(front)
-    headers = ["trial", "method", "accuracy", "GFLOPs mean (p5–p95)", "memory MiB", "skip", "action usage",
-               "vs baselines", "parameters", "export as a bundle"]
-    rows, classes = [], []
-    for _, row in front.iterrows():
-        number = int(row["number"])
-        flag = bool(row.get("baseline dominated", False))
-        verdict = _esc(row.get("vs baselines", ""))
-        rows.append([
-            f"<b>{number}</b>{' <span class=knee>knee</span>' if row['knee'] else ''}"
-            f'<br><span class="dim id">{_esc(row["trial_id"])}</span>',
-            _esc(row["method"]),
-            _num(row["accuracy"]),
-            _gflops_cell(row),
-            _num(row["memory_mb"]),
-            f"{100 * row['skip_fraction']:.0f}%" if pd.notna(row["skip_fraction"]) else "",
-            "<br>".join(f'<span class="kv">{_esc(part)}</span>' for part in str(row["action usage"]).split(" · ")),
-            (f'<span class="flag">⚠ {verdict}</span>' if flag else verdict),
-            _params_cell(row, params),
-            f"<code>{_esc(export_command(run_arg, number))}</code>",
-        ])
-        classes.append("dominated" if flag else "")
-    return _grid(headers, rows, row_classes=classes, cls="front", kinds="nnnnnnttcc")
-
-
-def _per_class_html(front: pd.DataFrame) -> str:
-    blocks = []
-    for (_, row), extra in zip(front.iterrows(), decoded_json(front, "metrics_extra")):
-        per_class = (extra or {}).get(USAGE_PER_CLASS) or {}
-        if not per_class:
-            continue
-        actions = [name for name, _ in _usage_items(next(iter(per_class.values())))]
-        rows = [[_esc(name), *(f"{100 * share:.0f}%" for _, share in _usage_items(usage))]
-                for name, usage in per_class.items()]
-        overall = _usage_items((extra or {}).get(ACTION_USAGE) or {})
-        if overall:
-            rows.append(["<b>all classes</b>", *(f"<b>{100 * share:.0f}%</b>" for _, share in overall)])
-        knee = " (knee)" if row["knee"] else ""
-        blocks.append(f"<details{' open' if row['knee'] else ''}><summary>trial {int(row['number'])}{knee}: {_esc(row['action usage'])}</summary>"
-                      f"{_grid(['class', *actions], rows, cls='narrow', kinds='t')}</details>")
-    if not blocks:
-        return "<p><em>the trials recorded no per-class usage</em></p>"
-    return ("<p>Share of each class's held-out frames that took each action: which classes the policy "
-            "processes cheaply and which it looks at closely.</p>" + "".join(blocks))
-
-
-def _glossary_html(params: Sequence[str], normalised: NormalisedHypervolume | None) -> str:
-    items = [f"<dt>{_esc(term)}</dt><dd>{_esc(text)}</dd>" for term, text in GLOSSARY.items()]
-    if normalised is None:
-        items.append("<dt>normalised hypervolume</dt><dd>not computed: the run has no baselines yet.</dd>")
-    searched = [f"<dt><code>{_esc(key)}</code></dt><dd>{_esc(parameter_meaning(key) or 'see docs/configuration.md')}</dd>"
-                for key in params]
-    parts = [f'<dl class="terms">{"".join(items)}</dl>']
-    if searched:
-        parts.append(f'<h3>Searched parameters</h3><dl class="terms">{"".join(searched)}</dl>')
-    return "".join(parts)
-
-
-def _baselines_html(baselines: pd.DataFrame) -> str:
-    rows = [[_esc(r["method"]), f'<span title="{_esc(r["key"])}">{_esc(str(r["key"])[:10])}…</span>', _esc(r["label"]),
-             _num(r["accuracy"]), _num(r["gflops"]), _num(r["memory_mb"])]
-            for _, r in baselines.sort_values(["method", "key", "gflops"]).iterrows()]
-    return _grid(["method", "stage key", "baseline", "accuracy", "GFLOPs", "memory MiB"], rows, cls="narrow",
-                 kinds="nnt")
-
-
-def _all_trials_html(frame: pd.DataFrame) -> str:
-    params = _param_columns(frame)
-    rows = [[f"<b>{int(r['number'])}</b>", f'<span class="id">{_esc(r["trial_id"])}</span>', _esc(r["method"]),
-             _esc(r["status"]), _num(r["accuracy"]), _gflops_cell(r) if pd.notna(r["gflops"]) else "",
-             _num(r["memory_mb"]), f"{100 * r['skip_fraction']:.0f}%" if pd.notna(r["skip_fraction"]) else "",
-             "" if r["feasible"] is None or pd.isna(r["feasible"]) else ("yes" if r["feasible"] else "no"),
-             _num(r["total_s"], 3), _params_cell(r, params)]
-            for _, r in frame.iterrows()]
-    return _grid(["trial", "id", "method", "status", "accuracy", "GFLOPs mean (p5–p95)", "memory MiB", "skip",
-                  "feasible", "seconds", "parameters"], rows, kinds="nnnnnnnnnnt")
-
-
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 1.5em auto; padding: 0 1.5em; max-width: 1250px; color: #222;
-       line-height: 1.4; }
-table { border-collapse: collapse; font-size: 0.82em; margin-bottom: 1.2em; width: 100%; }
-table.narrow, table.counts { width: auto; }
-th, td { padding: 0.25em 0.5em; border-bottom: 1px solid #ddd; vertical-align: top; }
-th { background: #f3f3f3; }
-.n { text-align: right; white-space: nowrap; }
-.t { text-align: left; overflow-wrap: anywhere; }
-.c { text-align: left; min-width: 14em; }
-td.c code { font-size: 0.9em; overflow-wrap: anywhere; }
-th.t, th.c { text-align: left; overflow-wrap: normal; }
-.kv { white-space: nowrap; } .dim { color: #777; } .id { font-family: monospace; font-size: 0.9em; }
-.knee { background: #222; color: #fff; border-radius: 3px; padding: 0 0.3em; font-size: 0.85em; }
-tr.dominated td { background: #fff4e5; } .flag { color: #a35200; font-weight: bold; }
-img { max-width: 100%; height: auto; }
-dl.terms { display: grid; grid-template-columns: max-content 1fr; gap: 0.3em 1em; font-size: 0.9em; }
-dl.terms dt { font-weight: bold; } dl.terms dd { margin: 0; }
-details { margin: 0.3em 0; } summary { cursor: pointer; }
-"""
 
 
 def build_report(run_dir: str | Path, *, objectives: Sequence[str] = DEFAULT_OBJECTIVES,
@@ -629,8 +358,8 @@ def build_report(run_dir: str | Path, *, objectives: Sequence[str] = DEFAULT_OBJ
 
     run_arg, where = _run_argument(run_dir)
     failed = frame[frame["status"].isin(["failed", "pruned", "stopped"])]
-    failed_rows = [[f"<b>{int(r['number'])}</b>", f'<span class="id">{_esc(r["trial_id"])}</span>', _esc(r["status"]),
-                    _esc(r["error"])]
+    failed_rows = [[f"<b>{int(r['number'])}</b>", f'<span class="id">{esc(r["trial_id"])}</span>', esc(r["status"]),
+                    esc(r["error"])]
                    for _, r in failed.iterrows()]
     objective_text = ", ".join(f"{n} ({d})" for n, d in directions.items())
     hv_text = (f"Hypervolume {history['hypervolume'].iloc[-1]:.6g} against the reference point "
@@ -645,36 +374,36 @@ def build_report(run_dir: str | Path, *, objectives: Sequence[str] = DEFAULT_OBJ
     if knee is not None and not front.empty and two_d:
         k = front.loc[knee]
         knee_text = (f"<p>Knee: trial {int(k['number'])}, accuracy {k['accuracy']:.4g} at {k['gflops']:.4g} GFLOPs. "
-                     f"Export it: <code>{_esc(f'python -m searchlab.pick {shlex.quote(run_arg)} --knee --out bundle')}"
+                     f"Export it: <code>{esc(f'python -m searchlab.pick {shlex.quote(run_arg)} --knee --out bundle')}"
                      "</code></p>")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>searchlab report: {_esc(run_dir.resolve().name)}</title>
-<style>{_CSS}</style></head><body>
-<h1>searchlab report: {_esc(run_dir.resolve().name)}</h1>
-<p>run {_esc(run_dir.resolve().name)} · generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}</p>
+<title>searchlab report: {esc(run_dir.resolve().name)}</title>
+<style>{CSS}</style></head><body>
+<h1>searchlab report: {esc(run_dir.resolve().name)}</h1>
+<p>run {esc(run_dir.resolve().name)} · generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}</p>
 <h2>Trials</h2>
-{_grid(list(counts), [[str(v) for v in counts.values()]], cls="counts")}
-<p>Objectives: {_esc(objective_text)}. {_esc(hv_text)}.</p>
+{grid(list(counts), [[str(v) for v in counts.values()]], cls="counts")}
+<p>Objectives: {esc(objective_text)}. {esc(hv_text)}.</p>
 {knee_text}
 {_cache_note(run_dir)}
 <h2>Accuracy vs GFLOPs</h2>
-{_image(pareto_png, "accuracy against GFLOPs per video of every completed trial, front and baselines")}
+{image(pareto_png, "accuracy against GFLOPs per video of every completed trial, front and baselines")}
 <h2>Pareto front ({len(front)} configurations)</h2>
-<p>Cheapest first. The commands run {_esc(where)}; <code>--out</code> names the bundle folder to write.</p>
-{_front_html(front, run_arg)}
+<p>Cheapest first. The commands run {esc(where)}; <code>--out</code> names the bundle folder to write.</p>
+{front_html(front, run_arg)}
 <h2>Decision usage per class</h2>
-{_per_class_html(front) if not front.empty else "<p><em>no front yet</em></p>"}
+{per_class_html(front) if not front.empty else "<p><em>no front yet</em></p>"}
 <h2>Hypervolume</h2>
-{_image(hv_png, "hypervolume of the feasible front after each trial")}
+{image(hv_png, "hypervolume of the feasible front after each trial")}
 <h2>Baselines</h2>
-{_baselines_html(baselines)}
+{baselines_html(baselines)}
 <h2>Failed, pruned and stopped trials</h2>
-{_grid(["trial", "id", "status", "reason"], failed_rows, kinds="nnnt")}
+{grid(["trial", "id", "status", "reason"], failed_rows, kinds="nnnt")}
 <h2>All trials</h2>
-{_all_trials_html(frame)}
+{all_trials_html(frame)}
 <h2>What the figures mean</h2>
-{_glossary_html([c.removeprefix(PARAM_PREFIX) for c in _param_columns(frame)], normalised)}
+{glossary_html([c.removeprefix(PARAM_PREFIX) for c in param_columns(frame)], normalised)}
 </body></html>
 """
     html_path = run_dir / "report.html"
@@ -686,7 +415,7 @@ def build_report(run_dir: str | Path, *, objectives: Sequence[str] = DEFAULT_OBJ
 
 def _front_columns(front: pd.DataFrame, directions: dict[str, str]) -> list[str]:
     metrics = list(directions) + [m for m in METRICS if m not in directions and front[m].notna().any()]
-    params = _param_columns(front)
+    params = param_columns(front)
     verdict = ["vs baselines"] if "vs baselines" in front.columns else []
     return ["number", "trial_id", "method", "knee", *metrics, "action usage", *verdict, *params]
 
