@@ -15,9 +15,9 @@ cache ``runs/cache``) and reports:
     epoch; the output says so when it does.
 (c) fixed overhead per completed trial: its wall time (the driver's start/finish timestamps) split,
     with the stage-2 TensorBoard events (``epoch_seconds`` and when each was written) and the
-    creation of the stage's Ray run folder, into trial start, stage 1, stage-2 inputs, stage
-    launch, epochs, between epochs (checkpoint/report per epoch and the final evaluation) and
-    tail. Fixed overhead = start + launch + between + tail, less the final evaluation timed in (b),
+    start of the stage's launch (the creation of its Ray run folder when distributed, its start record
+    ``local/start-*.json`` when local: ``resources.launch``), into trial start, stage 1, stage-2 inputs, stage launch, epochs,
+    between epochs (checkpoint/report per epoch and the final evaluation) and tail. Fixed overhead = start + launch + between + tail, less the final evaluation timed in (b),
     reported as a share of the trial's wall time. With ``--probe-launch``, or when no trial has
     those events, it also times one ``TorchTrainer.fit()`` of an empty loop and a fresh
     ``import torch, torchvision``.
@@ -250,6 +250,18 @@ def epoch_events(log_dir: Path) -> list[tuple[float, float]]:
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
+def stage_launched(stage_run: Path) -> float | None:
+    """When a stage's launch began: Ray Train's storage marker (a distributed stage), else the first
+    start record a local launch writes before it reserves its CPUs (``local/start-*.json``)."""
+    marker = stage_run / RAY_STORAGE_MARKER
+    if marker.is_file():
+        return marker.stat().st_mtime
+    local = [json.loads(p.read_text()) for p in (stage_run / "local").glob("start-*.json")]
+    local += [json.loads(p.read_text()) for p in (stage_run / "worker-starts").glob("*.json")]  # an earlier layout
+    times = [float(start["time"]) for start in local if start.get("launch") == "local"]
+    return min(times) if times else None
+
+
 def trial_breakdown(row: pd.Series, *, run_dir: Path) -> dict[str, Any]:
     """Where one trial's wall time went (seconds); the stage-2 parts only when its events exist.
     ``stage1_s``: teacher and stage 1 (cache hits or builds); ``stage2_s``: stage-2 inputs and stage 2."""
@@ -260,11 +272,11 @@ def trial_breakdown(row: pd.Series, *, run_dir: Path) -> dict[str, Any]:
                            "start_s": wall - row["total_s"], "stage1_s": seconds["teacher"] + seconds["stage1"],
                            "stage2_s": seconds["outputs"] + seconds["stage2"]}
     log_dir = resolve_in(run_dir, row["extra"]["tensorboard"])
-    marker = log_dir.parent / RAY_STORAGE_MARKER
     events = epoch_events(log_dir)
-    if not events or not marker.is_file():
+    launched = stage_launched(log_dir.parent)
+    if not events or launched is None:
         return out
-    launched = marker.stat().st_mtime
+    out["launch"] = "local" if (log_dir.parent / "local").is_dir() else "distributed"
     first_start = events[0][0] - events[0][1]
     last_end = events[-1][0]
     epochs_s = sum(seconds for _, seconds in events)
@@ -354,14 +366,16 @@ def print_report(results: dict[str, Any]) -> None:
     over = results["overhead"]
     print("\n(c) trial wall time (s) and its fixed overhead "
           f"(fixed = start + launch + between + tail - final evaluation {s2['cached_eval_s']:.1f} s)")
-    header = ("trial", "wall", "start", "stage1", "inputs", "launch", "epochs", "between", "tail", "fixed", "share")
+    header = ("trial", "wall", "start", "stage1", "inputs", "launch", "epochs", "between", "tail", "fixed", "share",
+              "stage 2")
     print("  " + " ".join(f"{h:>8s}" for h in header))
     for t in over["trials"]:
         cells = [t["trial_id"]] + [t.get(k) for k in ("wall_s", "start_s", "stage1_s", "inputs_s", "launch_s",
                                                        "epochs_s", "between_s", "tail_s", "fixed_s")]
         text = [f"{cells[0]:>8s}"] + [f"{v:8.1f}" if v is not None else f"{'-':>8s}" for v in cells[1:]]
         share = t.get("fixed_share")
-        print("  " + " ".join(text) + (f" {share:8.1%}" if share is not None else f" {'-':>8s}"))
+        print("  " + " ".join(text) + (f" {share:8.1%}" if share is not None else f" {'-':>8s}")
+              + f" {t.get('launch', '-'):>8s}")
     if over["trials_with_breakdown"]:
         print(f"  fixed overhead: mean share {over['mean_share']:.1%} per trial, {over['pooled_share']:.1%} of all "
               "trial time")

@@ -49,11 +49,12 @@ def _build_task(stage: Stage, config: TrialConfig, inputs: Artifacts, target: Pa
 
 
 def _execute(stage: Stage, config: TrialConfig, *, inputs: Artifacts, target: Path, storage: Path,
-             name: str, item: int | None = None) -> Path | None:
-    """Run one stage into ``target``; returns the folder of its TensorBoard logs (None for a build)."""
+             name: str, item: int | None = None, **per_trial: Any) -> Path | None:
+    """Run one stage into ``target``; returns the folder of its TensorBoard logs (None for a build).
+    ``per_trial``: ``eval_every`` and ``progress`` of a per-trial stage (``run_stage``)."""
     if stage.loop is not None:
         return run_stage(stage, config=config, inputs=inputs, output_dir=target, storage_path=storage, name=name,
-                         item=item).log_dir
+                         item=item, **per_trial).log_dir
     resources = config.resources
     # A task started inside a Tune trial would join the trial's placement group, which holds only the
     # trial driver's sliver of CPU: schedule it on the cluster's free resources instead.
@@ -64,8 +65,11 @@ def _execute(stage: Stage, config: TrialConfig, *, inputs: Artifacts, target: Pa
     return None
 
 
-def run_trial(config: TrialConfig, *, run_dir: Path, trial_id: str) -> dict[str, Any]:
-    """Run one trial; returns its metrics (the objective names), details, stage keys and seconds."""
+def run_trial(config: TrialConfig, *, run_dir: Path, trial_id: str, eval_every: int = 0,
+              progress: Any = None) -> dict[str, Any]:
+    """Run one trial; returns its metrics (the objective names), details, stage keys and seconds.
+    ``eval_every`` and ``progress`` go to its last stage (per trial; ``run_stage``: a scheduler's rungs)."""
+    per_trial = {"eval_every": eval_every, "progress": progress}
     started_trial = time.time()
     method = get_method(config.method)
     cache_root = run_dir.parent / CACHE_DIR_NAME
@@ -90,7 +94,7 @@ def run_trial(config: TrialConfig, *, run_dir: Path, trial_id: str) -> dict[str,
         else:
             target = run_dir / "trials" / trial_id / stage.name
             log_dir = _execute(stage, config, inputs=inputs, target=target, storage=run_dir / "ray-train",
-                               name=f"{stage.name}-{trial_id}")
+                               name=f"{stage.name}-{trial_id}", **(per_trial if stage is method.stages[-1] else {}))
             artifacts[stage.name] = target
         seconds[stage.name] = time.time() - started
     BaselinesTable.in_run(run_dir).upsert(method.baselines(artifacts, keys))

@@ -35,8 +35,8 @@ TRIALS_FILE = "trials.parquet"
 BASELINES_FILE = "baselines.parquet"
 PARAM_PREFIX = "param."
 ACTION_USAGE = "action_usage"  # metrics_extra key: {action label: fraction of frames}
-STATUSES = ("completed", "failed", "running", "pruned")
-Status = Literal["completed", "failed", "running", "pruned"]
+STATUSES = ("completed", "failed", "running", "pruned", "stopped")  # stopped: by the scheduler at a rung
+Status = Literal["completed", "failed", "running", "pruned", "stopped"]
 
 _TIME = pa.timestamp("us", tz="UTC")
 TRIAL_SCHEMA = pa.schema(

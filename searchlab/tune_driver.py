@@ -26,6 +26,7 @@ from ray import tune
 from searchlab.atomic_dir import write_text_atomic
 from searchlab.config import Sweep, TrialConfig
 from searchlab.objectives import METRICS
+from searchlab.pareto_asha import EPOCH_KEY, PROGRESS_KEY, ParetoASHA, StoppedAsPruned
 from searchlab.results import TrialRecord, TrialsTable
 from searchlab.run_dir import SWEEP_SNAPSHOT as SWEEP_SNAPSHOT  # re-exported: bench/sweep_cost.py reads it here
 from searchlab.run_dir import STUDY_NAME as STUDY_NAME  # noqa: F401 (older runs' study name; tests import it)
@@ -61,8 +62,15 @@ def trial_main(params: dict[str, Any], *, sweep_json: str, run_dir: str) -> None
     overrides = dict(params)  # already decoded: `suggest` returns real values, which Ray passes on
     config: TrialConfig = sweep.base.with_overrides(overrides)
     trial_id = tune.get_context().get_trial_id()
+    rungs: dict[str, Any] = {}
+    if sweep.search.scheduler == "pareto_asha":  # the per-trial stage reports its rungs (searchlab.pareto_asha)
+        from searchlab.pareto_asha import make_relay
+
+        asha = sweep.search.rungs
+        rungs = {"eval_every": asha.grace_period, "progress": make_relay(
+            list(sweep.search.objectives), grace_period=asha.grace_period, reduction_factor=asha.reduction_factor)}
     try:
-        outcome = run_trial(config, run_dir=Path(run_dir), trial_id=trial_id)
+        outcome = run_trial(config, run_dir=Path(run_dir), trial_id=trial_id, **rungs)
         # A diverged stage can end "successfully" with NaN metrics; reported, they would rank on the
         # front (or make Optuna fail the trial without a reason). It fails here, with one.
         problem = nonfinite_problem(outcome, after=outcome["final_stage"])
@@ -166,6 +174,13 @@ class TrialsTableCallback(tune.Callback):
         result = trial.last_result or {}
         if not any(name in result for name in METRICS):
             return  # ended without a report: on_trial_error records it
+        if result.get(PROGRESS_KEY):  # stopped by the scheduler at a rung: its figures there, not a result
+            self._upsert(TrialRecord(
+                trial_id=trial.trial_id, number=_number(trials, trial), status="stopped",
+                params=dict(trial.config or {}),
+                metrics={**{name: result[name] for name in METRICS if name in result}, "stopped_at_epoch": result.get(EPOCH_KEY)},
+                started=self._started.get(trial.trial_id), finished=datetime.now(timezone.utc)))
+            return
         self._upsert(TrialRecord(
             trial_id=trial.trial_id,
             number=_number(trials, trial),
@@ -210,7 +225,8 @@ def _reason(run_dir: str, trial: Any) -> str:
 def build_searcher(sweep: Sweep, *, run_dir: Path) -> ConstrainedOptunaSearch:
     search = sweep.search
     storage = optuna.storages.RDBStorage(f"sqlite:///{run_dir / 'optuna.db'}")
-    return ConstrainedOptunaSearch(
+    searcher = StoppedAsPruned if search.scheduler == "pareto_asha" else ConstrainedOptunaSearch
+    return searcher(
         space=functools.partial(suggest, space=sweep.space, base=sweep.base),
         metric=list(search.objectives),
         mode=list(search.objectives.values()),
@@ -242,6 +258,15 @@ def _tune_number(trial: Any) -> int:
     return int(head) - 1 if head.isdigit() else 0
 
 
+def build_scheduler(sweep: Sweep) -> ParetoASHA | None:
+    """The sweep's trial scheduler: None (every trial runs to its end) or ParetoASHA."""
+    search = sweep.search
+    if search.scheduler != "pareto_asha":
+        return None
+    return ParetoASHA(search.objectives, grace_period=search.rungs.grace_period,
+                      reduction_factor=search.rungs.reduction_factor)
+
+
 @dataclass(frozen=True)
 class SweepSummary:
     """How a sweep ended: trials that completed and that failed, and where to look next."""
@@ -250,16 +275,18 @@ class SweepSummary:
     completed: int
     failed: int
     seconds: float
+    stopped: int = 0  # by the scheduler at a rung (search.scheduler); not counted in completed
 
     @property
     def every_trial_failed(self) -> bool:
-        return self.completed == 0 and self.failed > 0
+        return self.completed == 0 and self.stopped == 0 and self.failed > 0
 
     def __str__(self) -> str:
         run_dir = self.run_dir
         return (
-            f"sweep finished in {self.seconds:.0f} s: {self.completed + self.failed} trials, "
-            f"{self.completed} completed, {self.failed} failed.\n"
+            f"sweep finished in {self.seconds:.0f} s: {self.completed + self.stopped + self.failed} trials, "
+            f"{self.completed} completed, " + (f"{self.stopped} stopped early, " if self.stopped else "")
+            + f"{self.failed} failed.\n"
             f"  results   {run_dir / 'trials.parquet'}\n"
             f"  report    python -m searchlab.report {run_dir}\n"
             f"  dashboard optuna-dashboard sqlite:///{run_dir / 'optuna.db'}   (pip install -e '.[dashboard]')\n"
@@ -286,6 +313,7 @@ def run_sweep(sweep: Sweep, *, run_dir: Path, address: str | None, resume: bool)
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=build_searcher(sweep, run_dir=run_dir),
+                scheduler=build_scheduler(sweep),
                 num_samples=sweep.search.trials,
                 max_concurrent_trials=sweep.search.max_concurrent,
                 trial_name_creator=trial_name,
@@ -302,4 +330,6 @@ def run_sweep(sweep: Sweep, *, run_dir: Path, address: str | None, resume: bool)
     started = time.time()
     grid = tuner.fit()
     failed = sum(1 for result in grid if result.error is not None)
-    return SweepSummary(run_dir=run_dir, completed=len(grid) - failed, failed=failed, seconds=time.time() - started)
+    stopped = sum(1 for result in grid if result.error is None and (result.metrics or {}).get(PROGRESS_KEY))
+    return SweepSummary(run_dir=run_dir, completed=len(grid) - failed - stopped, failed=failed, stopped=stopped,
+                        seconds=time.time() - started)

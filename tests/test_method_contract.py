@@ -127,6 +127,7 @@ ALTERNATIVES: dict[str, str] = {
 #: Keys the generic rules cannot change alone into a valid trial: dotted key -> the overrides that change it.
 COMMON_CHANGES: dict[str, dict[str, Any]] = {
     "resources.gpus_per_worker": {"resources.use_gpu": True, "resources.gpus_per_worker": 1.0},
+    "resources.launch": {"resources.launch": "local"},
 }
 CHANGES: dict[str, dict[str, dict[str, Any]]] = {
     "videoiq": {

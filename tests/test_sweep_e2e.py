@@ -258,9 +258,10 @@ def _wait_for(predicate, *, process: subprocess.Popen, timeout_s: float, what: s
 
 def test_a_killed_sweep_resumes_without_running_a_trial_twice(sweep_run):
     storage, name = sweep_run["storage"], "e2e-resume"
-    path = write_sweep(sweep_run["base"] / f"{name}.yaml", sweep_tree(
-        manifest=sweep_run["data_root"] / "manifest.parquet", storage=storage, name=name, trials=3,
-        max_concurrent=1, failing_point=False))
+    tree = sweep_tree(manifest=sweep_run["data_root"] / "manifest.parquet", storage=storage, name=name, trials=3,
+                      max_concurrent=1, failing_point=False)
+    tree["base"]["resources"]["launch"] = "distributed"  # a local stage 2 can end within the wait below
+    path = write_sweep(sweep_run["base"] / f"{name}.yaml", tree)
     run_dir = storage / name
     table = TrialsTable.in_run(run_dir)
     statuses = lambda: list(table.read()["status"]) if table.path.is_file() else []  # noqa: E731

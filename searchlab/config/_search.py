@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from searchlab.config._limits import MAX_CONCURRENT, MAX_TRIALS, Seed, _Strict
 from searchlab.objectives import METRICS
@@ -42,6 +42,16 @@ class Constraint(_Strict):
         return f"{self.metric} {self.op} {self.bound:g}"
 
 
+Scheduler = Literal["none", "pareto_asha"]
+
+
+class ParetoASHAConfig(_Strict):
+    """Rungs of `search.scheduler: pareto_asha` (searchlab.pareto_asha), in epochs of the per-trial stage."""
+
+    grace_period: int = Field(5, ge=1, description="the first rung: no trial is stopped before this epoch")
+    reduction_factor: int = Field(3, ge=2, description="η: rungs at grace_period·η^k; a rung keeps the top 1/η")
+
+
 class SearchConfig(_Strict):
     trials: int = Field(20, ge=1, le=MAX_TRIALS)
     sampler: Sampler = "tpe"
@@ -52,6 +62,25 @@ class SearchConfig(_Strict):
     constraints: list[str] = Field(default_factory=list)
     points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
     max_concurrent: int = Field(1, ge=1, le=MAX_CONCURRENT)
+    scheduler: Scheduler = "none"
+    pareto_asha: ParetoASHAConfig | None = None  # its defaults when scheduler: pareto_asha
+
+    @property
+    def rungs(self) -> ParetoASHAConfig:
+        """The rung settings of scheduler: pareto_asha (the section, or its defaults)."""
+        return self.pareto_asha or ParetoASHAConfig()
+
+    @model_validator(mode="after")
+    def _scheduler_settings(self) -> SearchConfig:
+        problems = []
+        if self.pareto_asha is not None and self.scheduler != "pareto_asha":
+            problems.append("search.pareto_asha is read only with scheduler: pareto_asha; set it, or drop the section")
+        if self.scheduler == "pareto_asha" and len(self.objectives) < 2:
+            problems.append(f"scheduler: pareto_asha ranks trials by two or more objectives; this search has "
+                            f"{list(self.objectives)}: add one, e.g. {{accuracy: max, gflops: min}}")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
     @field_validator("objectives")
     @classmethod

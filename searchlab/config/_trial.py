@@ -177,6 +177,10 @@ class ResourcesConfig(_Strict):
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0, le=256)
     gpus_per_worker: float = Field(0.0, ge=0, le=16)
+    launch: Literal["auto", "distributed", "local"] = Field(
+        "auto", description="how a stage runs: under Ray Train's TorchTrainer (distributed), in the trial's own "
+        "process (local), or auto: local for a per-trial stage with one CPU worker run inside a sweep's trial, "
+        "distributed otherwise (searchlab.train.launch.launch_mode)")
 
     @model_validator(mode="after")
     def _gpus_used(self) -> ResourcesConfig:
@@ -184,6 +188,12 @@ class ResourcesConfig(_Strict):
             raise ValueError(
                 f"gpus_per_worker {self.gpus_per_worker:g} would be ignored: use_gpu is false; set use_gpu: true "
                 "to train on GPUs, or gpus_per_worker: 0"
+            )
+        if self.launch == "local" and (self.workers > 1 or self.use_gpu):
+            raise ValueError(
+                f"launch: local runs a stage in the trial's own process, one worker on CPU (Ray gives that process "
+                f"no GPU); this has workers {self.workers} and use_gpu {str(self.use_gpu).lower()}: use launch: "
+                "distributed (or auto)"
             )
         return self
 

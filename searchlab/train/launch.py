@@ -8,17 +8,35 @@ dicts, metrics.json, config.yaml) is published into ``output_dir`` atomically, a
 returns where everything is.
 
 Workers: ``config.resources`` (DDP when several; gloo on CPU, NCCL on GPU).
+
+Launch policy (``resources.launch``, ``launch_mode``): a stage runs ``distributed`` (a Ray Train
+controller and worker group; resumable from the run's checkpoints) or ``local``: in the calling
+process, with ``LocalRun`` as its context (checkpoints copied under ``storage_path/name/local``, the
+latest two kept, resumable the same way; the artifact published from the last one). ``auto`` picks
+local for a per-trial stage (``Stage.shared`` false: trained once per trial, on cached inputs) with
+one CPU worker, run inside a sweep's trial on a node that has that CPU; distributed otherwise. A local
+stage reserves its CPUs with a placement group on this node for as long as it trains (the trial's own
+process holds only a sliver of a CPU) and uses that many torch threads, as a Ray Train worker would.
+It does not go through Ray Train's own local mode (``ScalingConfig(num_workers=0)``): inside a Tune
+trial Ray 2.60 refuses ``ray.train.report``/``get_context``/``get_checkpoint`` (DeprecationWarning), and
+outside one that mode keeps only the last checkpoint object in memory, pointing at the folder the loop
+deletes after reporting it; it would neither resume nor publish.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
+import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -26,9 +44,17 @@ from searchlab.config import TrialConfig
 from searchlab.methods._contract import Artifacts, Loop, Stage
 from searchlab.train import ray_compat
 from searchlab.train.checkpointing import publish_directory, read_artifact_metrics
-from searchlab.train.worker import ARTIFACT_DIR
+from searchlab.train.worker import ARTIFACT_DIR, LocalRun
 
-__all__ = ["StageResult", "run_stage"]
+__all__ = ["StageResult", "launch_mode", "run_stage"]
+
+LOCAL_DIR = "local"  # under storage_path/name: a local launch's checkpoints
+# Ray Train's controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default; the
+# poll also notices that the workers finished), so every distributed stage ended up to 2 s after its
+# last epoch. A poll is one small RPC per worker: 0.25 s costs little and ends a stage 1-2 s sooner.
+HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+HEALTH_CHECK_S = "0.25"
+Progress = Callable[[int, dict[str, Any], bool], None]
 
 
 @dataclass(frozen=True)
@@ -40,6 +66,7 @@ class StageResult:
     run_dir: Path  # Ray run folder: checkpoints, resumable state
     log_dir: Path  # TensorBoard event files
     metrics: dict[str, Any]
+    launch: Literal["distributed", "local"] = "distributed"
 
 
 def _in_ray_worker(loop_config: dict[str, Any], *, loop: Loop) -> None:
@@ -65,6 +92,79 @@ def _check_inputs(stage: Stage, inputs: Artifacts) -> None:
         raise ValueError("run_stage: " + "; ".join(problems))
 
 
+def launch_mode(stage: Stage, config: TrialConfig) -> Literal["distributed", "local"]:
+    """How ``stage`` runs under ``config.resources.launch`` (see the module docstring)."""
+    resources = config.resources
+    if resources.launch != "auto":
+        return resources.launch
+    if stage.shared or resources.workers != 1 or resources.use_gpu or not ray_compat.in_tune_trial():
+        return "distributed"
+    return "local" if _node_cpus() >= resources.cpus_per_worker else "distributed"  # a cluster's CPU-less head
+
+
+def _node_cpus() -> float:
+    """CPUs this process's Ray node offers in all (0 when none, e.g. a head that only drives)."""
+    node_id = ray.get_runtime_context().get_node_id()
+    return next((float(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node["NodeID"] == node_id), 0.0)
+
+
+@contextlib.contextmanager
+def _reserved(resources: Any) -> Iterator[None]:
+    """Hold ``cpus_per_worker`` CPUs of this node while a local stage trains in this process.
+
+    A trial's process reserves a sliver of a CPU (it only drives distributed stages); a stage it
+    trains itself must reserve what a worker would, or concurrent trials would oversubscribe the
+    node. The placement group is outside the trial's own, on this node; it goes with this process
+    if the process dies (a stopped trial), and is removed when the stage ends.
+    """
+    if not ray.is_initialized():
+        yield
+        return
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    bundle = {"CPU": resources.cpus_per_worker, f"node:{ray.util.get_node_ip_address()}": 0.001}
+    group = placement_group([bundle], strategy="STRICT_PACK")
+    try:
+        while not group.wait(timeout_seconds=60):
+            print(f"searchlab: a local stage waits for {resources.cpus_per_worker:g} free CPU(s) on this node", flush=True)
+        yield
+    finally:
+        remove_placement_group(group)
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """Run with ``count`` intra-op threads (a Ray worker gets OMP_NUM_THREADS = its CPUs), then restore."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_local(stage: Stage, loop_config: dict[str, Any], *, config: TrialConfig, run_dir: Path,
+               progress: Progress | None) -> tuple[Path, dict[str, Any]]:
+    """Train in this process; the final checkpoint's folder and this start's record."""
+    assert stage.loop is not None
+    run = LocalRun(run_dir / LOCAL_DIR, keep=2, progress=progress)
+    from searchlab.train.checkpointing import load_training_state
+
+    resumed = int(load_training_state(run.checkpoints[-1])["epoch"]) if run.checkpoints else 0
+    start = {"node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None, "rank": 0,
+             "resumed_from": resumed, "time": time.time(), "launch": "local"}
+    from searchlab.atomic_dir import write_text_atomic
+
+    write_text_atomic(run_dir / LOCAL_DIR / f"start-{time.time_ns()}.json", json.dumps(start))  # when, where, from
+    with _reserved(config.resources), _torch_threads(max(1, int(config.resources.cpus_per_worker))):
+        stage.loop(loop_config, run.worker())
+    if not run.checkpoints:
+        raise RuntimeError(f"stage {stage.name} finished without reporting a checkpoint")
+    return run.checkpoints[-1], start
+
+
 def run_stage(
     stage: Stage,
     *,
@@ -77,6 +177,7 @@ def run_stage(
     eval_every: int = 0,
     max_failures: int = 0,
     inject_failure_after_epoch: int | None = None,
+    progress: Progress | None = None,
 ) -> StageResult:
     """Train ``stage`` (a method's stage with a loop) and publish its artifact into ``output_dir``.
 
@@ -84,7 +185,9 @@ def run_stage(
     ``item`` is the item a fanned-out stage trains (``Stage.fan_out``). ``eval_every`` > 0 also evaluates
     every that many epochs. ``max_failures``: automatic restarts from the latest checkpoint.
     ``inject_failure_after_epoch`` makes the workers fail on purpose after that epoch's checkpoint
-    (fault-tolerance tests); ``fit`` then raises ``ray.train.TrainingFailedError``.
+    (fault-tolerance tests); ``fit`` then raises ``ray.train.TrainingFailedError`` (a local launch raises
+    the loop's own ``InjectedFailure``). ``progress(epoch, metrics, final)`` hears every epoch of a local
+    launch (``Worker.progress``); a distributed one does not call it. ``launch_mode`` decides which.
     """
     if stage.loop is None or stage.loop_config is None:
         raise ValueError(f"run_stage: stage {stage.name} is a build step, not a training; call its build function")
@@ -101,14 +204,21 @@ def run_stage(
     per_worker = {"CPU": resources.cpus_per_worker}
     if resources.use_gpu:
         per_worker["GPU"] = resources.gpus_per_worker or 1.0
+    loop_config = {
+        **stage.loop_config(config, resolved, item),
+        "log_dir": str(log_dir),
+        "eval_every": eval_every,
+        "inject_failure_after_epoch": inject_failure_after_epoch,
+    }
+    if launch_mode(stage, config) == "local":
+        final, _ = _run_local(stage, loop_config, config=config, run_dir=storage / name, progress=progress)
+        published = publish_directory(final / ARTIFACT_DIR, output_dir)
+        return StageResult(stage=stage.name, output_dir=published, run_dir=storage / name, log_dir=log_dir,
+                           metrics=read_artifact_metrics(published), launch="local")
+    os.environ.setdefault(HEALTH_CHECK_ENV, HEALTH_CHECK_S)  # read by the controller (Ray propagates it there)
     trainer = TorchTrainer(
         functools.partial(_in_ray_worker, loop=stage.loop),
-        train_loop_config={
-            **stage.loop_config(config, resolved, item),
-            "log_dir": str(log_dir),
-            "eval_every": eval_every,
-            "inject_failure_after_epoch": inject_failure_after_epoch,
-        },
+        train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=resources.workers, use_gpu=resources.use_gpu, resources_per_worker=per_worker

@@ -24,6 +24,7 @@ from searchlab.train.worker import Worker
 
 __all__ = [
     "device",
+    "in_tune_trial",
     "latest_checkpoint_dir",
     "prepare_model",
     "report",
@@ -81,6 +82,19 @@ def result_checkpoint_dir(result: Any) -> Iterator[str]:
         raise RuntimeError("the stage finished without reporting a checkpoint; see the worker logs above")
     with result.checkpoint.as_directory() as path:
         yield path
+
+
+def in_tune_trial() -> bool:
+    """Whether this process runs a Ray Tune trial's function (a sweep's trial).
+
+    There, Ray 2.60 refuses Ray Train's in-loop calls (``ray.train.report``, ``get_context``,
+    ``get_checkpoint`` raise DeprecationWarning in a Tune session), also under Train's local mode
+    (``ScalingConfig(num_workers=0)``): a stage launched locally in a trial gets its context from
+    ``searchlab.train.worker.LocalRun`` instead (``searchlab.train.launch``).
+    """
+    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
+
+    return bool(_in_tune_session())
 
 
 def worker() -> Worker:

@@ -66,7 +66,9 @@ class Worker:
     ``report(metrics, checkpoint_dir)`` (every rank, the same number of times; rank 0 passes the
     checkpoint folder, which the runner copies), ``latest_checkpoint()`` (a context manager giving the
     folder of the run's latest reported checkpoint, or None) and ``prepare_model(module)`` (moves it
-    to the device and wraps it for data-parallel training when several workers run).
+    to the device and wraps it for data-parallel training when several workers run). ``progress``
+    (optional) hears every epoch on the writing rank, saved or not: ``progress(epoch, metrics, final)``
+    (``final``: the epoch that writes the artifact); a sweep's trial relays it to its scheduler.
     """
 
     rank: int
@@ -75,6 +77,7 @@ class Worker:
     report: Callable[[dict[str, Any], str | None], None]
     latest_checkpoint: Callable[[], AbstractContextManager[str | None]]
     prepare_model: Callable[[nn.Module], nn.Module]
+    progress: Callable[[int, dict[str, Any], bool], None] | None = None
 
     @property
     def is_writer(self) -> bool:
@@ -88,20 +91,34 @@ def seed_worker(worker: Worker, *, seed: int) -> None:
 
 class LocalRun:
     """A single-process stage run without Ray: reported checkpoints are copied under ``folder``
-    (``checkpoint_<n>``), the latest is the one to resume from, and reported metrics are kept."""
+    (``checkpoint_<n>``, each complete before it gets its name), the latest is the one to resume from,
+    and reported metrics are kept. ``keep``: how many checkpoints stay (None: all); ``progress``: the
+    worker's per-epoch hook (``Worker.progress``). ``searchlab.train.launch`` runs a stage's local
+    launch with one, tests and benchmarks use it directly."""
 
-    def __init__(self, folder: str | Path, *, device: str = "cpu") -> None:
+    def __init__(self, folder: str | Path, *, device: str = "cpu", keep: int | None = None,
+                 progress: Callable[[int, dict[str, Any], bool], None] | None = None) -> None:
+        if keep is not None and keep < 1:
+            raise ValueError(f"LocalRun keep={keep}: keep at least the latest checkpoint (1), or all (None)")
         self.folder = Path(folder)
         self.device = torch.device(device)
+        self.keep = keep
+        self.progress = progress
         self.reports: list[dict[str, Any]] = []
-        self.checkpoints = sorted(self.folder.glob("checkpoint_*"), key=lambda path: int(path.name.split("_")[1]))
+        self.checkpoints = sorted(self.folder.glob("checkpoint_[0-9]*"), key=lambda path: int(path.name.split("_")[1]))
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
         self.reports.append(dict(metrics))
         if checkpoint_dir is not None:
-            target = self.folder / f"checkpoint_{len(self.checkpoints)}"
-            shutil.copytree(checkpoint_dir, target)
+            number = int(self.checkpoints[-1].name.split("_")[1]) + 1 if self.checkpoints else 0
+            target = self.folder / f"checkpoint_{number}"
+            partial = self.folder / f".partial-checkpoint_{number}"  # a copy cut short is never resumed from
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(checkpoint_dir, partial)
+            partial.rename(target)
             self.checkpoints.append(target)
+            while self.keep is not None and len(self.checkpoints) > self.keep:
+                shutil.rmtree(self.checkpoints.pop(0))
 
     @contextlib.contextmanager
     def latest_checkpoint(self) -> Iterator[str | None]:
@@ -109,7 +126,8 @@ class LocalRun:
 
     def worker(self) -> Worker:
         return Worker(rank=0, world_size=1, device=self.device, report=self.report,
-                      latest_checkpoint=self.latest_checkpoint, prepare_model=lambda model: model.to(self.device))
+                      latest_checkpoint=self.latest_checkpoint, prepare_model=lambda model: model.to(self.device),
+                      progress=self.progress)
 
 
 def gather_objects(worker: Worker, value: Any) -> list[Any]:
@@ -189,9 +207,12 @@ def checkpoint_epoch(
 
     ``write_artifact(folder)`` (rank 0, last epoch) fills the artifact folder inside the checkpoint.
     ``inject_failure_after_epoch``: raise ``InjectedFailure`` once that many epochs are saved.
+    ``worker.progress`` (if set) hears every epoch on the writing rank, saved or not.
     A non-finite scalar or weight raises ``Diverged`` before anything is saved (``check_finite``).
     """
     check_finite(stage=stage, epoch=epoch, metrics=metrics, models=models)
+    if worker.progress is not None and worker.is_writer:
+        worker.progress(epoch, dict(metrics), write_artifact is not None)
     if not save:
         return
     rng_states = gather_objects(worker, capture_rng_state())
