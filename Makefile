@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e ".[test]" -c constraints.txt
+	$(PY) -m pip install --quiet -e ".[test,dashboard]" -c constraints.txt
 	touch $(STAMP)
 
 # The demo sweep on the embedded synthetic set (local Ray, CPU), then its report.

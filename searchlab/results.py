@@ -172,7 +172,14 @@ class _KeyedParquet:
     def _rows(self) -> list[dict[str, Any]]:
         if not self.path.is_file():
             return []
-        return pq.read_table(self.path).to_pylist()
+        return self._table().to_pylist()
+
+    def _table(self) -> pa.Table:
+        # One open file: pq.read_table(path) may open the path more than once (footer, then pages), and
+        # a writer's os.replace between those opens hands it pages of the new file ("Page was smaller
+        # than expected"). An open handle keeps reading the file it opened.
+        with open(self.path, "rb") as handle:
+            return pq.read_table(handle)
 
     def _upsert_rows(self, new_rows: list[dict[str, Any]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +210,7 @@ class _KeyedParquet:
         """The table as a DataFrame; an empty one with the fixed columns before the first row."""
         if not self.path.is_file():
             return self.schema.empty_table().to_pandas()
-        return pq.read_table(self.path).to_pandas()
+        return self._table().to_pandas()
 
 
 class TrialsTable(_KeyedParquet):
