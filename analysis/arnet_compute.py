@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 
-from searchlab.config import DataConfig  # noqa: F401  (searchlab.config first: it imports the arnet section)
 from searchlab.methods.arnet.build import build_model
 from searchlab.methods.arnet.config import ARNetConfig
 from searchlab.methods.arnet.costs import arnet_costs

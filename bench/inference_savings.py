@@ -242,7 +242,6 @@ def _check_arnet_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
     if not args.bundle:
         from pydantic import ValidationError
 
-        import searchlab.config  # noqa: F401  (first: searchlab.config imports the arnet section's module)
         from searchlab.methods.arnet.config import ARNetConfig
 
         try:

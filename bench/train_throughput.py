@@ -25,7 +25,7 @@ import yaml
 
 from searchlab.config import TrialConfig, load_trial_config
 from searchlab.models import create_backbone, create_teacher
-from searchlab.train.__main__ import _ensure_data
+from searchlab.data_check import ensure_data
 from searchlab.train.backbone_cache import CachedBackboneOutputs, build_backbone_outputs
 from searchlab.train.loader import EpochSampler, clip_dataset, load_manifest, make_loader
 from searchlab.train.stage1 import AllPrecisions, stage1_step
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = {k: yaml.safe_load(v) for k, _, v in (pair.partition("=") for pair in args.overrides)}
     config = load_trial_config(args.config, overrides)
-    _ensure_data(config)
+    ensure_data(config.data, generate=True)
     results = bench(config, epochs=max(args.epochs, 2))
     if args.json:
         print(json.dumps(results, indent=2))

@@ -32,7 +32,7 @@ def describe_plan(sweep: Sweep, *, run_dir: Path) -> str:
         f"{base.data.crop_size} px, metric {base.data.metric})",
         f"  method          {method.name}: {method.description}",
         *(f"  {line}" for line in method.describe(base)),
-        f"  stage graph     " + " -> ".join(
+        "  stage graph     " + " -> ".join(
             f"{stage.name}{' (per item of ' + ', '.join(stage.fan_out.over) + ')' if stage.fan_out else ''}"
             f"{'' if stage.shared else ' [per trial]'}" for stage in method.stages),
         f"  resources       {base.resources.workers} worker(s) per stage, "

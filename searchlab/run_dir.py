@@ -39,7 +39,6 @@ RUN_LOCK = ".searchlab-run.lock"
 BUNDLE_MARKER = ".searchlab-bundle"
 # Names inside a run folder and beside it, shared by the CLI (which must not import Ray) and the driver.
 TUNE_DIR_NAME = "tune"
-STUDY_NAME = "searchlab"
 SWEEP_SNAPSHOT = "sweep.json"
 # The stage cache beside the run folders (searchlab.pipeline's, which imports Ray): no run may be
 # named so (config.RESERVED_RUN_NAMES; a test keeps the three equal).

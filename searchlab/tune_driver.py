@@ -29,7 +29,6 @@ from searchlab.objectives import METRICS
 from searchlab.pareto_asha import EPOCH_KEY, PROGRESS_KEY, ParetoASHA, StoppedAsPruned
 from searchlab.results import TrialRecord, TrialsTable
 from searchlab.run_dir import SWEEP_SNAPSHOT as SWEEP_SNAPSHOT  # re-exported: bench/sweep_cost.py reads it here
-from searchlab.run_dir import STUDY_NAME as STUDY_NAME  # noqa: F401 (older runs' study name; tests import it)
 from searchlab.run_dir import TUNE_DIR_NAME, relative_path, write_sweep_snapshot
 from searchlab.space import constraint_violations, encode_point, make_sampler, suggest
 from searchlab.tune_search import VIOLATIONS_KEY, ConstrainedOptunaSearch

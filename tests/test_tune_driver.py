@@ -16,7 +16,6 @@ import pytest
 from searchlab.config import load_sweep
 from searchlab.results import TrialsTable
 from searchlab.tune_driver import (
-    STUDY_NAME,
     NonFiniteMetric,
     SweepSummary,
     TrialsTableCallback,

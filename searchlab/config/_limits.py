@@ -1,6 +1,6 @@
-"""Limits on sizes and counts, the numeric field types built on them, and the strict base model
-(unknown keys rejected, objects frozen, numbers finite) every section derives from, and the
-search for non-finite numbers (.nan, .inf) anywhere in a YAML tree."""
+"""Limits on sizes and counts, the numeric field types built on them, and the search for non-finite
+numbers (.nan, .inf) anywhere in a YAML tree. (The strict base model every section derives from is
+searchlab.sections.Strict.)"""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from searchlab.sections import Strict as _Strict
 
 
 # Upper limits on sizes and counts (docs/configuration.md, "Limits"). None is a limit of the method;

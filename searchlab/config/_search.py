@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from searchlab.config._limits import MAX_CONCURRENT, MAX_TRIALS, Seed, _Strict
+from searchlab.config._limits import MAX_CONCURRENT, MAX_TRIALS, Seed
+from searchlab.sections import Strict as _Strict
 from searchlab.objectives import METRICS
 
 

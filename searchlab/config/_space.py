@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from searchlab.config._dotted import plain
-from searchlab.config._limits import _Strict
+from searchlab.sections import Strict as _Strict
 from searchlab.config._trial import TrialConfig
 
 

@@ -11,7 +11,8 @@ from pydantic import Field, ValidationError
 
 from searchlab.config._environment import _environment_problems
 from searchlab.config._errors import ConfigError, _format_pydantic, _where
-from searchlab.config._limits import _non_finite_numbers, _Strict
+from searchlab.config._limits import _non_finite_numbers
+from searchlab.sections import Strict as _Strict
 from searchlab.config._search import SearchConfig
 from searchlab.config._space import SpaceEntry
 from searchlab.config._space_checks import _check_space

@@ -20,10 +20,9 @@ from searchlab.config._limits import (
     MAX_VIEWS,
     Seed,
     Side,
-    _Strict,
 )
-from searchlab.sections import TemperatureConfig, _official_temperature
 from searchlab.methods.arnet.config import ARNetConfig
+from searchlab.sections import Strict as _Strict, TemperatureConfig, _official_temperature
 
 
 # Folders under `storage` that are not run directories: the stage cache every sweep there shares

@@ -259,7 +259,7 @@ def read_manifest(path: str | os.PathLike[str], *, data_root: str | os.PathLike[
         table = pq.read_table(path)
     except FileNotFoundError as err:
         raise ManifestError(
-            [f"no such file; create it with `python -m searchlab.data.prepare ...`"], source=source
+            ["no such file; create it with `python -m searchlab.data.prepare ...`"], source=source
         ) from err
     except (pa.ArrowInvalid, OSError) as err:
         raise ManifestError([f"not a readable Parquet file ({err})"], source=source) from err

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from searchlab.config import ConfigError, TrialConfig, load_trial_config
+from searchlab.data_check import DataMissing, ensure_data
 from searchlab.methods import Method, Stage, get_method
 from searchlab.methods._keys import fan_out_items
 
@@ -64,27 +65,6 @@ def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
     if problems:
         raise ConfigError("--set", problems)
     return values
-
-
-def _ensure_data(config: TrialConfig) -> None:
-    """Generate the synthetic data set when the manifest is missing and data.synthetic says how."""
-    manifest = Path(config.data.manifest)
-    if manifest.is_file():
-        return
-    if config.data.synthetic is None:
-        raise ConfigError("data.manifest", [
-            f"{manifest} does not exist; prepare the data set first (python -m searchlab.data.prepare "
-            "...) or set data.synthetic to generate synthetic videos"])
-    from searchlab.data.synthetic import generate_synthetic
-
-    knobs = config.data.synthetic
-    print(f"generating the synthetic data set into {manifest.parent} ...", flush=True)
-    generate_synthetic(manifest.parent, num_classes=knobs.classes, train_per_class=knobs.train_per_class,
-                       val_per_class=knobs.val_per_class, num_frames=knobs.frames, fps=knobs.fps, size=knobs.size,
-                       seed=knobs.seed, multi_label=knobs.multi_label)
-    if not manifest.is_file():
-        raise ConfigError("data.manifest", [f"generate_synthetic wrote no {manifest.name} into {manifest.parent}; "
-                                            f"point data.manifest at <folder>/manifest.parquet"])
 
 
 def _stage_and_item(method: Method, name: str, item: int | None, config: TrialConfig) -> tuple[Stage, int | None]:
@@ -129,8 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     try:
         config = load_trial_config(args.config, _overrides(args.overrides))
-        _ensure_data(config)
-    except ConfigError as error:
+        ensure_data(config.data, generate=True)
+    except (ConfigError, DataMissing) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     out = Path(args.out or Path("runs") / config.name).resolve()
