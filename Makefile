@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test clean-venv
+.PHONY: demo test test-cluster clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# The cluster path on one machine (tests/test_cluster.py): a head and worker nodes started with
+# `ray start` and token auth, a sweep through the Jobs API, node loss mid-stage. Needs Ray's dashboard
+# (ray[default], pinned in jobs/constraints-cluster.txt).
+CLUSTER_STAMP := $(VENV)/.cluster-stamp
+$(CLUSTER_STAMP): $(STAMP) jobs/constraints-cluster.txt
+	$(PY) -m pip install --quiet "ray[default]" -c constraints.txt -c jobs/constraints-cluster.txt
+	touch $(CLUSTER_STAMP)
+
+test-cluster: $(CLUSTER_STAMP)
+	SEARCHLAB_CLUSTER_TESTS=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_cluster.py
 
 clean-venv:
 	rm -rf $(VENV)

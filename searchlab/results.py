@@ -10,7 +10,8 @@ Trial columns: ``trial_id, number, status, error, params`` (JSON) and ``param.<d
 ``searchlab.objectives.METRICS``, ``metrics_extra`` (JSON: action usage, per-class usage, ...),
 ``feasible``, ``violations`` (JSON: constraint -> value, <= 0 feasible), ``method``,
 ``stage_keys`` (JSON: stage -> cache key), ``stage_seconds`` (JSON: stage -> seconds, cache hits
-included), ``total_s``, ``started, finished`` (UTC timestamps).
+included), ``total_s``, ``started, finished`` (UTC timestamps), ``nodes`` (JSON: ``driver`` -> the Ray node id of the
+trial's process, stage -> node ids of the stage workers this trial ran; a cluster's placement).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ TRIAL_SCHEMA = pa.schema(
         ("total_s", pa.float64()),
         ("started", _TIME),
         ("finished", _TIME),
+        ("nodes", pa.string()),
     ]
 )
 BASELINE_SCHEMA = pa.schema(
@@ -88,6 +90,7 @@ class TrialRecord:
     total_s: float | None = None
     started: datetime | None = None
     finished: datetime | None = None
+    nodes: Mapping[str, Any] = field(default_factory=dict)  # "driver": node id, stage -> its workers' node ids
 
     def __post_init__(self) -> None:
         problems = []
@@ -128,6 +131,7 @@ class TrialRecord:
             "total_s": self.total_s,
             "started": self.started,
             "finished": self.finished,
+            "nodes": _dumps(self.nodes),
         }
         for key, value in self.params.items():
             row[PARAM_PREFIX + key] = value if isinstance(value, (bool, int, float, str)) else _dumps(value)

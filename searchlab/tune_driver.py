@@ -40,6 +40,16 @@ TRIAL_DRIVER_CPUS = 0.01
 # killed within 10 s of a trial finishing reran that trial on --resume (and lost trials started
 # since). Trials take minutes and the snapshot is small: take one every second.
 EXPERIMENT_SNAPSHOT_S = "1"
+# A cluster whose head offers this custom resource (cluster.yaml) runs the trial processes there: a worker
+# node lost mid-stage then takes only the stage's workers with it, and the stage resumes elsewhere.
+TRIAL_DRIVER_RESOURCE = "searchlab_trial_driver"
+
+
+def trial_resources() -> dict[str, Any]:
+    """What each trial's process reserves: a sliver of the head's driver resource if offered, else of a CPU."""
+    if ray.cluster_resources().get(TRIAL_DRIVER_RESOURCE, 0) > 0:
+        return {"cpu": 0, TRIAL_DRIVER_RESOURCE: TRIAL_DRIVER_CPUS}
+    return {"cpu": TRIAL_DRIVER_CPUS}
 
 
 def init_ray(address: str | None) -> None:
@@ -56,11 +66,13 @@ def init_ray(address: str | None) -> None:
 def trial_main(params: dict[str, Any], *, sweep_json: str, run_dir: str) -> None:
     """One trial: resolve its configuration, run the stages, report metrics and constraint violations."""
     from searchlab.pipeline import run_trial  # torch and the stages load in the trial process only
+    from searchlab.train.launch import take_stage_records
 
     sweep = Sweep.model_validate_json(sweep_json)
     overrides = dict(params)  # already decoded: `suggest` returns real values, which Ray passes on
     config: TrialConfig = sweep.base.with_overrides(overrides)
     trial_id = tune.get_context().get_trial_id()
+    take_stage_records()  # this process's earlier trials' stages are not this trial's
     rungs: dict[str, Any] = {}
     if sweep.search.scheduler == "pareto_asha":  # the per-trial stage reports its rungs (searchlab.pareto_asha)
         from searchlab.pareto_asha import make_relay
@@ -93,8 +105,17 @@ def trial_main(params: dict[str, Any], *, sweep_json: str, run_dir: str) -> None
             "stage_seconds_json": json.dumps(outcome["stage_seconds"]),
             "total_s": outcome["total_s"],
             "params_json": json.dumps(overrides),
+            "nodes_json": json.dumps(_trial_nodes(take_stage_records())),
         }
     )
+
+
+def _trial_nodes(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where the trial ran: its own process's node, and the nodes of each stage's workers it trained."""
+    nodes: dict[str, Any] = {"driver": ray.get_runtime_context().get_node_id()}
+    for record in records:  # a fanned-out stage trains once per item
+        nodes[record["stage"]] = sorted(set(nodes.get(record["stage"], [])) | set(record["nodes"]))
+    return nodes
 
 
 class NonFiniteMetric(ArithmeticError):
@@ -195,6 +216,7 @@ class TrialsTableCallback(tune.Callback):
             total_s=result.get("total_s"),
             started=self._started.get(trial.trial_id),
             finished=datetime.now(timezone.utc),
+            nodes=json.loads(result.get("nodes_json", "{}")),
         ))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -301,7 +323,7 @@ def run_sweep(sweep: Sweep, *, run_dir: Path, address: str | None, resume: bool)
         write_sweep_snapshot(run_dir, sweep)
     trainable = tune.with_resources(
         tune.with_parameters(trial_main, sweep_json=sweep.model_dump_json(), run_dir=str(run_dir)),
-        {"cpu": TRIAL_DRIVER_CPUS},
+        trial_resources(),
     )
     tune_path = run_dir / TUNE_DIR_NAME
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_SNAPSHOT_S)  # read when fit() starts

@@ -92,3 +92,18 @@ def test_a_stage_publishes_the_same_artifact_both_ways_and_resumes_locally(ray_l
     assert resumed.metrics == local.metrics
     again = _weights(resumed.output_dir)
     assert all(torch.equal(again[n][k], mine[n][k]) for n in mine for k in mine[n])
+
+
+def test_only_a_lost_worker_restarts_a_stage():
+    """A worker that died with its node (Ray 2.60: WorkerHealthCheckFailedError over the actor's death) or
+    process restarts the stage from its checkpoint (launch._worker_lost); an error in the loop or in the
+    controller does not (tests/test_cluster.py kills a node for real)."""
+    import ray.exceptions
+    from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
+    from ray.train.v2.api.exceptions import ControllerError, WorkerGroupError
+
+    died = WorkerHealthCheckFailedError("health check failed", ray.exceptions.RayActorError())
+    assert launch._worker_lost(WorkerGroupError("lost", {0: died, 1: RuntimeError("gloo: connection reset")}))
+    assert launch._worker_lost(WorkerGroupError("lost", {0: ray.exceptions.ActorDiedError()}))
+    assert not launch._worker_lost(WorkerGroupError("loop", {0: ValueError("a bug")}))
+    assert not launch._worker_lost(ControllerError(RuntimeError("controller")))

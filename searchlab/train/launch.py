@@ -21,6 +21,14 @@ It does not go through Ray Train's own local mode (``ScalingConfig(num_workers=0
 trial Ray 2.60 refuses ``ray.train.report``/``get_context``/``get_checkpoint`` (DeprecationWarning), and
 outside one that mode keeps only the last checkpoint object in memory, pointing at the folder the loop
 deletes after reporting it; it would neither resume nor publish.
+
+Node loss: a distributed stage whose worker dies with its node (or its process: Ray 2.60 reports a
+raylet killed under it as ``WorkerHealthCheckFailedError`` wrapping the actor's death) is started
+again, as a fresh ``TorchTrainer`` on the same ``storage_path/name``, from its latest checkpoint on
+the nodes that remain, up to ``SEARCHLAB_STAGE_NODE_RETRIES`` times (2); then it raises
+``StageNodeLost`` naming the node, which fails the trial (the sweep goes on). Every worker start is
+noted under ``storage_path/name/worker-starts`` (node, rank, the epoch it resumed from), and the
+stages a process ran are kept for its trial's row (``take_stage_records``: the ``nodes`` column).
 """
 
 from __future__ import annotations
@@ -31,12 +39,14 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import ray
+import ray.exceptions
+import ray.train
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -46,7 +56,7 @@ from searchlab.train import ray_compat
 from searchlab.train.checkpointing import publish_directory, read_artifact_metrics
 from searchlab.train.worker import ARTIFACT_DIR, LocalRun
 
-__all__ = ["StageResult", "launch_mode", "run_stage"]
+__all__ = ["NODE_RETRIES_ENV", "StageNodeLost", "StageResult", "launch_mode", "run_stage", "take_stage_records"]
 
 LOCAL_DIR = "local"  # under storage_path/name: a local launch's checkpoints
 # Ray Train's controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default; the
@@ -66,12 +76,80 @@ class StageResult:
     run_dir: Path  # Ray run folder: checkpoints, resumable state
     log_dir: Path  # TensorBoard event files
     metrics: dict[str, Any]
+    starts: tuple[dict[str, Any], ...] = field(default=())  # one per worker start: node_id, rank, resumed_from
     launch: Literal["distributed", "local"] = "distributed"
 
 
-def _in_ray_worker(loop_config: dict[str, Any], *, loop: Loop) -> None:
+# A stage whose worker dies with its node (or its process) is started again this many times, from its
+# latest checkpoint, on the nodes that remain. Ray Train's FailureConfig(max_failures) would retry every
+# worker error, a diverged loss or a bug too (Ray 2.60's failure policy does not tell them apart), so it
+# stays at `max_failures` and only the loss of a worker is retried here.
+NODE_RETRIES_ENV = "SEARCHLAB_STAGE_NODE_RETRIES"
+DEFAULT_NODE_RETRIES = 2
+STARTS_DIR = "worker-starts"  # under storage_path/name: one JSON file per worker start
+
+_STAGE_RECORDS: list[dict[str, Any]] = []  # stages this process ran, for the trial's row (take_stage_records)
+
+
+class StageNodeLost(RuntimeError):
+    """A stage's worker died with its node (or its process) and the retries are spent."""
+
+
+def take_stage_records() -> list[dict[str, Any]]:
+    """The stages this process trained since the last call: name, the node ids of their workers, resumes."""
+    records = list(_STAGE_RECORDS)
+    _STAGE_RECORDS.clear()
+    return records
+
+
+def _record_start(starts_dir: Path) -> None:
+    """Note, on the storage every node sees, where this worker runs and from which epoch it resumes."""
+    from searchlab.atomic_dir import write_text_atomic
+    from searchlab.train.checkpointing import load_training_state
+
+    with ray_compat.latest_checkpoint_dir() as path:
+        epoch = int(load_training_state(path)["epoch"]) if path is not None else 0
+    rank = ray_compat.world_rank()
+    record = {"node_id": ray.get_runtime_context().get_node_id(), "rank": rank, "resumed_from": epoch,
+              "time": time.time()}
+    write_text_atomic(starts_dir / f"{time.time_ns()}-{rank}.json", json.dumps(record))
+
+
+def read_starts(run_dir: Path) -> tuple[dict[str, Any], ...]:
+    """The worker starts of a stage's Ray run folder, oldest first."""
+    folder = run_dir / STARTS_DIR
+    files = sorted(folder.glob("*.json"), key=lambda p: int(p.stem.split("-")[0])) if folder.is_dir() else []
+    return tuple(json.loads(p.read_text()) for p in files)
+
+
+def _in_ray_worker(loop_config: dict[str, Any], *, loop: Loop, starts_dir: str | None = None) -> None:
     """Ray Train's per-worker entry point: the stage's plain loop, given Ray's context."""
+    if starts_dir is not None:
+        _record_start(Path(starts_dir))
     loop(loop_config, ray_compat.worker())
+
+
+def _worker_lost(error: BaseException) -> bool:
+    """Whether a failed fit lost a worker (its node or process died), rather than raised in the loop."""
+    failures = getattr(error, "worker_failures", None) or {}
+    from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError  # a node lost: its raylet gone
+
+    lost = (ray.exceptions.RayActorError, WorkerHealthCheckFailedError)
+    return any(isinstance(failure, lost) for failure in failures.values())
+
+
+def _where_lost(starts: tuple[dict[str, Any], ...]) -> str:
+    """Which node the lost worker ran on: the last attempt's worker nodes that the cluster no longer lists alive."""
+    nodes = sorted({start["node_id"] for start in starts if start.get("node_id")})
+    alive = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+    dead = [node for node in nodes if node not in alive]
+    if dead:
+        return f"node {', '.join(n[:12] for n in dead)} is gone"
+    return f"last on node {', '.join(n[:12] for n in nodes)}" if nodes else "no worker start recorded"
+
+
+def _node_retries() -> int:
+    return int(os.environ.get(NODE_RETRIES_ENV, DEFAULT_NODE_RETRIES))
 
 
 def _check_inputs(stage: Stage, inputs: Artifacts) -> None:
@@ -211,13 +289,16 @@ def run_stage(
         "inject_failure_after_epoch": inject_failure_after_epoch,
     }
     if launch_mode(stage, config) == "local":
-        final, _ = _run_local(stage, loop_config, config=config, run_dir=storage / name, progress=progress)
+        final, start = _run_local(stage, loop_config, config=config, run_dir=storage / name, progress=progress)
+        _STAGE_RECORDS.append({"stage": stage.name, "name": name, "nodes": [start["node_id"]] if start["node_id"] else [],
+                               "resumed_from": [start["resumed_from"]] if start["resumed_from"] > 0 else []})
         published = publish_directory(final / ARTIFACT_DIR, output_dir)
         return StageResult(stage=stage.name, output_dir=published, run_dir=storage / name, log_dir=log_dir,
-                           metrics=read_artifact_metrics(published), launch="local")
+                           metrics=read_artifact_metrics(published), starts=(start,), launch="local")
     os.environ.setdefault(HEALTH_CHECK_ENV, HEALTH_CHECK_S)  # read by the controller (Ray propagates it there)
-    trainer = TorchTrainer(
-        functools.partial(_in_ray_worker, loop=stage.loop),
+    starts_dir = storage / name / STARTS_DIR
+    trainer = lambda: TorchTrainer(  # noqa: E731  (a fresh trainer per attempt)
+        functools.partial(_in_ray_worker, loop=stage.loop, starts_dir=str(starts_dir)),
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -230,10 +311,28 @@ def run_stage(
             failure_config=FailureConfig(max_failures=max_failures),
         ),
     )
-    result = trainer.fit()
+    retries = _node_retries()
+    for attempt in range(retries + 1):
+        try:
+            result = trainer().fit()  # the same storage_path/name: resumes from the latest checkpoint
+            break
+        except ray.train.TrainingFailedError as error:
+            if not _worker_lost(error):
+                raise
+            where = _where_lost(read_starts(storage / name)[-resources.workers:])
+            if attempt == retries:
+                raise StageNodeLost(
+                    f"a worker of stage {stage.name} died with its node or process ({where}) "
+                    f"and {retries} restart(s) from its checkpoint are spent ({NODE_RETRIES_ENV}); "
+                    f"Ray said: {' '.join(str(error).split())[:300]}") from error
+            print(f"searchlab: stage {stage.name} ({name}) lost a worker ({where}); restarting it from its latest "
+                  f"checkpoint on the remaining nodes (restart {attempt + 1} of {retries})", flush=True)
+    starts = read_starts(storage / name)
+    _STAGE_RECORDS.append({"stage": stage.name, "name": name, "nodes": sorted({s["node_id"] for s in starts}),
+                           "resumed_from": [s["resumed_from"] for s in starts if s["resumed_from"] > 0]})
     with ray_compat.result_checkpoint_dir(result) as checkpoint:
         published = publish_directory(Path(checkpoint) / ARTIFACT_DIR, output_dir)
     return StageResult(
         stage=stage.name, output_dir=published, run_dir=storage / name, log_dir=log_dir,
-        metrics=read_artifact_metrics(published),
+        metrics=read_artifact_metrics(published), starts=starts,
     )
