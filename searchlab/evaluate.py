@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from searchlab.cli import command_parser
 from searchlab.data.manifest import read_manifest
 from searchlab.methods import get_method
 from searchlab.train.evaluate import eval_dataset, uses_map
@@ -31,14 +32,12 @@ __all__ = ["main"]
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m searchlab.evaluate",
-        description="Re-evaluate a deployable bundle from the videos themselves: decoding, the bundle's "
-                    "preprocessing and its inference path; prints accuracy, GFLOPs mean/p5/p95, memory and "
-                    "decision usage beside the bundle's card.",
-        epilog="example: python -m searchlab.evaluate runs/bundle --manifest runs/data/synthetic/manifest.parquet",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = command_parser("searchlab.evaluate", description=(
+        "Re-evaluate a deployable bundle from the videos themselves: decoding, the bundle's preprocessing "
+        "and its inference path; prints accuracy, GFLOPs mean/p5/p95, memory and decision usage beside the "
+        "bundle's card."),
+        examples=["python -m searchlab.evaluate runs/bundle --manifest runs/data/synthetic/manifest.parquet",
+                  "python -m searchlab.evaluate runs/bundle --manifest data/anet/manifest.parquet --device cuda --json"])
     parser.add_argument("bundle", help="bundle folder written by `python -m searchlab.pick`")
     parser.add_argument("--manifest", required=True, help="Parquet manifest of the videos")
     parser.add_argument("--root", default=None, help="folder the manifest's paths are relative to (default: its folder)")

@@ -50,6 +50,7 @@ with warnings.catch_warnings():
 from searchlab.models.anyprec import validate_bit_widths
 from searchlab.models.quant import FULL_PRECISION_BITS, QuantConv2d, QuantLinear, SwitchableBatchNorm2d
 from searchlab.models.registry import create_backbone, list_backbones
+from searchlab.cli import command_parser
 
 __all__ = [
     "CONVENTIONS",
@@ -453,10 +454,11 @@ _FLAGS = {
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m searchlab.flops",
-        description="Video GFLOPs (uniform precision over all frames) and memory of a network.",
-    )
+    parser = command_parser("searchlab.flops", description=(
+        "Price a network with fvcore: GFLOPs per video (every frame at one precision) and memory, per "
+        "bit-width."),
+        examples=["python -m searchlab.flops resnet50 --frames 16 --size 224 --bits 32 4 2",
+                  "python -m searchlab.flops mobilenet_v2 --frames 1 --size 84 --bits 32 --json"])
     parser.add_argument("network", help=f"network to price: {', '.join(list_networks())}")
     parser.add_argument("--frames", type=int, default=16, help="frames per video (default 16)")
     parser.add_argument("--size", type=int, default=224, help="frame side in px (default 224)")

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from searchlab.atomic_dir import staged_directory
+from searchlab.cli import command_parser
 from searchlab.methods import get_method
 from searchlab.pareto import knee_point, pareto_front
 from searchlab.results import TrialsTable, decoded_json
@@ -348,8 +349,12 @@ def export_bundle(row: pd.Series, *, run_dir: Path, out: Path, selection: dict[s
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m searchlab.pick", description=__doc__.split("\n")[0])
-    parser.add_argument("run_dir", type=Path)
+    parser = command_parser("searchlab.pick", description=(
+        "Choose one configuration of a sweep (a front point by budget, accuracy or the knee, or any "
+        "completed trial) and export it as a deployable bundle that searchlab.deploy.load runs."),
+        examples=["python -m searchlab.pick runs/demo --knee --out runs/bundle",
+                  "python -m searchlab.pick runs/demo --max-gflops 0.1 --out runs/bundle-small"])
+    parser.add_argument("run_dir", type=Path, help="a sweep's run directory (holds trials.parquet)")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--max-gflops", type=float, help="most accurate front point within this GFLOPs budget")
     which.add_argument("--min-accuracy", type=float, help="cheapest front point with at least this accuracy")

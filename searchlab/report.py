@@ -18,7 +18,6 @@ write (not Parquet, other columns) exits with code 2 and a message naming the fi
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import shlex
@@ -39,6 +38,7 @@ import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from searchlab.cli import command_parser
 from searchlab.objectives import METRICS  # noqa: E402
 from searchlab.pareto import (  # noqa: E402
     default_reference,
@@ -474,7 +474,11 @@ def _summary(report: Report) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m searchlab.report", description=__doc__.splitlines()[0])
+    parser = command_parser("searchlab.report", description=(
+        "Write a sweep's report (report.html, pareto.png, hypervolume.png in the run folder) and print its "
+        "Pareto front against the method's baselines."),
+        examples=["python -m searchlab.report runs/demo",
+                  "python -m searchlab.report runs/demo --reference 0.5 1.0"])
     parser.add_argument("run_dir", type=Path, help="a sweep's run directory (holds trials.parquet)")
     parser.add_argument("--objectives", nargs="+", default=list(DEFAULT_OBJECTIVES), choices=list(METRICS),
                         help="metrics of the front and hypervolume (directions from searchlab.objectives)")  # fmt: skip

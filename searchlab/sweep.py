@@ -19,6 +19,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from searchlab.cli import command_parser
 from searchlab.config import ConfigError, Sweep, apply_run_options, load_sweep
 from searchlab.data_check import DataMissing, check_manifest, ensure_data
 from searchlab.plan import describe_plan
@@ -33,7 +34,12 @@ from searchlab.run_dir import (
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m searchlab.sweep", description=__doc__.split("\n")[0])
+    parser = command_parser("searchlab.sweep", description=(
+        "Run a sweep: validate the sweep file, print the trial plan, then train and search its method's "
+        "configurations with Ray Tune and Optuna; results go to STORAGE/NAME (trials.parquet, optuna.db)."),
+        examples=["python -m searchlab.sweep spaces/demo.yaml --dry-run",
+                  "python -m searchlab.sweep spaces/demo-arnet.yaml --overwrite",
+                  "python -m searchlab.sweep spaces/anet.yaml --resume --address auto"])
     parser.add_argument("file", help="sweep file, e.g. spaces/demo.yaml")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     start = parser.add_mutually_exclusive_group()

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from searchlab.atomic_dir import give_default_mode
 from searchlab.data.manifest import Manifest, ManifestError, build_manifest, write_manifest
 from searchlab.data.synthetic import MANIFEST_NAME, SyntheticConfig, generate_synthetic, worker_context
+from searchlab.cli import command_parser
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -541,7 +542,12 @@ def _add_common(parser: argparse.ArgumentParser, *, out_help: str) -> None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m searchlab.data.prepare", description=__doc__.splitlines()[0])
+    parser = command_parser("searchlab.data.prepare", description=(
+        "Turn a data set's own files into a manifest (Parquet): probe every video with decord, keep the "
+        "readable ones, list the others in <manifest>.bad_videos.csv. `SOURCE --help` shows its options."),
+        examples=["python -m searchlab.data.prepare synthetic --out runs/data/synthetic",
+                  "python -m searchlab.data.prepare activitynet --annotations activity_net.v1-3.min.json "
+                  "--videos data/activitynet/videos --out data/activitynet/manifest.parquet"])
     sub = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
     defaults = SyntheticConfig()
     syn = sub.add_parser("synthetic", help="generate the synthetic set (real H.264 MP4s + manifest)",

@@ -30,12 +30,17 @@ from searchlab.config import ConfigError, TrialConfig, load_trial_config
 from searchlab.data_check import DataMissing, ensure_data
 from searchlab.methods import Method, Stage, get_method
 from searchlab.methods._keys import fan_out_items
+from searchlab.cli import command_parser
 
 __all__ = ["main"]
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m searchlab.train", description=__doc__.split("\n\n")[0])
+    parser = command_parser("searchlab.train", description=(
+        "Train one stage of a sweep file's method by hand (its base configuration), resumable: re-running the "
+        "same command continues from the latest checkpoint."),
+        examples=["python -m searchlab.train teacher --config spaces/demo.yaml",
+                  "python -m searchlab.train backbone --item 0 --config spaces/demo-arnet.yaml --set arnet.backbone_stage.epochs=2"])
     parser.add_argument("stage", help="a stage of the configuration's method, e.g. teacher or backbone")
     parser.add_argument("--config", required=True, help="sweep file whose `base` is the trial configuration")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -46,8 +51,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--item", type=int, default=None, help="the item of a stage trained per item (0-based)")
     parser.add_argument("--live", action="store_true", help="compute an optional build step's result live, no cache")
     parser.add_argument("--eval-every", type=int, default=0, help="also evaluate every N epochs")
-    parser.add_argument("--fail-after-epoch", type=int, default=None,
-                        help="fault injection: fail on purpose after this epoch's checkpoint (to try resuming)")
+    # fault injection for the resumption tests: not for users, so not in the help
+    parser.add_argument("--fail-after-epoch", type=int, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
