@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from searchlab.data.manifest import Manifest
 from searchlab.data.synthetic import generate_synthetic
@@ -44,3 +46,14 @@ def ray_local():
     yield
     if started:
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny networks gain nothing from a second thread, and on shared cores every op waits for it to
+    be scheduled (tiny convolutions ran up to 100x slower); restored for the other test modules.
+    A module opts in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -34,13 +34,7 @@ TINY = dict(resolutions=(32, 24, 16), backbones=("resnet10",) * 3, policy_input_
 CLASSES = ("a", "b", "c", "d")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks: a second thread only waits on a busy core (the machines have two)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,7 @@ from searchlab.models.registry import create_backbone, create_teacher
 SIZE, CLASSES = 32, 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from a second thread, and on shared cores every op would wait
-    for it to be scheduled; restored afterwards for the other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_module_macs_of_a_tiny_network_equal_hand_counts() -> None:

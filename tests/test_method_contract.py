@@ -68,13 +68,7 @@ TINY: dict[str, dict[str, Any]] = {
 CONTRACT = ("accuracy", "gflops", "gflops_p5", "gflops_p95", "memory_mb", "skip_fraction", "usage")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks on two shared cores: a second thread only waits (and makes training ~4x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(name: str, manifest: str | Path = "data/manifest.parquet") -> TrialConfig:

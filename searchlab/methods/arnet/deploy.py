@@ -128,31 +128,10 @@ def stepwise_infer(
                 if int(index[row]) < layout.num_resolutions:
                     kept[(row, step)] = frames[position]
     all_actions = torch.stack(taken, dim=1)
-    logits = _fused_logits(model, all_actions, torch.stack(hidden, dim=1), kept)
+    t = all_actions.shape[1]
+    logits = model.fuse_chosen(all_actions, torch.stack(hidden, dim=1),
+                               lambda rows: torch.stack([kept[divmod(int(row), t)] for row in rows]))
     return StepwiseResult(logits, all_actions, frames_read)
-
-
-def _fused_logits(model: ARNet, actions: Tensor, hidden: Tensor, kept: dict[tuple[int, int], Tensor]) -> Tensor:
-    """The second half of ``ARNet.infer``: each backbone once on its frames, rows in (clip, step) order."""
-    n, t = actions.shape[:2]
-    chosen = actions.argmax(dim=-1).reshape(n * t)
-    flat_hidden = hidden.reshape(n * t, -1)
-    summed = hidden.new_zeros(n, model.num_classes)
-    processed = hidden.new_zeros(n)
-    for index in range(model.layout.num_frame_actions):
-        rows = (chosen == index).nonzero().squeeze(1)
-        if rows.numel() == 0:
-            continue
-        if index == model.layout.head_index:
-            assert model.head is not None
-            logits = model.head(flat_hidden[rows])
-        else:
-            frames = torch.stack([kept[divmod(int(row), t)] for row in rows])
-            logits = model.backbones[index](resize_frames(frames, model.resolutions[index], mode=model.resize_mode))
-        videos = rows // t
-        summed.index_add_(0, videos, logits.to(summed.dtype))
-        processed.index_add_(0, videos, torch.ones_like(videos, dtype=summed.dtype))
-    return summed / processed.clamp_min(1.0).unsqueeze(1)
 
 
 @dataclass

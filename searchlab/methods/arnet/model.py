@@ -21,6 +21,8 @@ frames are all skipped gets zero logits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from collections.abc import Sequence
 
 import torch
@@ -154,12 +156,18 @@ class ARNet(nn.Module):
         the head runs on the LSTM states of the frames that chose it; skipped frames run nothing.
         """
         decisions = self.decide(frames, mode=mode, actions=actions)
-        n, t = frames.shape[:2]
-        chosen = decisions.actions.argmax(dim=-1).reshape(n * t)
-        flat_frames = frames.reshape(n * t, *frames.shape[2:])
-        flat_hidden = decisions.hidden.reshape(n * t, -1)
-        summed = frames.new_zeros(n, self.num_classes)
-        processed = frames.new_zeros(n)
+        flat_frames = frames.reshape(-1, *frames.shape[2:])
+        return self.fuse_chosen(decisions.actions, decisions.hidden, lambda rows: flat_frames[rows]), decisions.actions
+
+    def fuse_chosen(self, actions: Tensor, hidden: Tensor, frames_of: Callable[[Tensor], Tensor]) -> Tensor:
+        """Video logits (N, C) from one-hot ``actions`` (N, T, |A|) and LSTM states ``hidden`` (N, T, H):
+        each backbone runs once on the frames that chose it, ``frames_of(rows)`` giving those frames
+        (rows index the flattened (clip, step) order); the head reads the states of its frames."""
+        n, t = actions.shape[:2]
+        chosen = actions.argmax(dim=-1).reshape(n * t)
+        flat_hidden = hidden.reshape(n * t, -1)
+        summed = hidden.new_zeros(n, self.num_classes)
+        processed = hidden.new_zeros(n)
         for index in range(self.layout.num_frame_actions):
             rows = (chosen == index).nonzero().squeeze(1)
             if rows.numel() == 0:
@@ -169,11 +177,11 @@ class ARNet(nn.Module):
                 logits = self.head(flat_hidden[rows])
             else:
                 size = self.resolutions[index]
-                logits = self.backbones[index](resize_frames(flat_frames[rows], size, mode=self.resize_mode))
+                logits = self.backbones[index](resize_frames(frames_of(rows), size, mode=self.resize_mode))
             videos = rows // t
             summed.index_add_(0, videos, logits.to(summed.dtype))
             processed.index_add_(0, videos, torch.ones_like(videos, dtype=summed.dtype))
-        return summed / processed.clamp_min(1.0).unsqueeze(1), decisions.actions
+        return summed / processed.clamp_min(1.0).unsqueeze(1)
 
 
 def _check_frames(frames: Tensor) -> None:
