@@ -80,7 +80,7 @@ _IGNORED_OPS = (
     "aten::relu", "aten::relu_", "aten::hardtanh", "aten::hardtanh_", "aten::sigmoid",
     "aten::sigmoid_", "aten::tanh", "aten::tanh_", "aten::softmax", "aten::log_softmax",
     "aten::max_pool2d", "aten::mean", "aten::flatten", "aten::dropout", "aten::unsafe_chunk",
-    "aten::chunk", "aten::argmax", "aten::one_hot", "aten::stack", "aten::cat",
+    "aten::chunk", "aten::argmax", "aten::one_hot", "aten::stack", "aten::cat", "aten::unflatten",
 )  # fmt: skip
 
 _UNITS = (QuantConv2d, QuantLinear, SwitchableBatchNorm2d)
@@ -111,6 +111,8 @@ def _macs_by_module(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict
     analysis.set_op_handle(**dict.fromkeys(_IGNORED_OPS))
     # The policy's antialiased resize: priced like fvcore prices plain bilinear resizing.
     analysis.set_op_handle("aten::_upsample_bilinear2d_aa", elementwise_flop_counter(0, 4))
+    # R(2+1)D's final pooling: one add per input element, as fvcore prices adaptive_avg_pool2d.
+    analysis.set_op_handle("aten::adaptive_avg_pool3d", elementwise_flop_counter(1, 0))
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
     by_module = dict(analysis.by_module())
     uncounted = dict(analysis.unsupported_ops())
