@@ -263,3 +263,145 @@ def test_state_dict_round_trip() -> None:
     with torch.no_grad():
         assert torch.equal(copy(clips), network(clips))
         assert torch.equal(copy.infer(clips)[0], network.infer(clips)[0])
+
+
+# -- the cost model -----------------------------------------------------------------------------
+
+# β of each layer's gate (S_t = S_c = 3: three temporal then three channel outputs), cycled over the
+# layers: everything on; the full alternatives off; an all-zero temporal row; an all-zero channel row
+BETAS = ((2, 2, 2, 2, 2, 2), (-2, 2, -2, -2, -2, 2), (-2, -2, -2, 2, -2, 2), (2, -2, 2, -2, -2, -2))
+
+
+def _set_gates(network: VaredNetwork) -> None:
+    """Gates whose weights are set by the sign of β (fc2 nearly silenced): mixed zero/non-zero weights."""
+    with torch.no_grad():
+        for index, (_, layer) in enumerate(network.gated_layers()):
+            layer.gate.fc2.weight.mul_(0.01)
+            layer.gate.beta.copy_(torch.tensor(BETAS[index % len(BETAS)], dtype=torch.float))
+
+
+class _Infer(nn.Module):
+    """The inference path as a module, for fvcore. Its outputs include the decisions, as ``infer``'s do:
+    a gate whose weights only steer Python control flow (a layer skipped by ``zero_gate="zero"``) would
+    otherwise be dropped from the traced graph as dead code, although it runs."""
+
+    def __init__(self, network: VaredNetwork) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, clips: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        logits, decisions = self.network.infer(clips)
+        return logits, decisions.temporal, decisions.channel
+
+
+def _fvcore_gflops(module: nn.Module, clips: Tensor) -> float:
+    import warnings
+
+    from searchlab.flops import module_macs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no op left uncounted
+        return sum(layer.macs for layer in module_macs(module, clips)) / 1e9
+
+
+@pytest.mark.parametrize(("backbone", "zero_gate", "cheap_op"), [
+    ("r2plus1d_10", "cheapest", "depthwise"), ("r2plus1d_10", "zero", "copy"), ("resnet10", "zero", "depthwise"),
+])  # fmt: skip
+def test_the_cost_model_equals_fvcore_on_the_traced_inference_path(backbone: str, zero_gate: str,
+                                                                   cheap_op: str) -> None:
+    from searchlab.methods.vared.costs import vared_costs
+
+    network = _network(backbone, gated="all", channel_options=3, temporal_options=3, zero_gate=zero_gate,
+                       cheap_op=cheap_op)
+    _set_gates(network)
+    costs = vared_costs(network)
+    clip = _clips(1)
+    with torch.no_grad():
+        _, decisions = network.infer(clip)
+    on_t, on_c = decisions.temporal > 0, decisions.channel > 0
+    assert (~on_t).any() and on_t.any() and (on_t.sum(-1) > 1).any()  # mixed zero / non-zero weights
+    assert ((~on_t).all(-1) | (~on_c).all(-1)).any() == (zero_gate == "zero")  # "cheapest" fills empty rows
+    assert costs.clip_gflops(decisions)[0] == pytest.approx(_fvcore_gflops(_Infer(network), clip), rel=1e-9)
+    for alternative in [(0, 0), (1, 1), (2, 0), (0, 2)]:
+        with network.force(alternative):
+            assert costs.forced_gflops(*alternative) == pytest.approx(_fvcore_gflops(network, clip), rel=1e-9)
+    assert costs.forced_gflops(1, 1) < costs.base_gflops()
+
+
+def test_base_cost_is_the_plain_backbone_and_tables_are_consistent() -> None:
+    from searchlab.flops import module_macs
+    from searchlab.methods.vared.costs import vared_costs
+    from searchlab.models.video_resnet import create_video_network
+
+    network = _network("r2plus1d_10")
+    costs = vared_costs(network)
+    plain = create_video_network("r2plus1d_10", num_classes=CLASSES)
+    counted = {l.name: l.macs for l in module_macs(plain, torch.zeros(1, 3, FRAMES, SIZE, SIZE))}
+    assert costs.base_gflops() == pytest.approx(sum(counted.values()) / 1e9, rel=1e-12)
+    first = costs.layers[0]
+    assert first.name == "backbone.layer1.0.conv1.0.0"
+    assert first.conv[0][0] == counted["layer1.0.conv1.0.0"]  # the formula against fvcore's layer count
+    assert first.conv[1][1] * 4 == first.conv[0][0]  # half the filters on half the frames (T = 4)
+    fractions = costs.layer_fractions()
+    assert fractions.shape == (8,) and fractions.sum().item() == pytest.approx(1.0)
+    expected_mb = sum(t.numel() * 4 for t in network.state_dict().values() if t.is_floating_point()) / 2**20
+    assert costs.memory_mb == pytest.approx(expected_mb)
+    batch = _clips(3)
+    with torch.no_grad():
+        _, decisions = network.infer(batch)
+    assert costs.clip_gflops(decisions).shape == (3,)
+    with pytest.raises(ValueError, match="out of range"):
+        costs.forced_gflops(2, 0)
+
+
+def test_counting_costs_leaves_the_network_as_it_was() -> None:
+    from searchlab.methods.vared.costs import vared_costs
+
+    network = _network("resnet10")
+    network.train()
+    network.force((1, 0))
+    state = {k: v.clone() for k, v in network.state_dict().items()}
+    generator = torch.random.get_rng_state()
+    vared_costs(network)
+    assert network.training and network.forced == (1, 0)
+    assert torch.equal(torch.random.get_rng_state(), generator)
+    assert all(torch.equal(v, network.state_dict()[k]) for k, v in state.items())
+
+
+# -- the efficiency loss ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backbone", ["r2plus1d_10", "resnet10"])
+def test_the_expected_surrogate_reaches_every_gate(backbone: str) -> None:
+    from searchlab.methods.vared.costs import vared_costs
+    from searchlab.methods.vared.losses import efficiency_loss
+
+    network = _network(backbone, channel_options=3, temporal_options=2).train()
+    network(_clips(3))
+    loss = efficiency_loss(weights=network.gate_weights(), layer_fractions=vared_costs(network).layer_fractions(),
+                           channel_ratios=network.channel_ratios, temporal_strides=network.temporal_strides,
+                           correct=torch.ones(3))
+    loss.backward()
+    gates = [(name, p) for name, p in network.named_parameters() if ".gate." in name]
+    assert len(gates) == 6 * len(network.gated_layers())  # fc1 (weight, bias), bn (weight, bias), fc2, β
+    missing = [name for name, p in gates if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_efficiency_loss_values() -> None:
+    from searchlab.methods.vared.losses import efficiency_loss
+
+    v_t = torch.tensor([[0.5, 0.5], [0.0, 0.8], [0.0, 0.0]], requires_grad=True)
+    v_c = torch.tensor([[1.0, 0.0], [0.3, 0.3], [0.6, 0.2]], requires_grad=True)
+    common = {"weights": [(v_t, v_c)], "layer_fractions": torch.ones(1), "channel_ratios": (1.0, 0.5),
+              "temporal_strides": (1, 2), "correct": torch.tensor([1.0, 1.0, 0.0])}
+    expected = efficiency_loss(**common)
+    # clip 0: (1·1)·(0.5·1 + 0.5·0.5)/1 = 0.75; clip 1: 0.75·0.5 = 0.375; clip 2: wrong, 0
+    assert expected.item() == pytest.approx((0.75**2 + 0.375**2) / 3)
+    expected.backward()
+    assert v_t.grad.abs().sum() > 0
+    largest = efficiency_loss(**common, surrogate="largest")
+    # clip 0: the full alternative in both dimensions, 1; clip 1: r 1, R 2: 0.5
+    assert largest.item() == pytest.approx((1.0 + 0.25) / 3) and not largest.requires_grad
+    with pytest.raises(ValueError, match="surrogate"):
+        efficiency_loss(**common, surrogate="exact")

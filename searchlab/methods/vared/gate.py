@@ -57,7 +57,7 @@ class Gate(nn.Module):
         outputs = self._temporal_outputs + self._channel_outputs
         self.fc1 = nn.Linear(in_channels * frames, hidden)
         self.bn = nn.BatchNorm1d(hidden)
-        self.fc2 = nn.Linear(hidden, outputs)
+        self.fc2 = nn.Linear(hidden, outputs, bias=False)  # β is its bias
         self.beta = nn.Parameter(torch.full((outputs,), float(beta_init)))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
