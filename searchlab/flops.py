@@ -5,10 +5,15 @@ frame, BatchNorm included). Per-layer counts come from fvcore's per-module analy
 at 32 bits, where every quantised layer is a plain conv (no custom autograd Function in the graph).
 
 Priced networks (``list_networks()``): every registered backbone (any-precision ResNets, which
-VideoIQ runs at any bit-width of B) and ``mobilenet_v2``, torchvision's MobileNetV2 with a width
-multiplier (the policy network's body, and AR-Net's 84-px network). searchlab never quantises
-MobileNetV2, so it is priced at 32 bits only: any other bit-width is an error rather than a figure
-for a network that does not exist.
+VideoIQ runs at any bit-width of B), ``mobilenet_v2``, torchvision's MobileNetV2 with a width
+multiplier (the policy network's body, and AR-Net's 84-px network), and the R(2+1)D video networks
+(``searchlab.models.video_resnet``, VA-RED²'s 3D backbones). searchlab never quantises MobileNetV2 or
+R(2+1)D, so they are priced at 32 bits only: any other bit-width is an error rather than a figure for
+a network that does not exist.
+
+2D networks are counted per frame (one frame traced; a video costs frames × that); the 3D video
+networks per clip (the whole clip traced once: their temporal convolutions and strides see it all),
+``clip_layer_macs`` / ``network_gflops_per_clip``.
 
 A layer quantised to b bits costs ``min(b·b/64, 1)`` of its MACs:
 
@@ -22,7 +27,10 @@ and running statistics, PACT α) at 32 bits. ``"paper"``: every one of those sca
 bit-width of the copy it belongs to, as the papers' tables store them (see ``memory_mb``).
 
 CLI: ``python -m searchlab.flops NETWORK --frames 16 --size 224 --bits 32 4 2 [--classes N]
-[--width-mult W] [--paper-convention] [--json]``.
+[--width-mult W] [--paper-convention] [--vared-force T,C [--vared-gated spatial|all]] [--json]``.
+``--vared-force T,C`` prices VA-RED²'s dynamic network of NETWORK (an R(2+1)D or a TSN ResNet) per
+clip with every gate forced to temporal alternative T and channel alternative C (0 = full, 1 = 1/2,
+2 = 1/4), as ``searchlab.methods.vared.costs`` counts it.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ with warnings.catch_warnings():
 from searchlab.models.anyprec import validate_bit_widths
 from searchlab.models.quant import FULL_PRECISION_BITS, QuantConv2d, QuantLinear, SwitchableBatchNorm2d
 from searchlab.models.registry import create_backbone, list_backbones
+from searchlab.models.video_resnet import VIDEO_NETWORKS, create_video_network
 from searchlab.cli import command_parser
 
 __all__ = [
@@ -59,10 +68,12 @@ __all__ = [
     "action_cost_table",
     "backbone_layer_macs",
     "bit_rate",
+    "clip_layer_macs",
     "list_networks",
     "main",
     "memory_mb",
     "module_macs",
+    "network_gflops_per_clip",
     "network_gflops_per_frame",
     "parameter_inventory",
     "policy_gflops_per_frame",
@@ -175,8 +186,9 @@ _UNQUANTISED: dict[str, Callable[..., nn.Module]] = {"mobilenet_v2": _mobilenet_
 
 
 def list_networks() -> list[str]:
-    """Names of every network priced here: the registered backbones and ``mobilenet_v2``, sorted."""
-    return sorted(set(list_backbones()) | set(_UNQUANTISED))
+    """Names of every network priced here: the registered backbones, ``mobilenet_v2`` and the video
+    networks, sorted."""
+    return sorted(set(list_backbones()) | set(_UNQUANTISED) | set(VIDEO_NETWORKS))
 
 
 def _network_problems(network: str, *, width_mult: float, bits: Sequence[int]) -> list[tuple[str, str]]:
@@ -188,9 +200,14 @@ def _network_problems(network: str, *, width_mult: float, bits: Sequence[int]) -
     if network not in list_networks():
         return [("network", f"unknown network {network!r}; choose one of {', '.join(list_networks())}")]
     problems = []
-    if network in _UNQUANTISED:
-        if not (math.isfinite(width_mult) and width_mult > 0):
-            problems.append(("width_mult", f"the width multiplier must be a finite number > 0, got {width_mult}"))
+    if network in _UNQUANTISED and not (math.isfinite(width_mult) and width_mult > 0):
+        problems.append(("width_mult", f"the width multiplier must be a finite number > 0, got {width_mult}"))
+    elif network not in _UNQUANTISED and width_mult != 1.0:
+        problems.append((
+            "width_mult",
+            f"{network} has no width multiplier (only {', '.join(_UNQUANTISED)} has one); leave it at 1.0",
+        ))  # fmt: skip
+    if network in _UNQUANTISED or network in VIDEO_NETWORKS:
         reduced = [b for b in bits if b != FULL_PRECISION_BITS]
         if reduced:
             problems.append((
@@ -198,11 +215,6 @@ def _network_problems(network: str, *, width_mult: float, bits: Sequence[int]) -
                 f"{network} is never quantised in searchlab, so it has no cost or memory at {reduced} bits; "
                 f"price it at {FULL_PRECISION_BITS} bits",
             ))  # fmt: skip
-    elif width_mult != 1.0:
-        problems.append((
-            "width_mult",
-            f"{network} has no width multiplier (only {', '.join(_UNQUANTISED)} has one); leave it at 1.0",
-        ))  # fmt: skip
     return problems
 
 
@@ -213,13 +225,16 @@ def _check_network(network: str, *, width_mult: float, bits: Sequence[int] = ())
 
 
 def _full_precision_network(network: str, *, num_classes: int, width_mult: float) -> nn.Module:
-    """A fresh, randomly initialised ``network`` at 32 bits taking one (N, 3, H, W) input.
+    """A fresh, randomly initialised ``network`` at 32 bits taking one (N, 3, H, W) input, or one
+    (N, 3, T, H, W) clip for a video network.
 
     Callers fork the global generator around it: a cost lookup in the middle of training must not
     move it (resumed runs must replay the same Gumbel noise).
     """
     if network in _UNQUANTISED:
         return _UNQUANTISED[network](num_classes=num_classes, width_mult=width_mult)
+    if network in VIDEO_NETWORKS:
+        return create_video_network(network, num_classes=num_classes)
     net = create_backbone(network, num_classes=num_classes, bit_widths=(FULL_PRECISION_BITS,), alpha_init=1.0)
     return _AtBits(net, FULL_PRECISION_BITS)
 
@@ -250,7 +265,42 @@ def backbone_layer_macs(
     if size < 1 or num_classes < 1:
         raise ValueError(f"size and num_classes must be >= 1, got size={size}, num_classes={num_classes}")
     _check_network(backbone, width_mult=width_mult)
+    _check_per_frame(backbone)
     return _layer_macs(backbone, size, num_classes, float(width_mult))
+
+
+def _check_per_frame(network: str) -> None:
+    if network in VIDEO_NETWORKS:
+        raise ValueError(f"{network} is a 3D network over whole clips, priced per clip: use clip_layer_macs or "
+                         "network_gflops_per_clip")
+
+
+# Private and positional for the same reason as _layer_macs.
+@functools.lru_cache(maxsize=32)
+def _clip_layer_macs(network: str, frames: int, size: int, num_classes: int) -> tuple[LayerMacs, ...]:
+    with torch.random.fork_rng(devices=[]):  # see _full_precision_network
+        net = create_video_network(network, num_classes=num_classes)
+        return module_macs(net, torch.zeros(1, 3, frames, size, size))
+
+
+def clip_layer_macs(network: str, *, frames: int, size: int, num_classes: int) -> tuple[LayerMacs, ...]:
+    """Per-layer MACs of video network ``network`` (one of ``VIDEO_NETWORKS``) on one clip of
+    ``frames`` × ``size``² (fc for ``num_classes``), cached."""
+    if network not in VIDEO_NETWORKS:
+        raise ValueError(f"{network!r} is not a video network ({', '.join(VIDEO_NETWORKS)}); 2D networks are priced "
+                         "per frame: use backbone_layer_macs")
+    if min(frames, size, num_classes) < 1:
+        raise ValueError(f"frames, size and num_classes must be >= 1, got {frames}, {size}, {num_classes}")
+    return _clip_layer_macs(network, frames, size, num_classes)
+
+
+def network_gflops_per_clip(network: str, *, frames: int, size: int, num_classes: int) -> float:
+    """GFLOPs (GMACs) of one clip of ``frames`` × ``size``² at 32 bits: a video network traced on the
+    whole clip, any other network ``frames`` × its per-frame figure."""
+    if network in VIDEO_NETWORKS:
+        return sum(layer.macs for layer in clip_layer_macs(network, frames=frames, size=size,
+                                                           num_classes=num_classes)) / 1e9
+    return frames * network_gflops_per_frame(network, size=size, num_classes=num_classes)
 
 
 def bit_rate(bits: int) -> float:
@@ -284,6 +334,7 @@ def network_gflops_per_frame(
     if not isinstance(bits, int | np.integer) or isinstance(bits, bool) or not 1 <= bits <= FULL_PRECISION_BITS:
         raise ValueError(f"bits must be an int in 1..{FULL_PRECISION_BITS}, got {bits!r}")
     _check_network(network, width_mult=width_mult, bits=(int(bits),))
+    _check_per_frame(network)
     rate = bit_rate(int(bits))
     layers = backbone_layer_macs(network, size=size, num_classes=num_classes, width_mult=width_mult)
     return sum(l.macs * (rate if l.quantised or convention == "paper" else 1.0) for l in layers) / 1e9
@@ -455,18 +506,32 @@ _FLAGS = {
 }
 
 
+def _vared_force(text: str) -> tuple[int, int]:
+    """``--vared-force T,C`` → (T, C), each an alternative index in 0..2."""
+    try:
+        t_index, c_index = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected T,C (two alternative indices, e.g. 1,1), got {text!r}") from None
+    if not (0 <= t_index <= 2 and 0 <= c_index <= 2):
+        raise argparse.ArgumentTypeError(f"alternative indices are 0 (full), 1 (1/2) or 2 (1/4), got {text!r}")
+    return t_index, c_index
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = command_parser("searchlab.flops", description=(
-        "Price a network with fvcore: GFLOPs per video (every frame at one precision) and memory, per "
-        "bit-width."),
+        "Price a network with fvcore: GFLOPs per video (2D networks: every frame at one precision; 3D "
+        "networks: the whole clip) and memory, per bit-width; or VA-RED²'s dynamic network with every gate "
+        "forced to one alternative."),
         examples=["python -m searchlab.flops resnet50 --frames 16 --size 224 --bits 32 4 2",
-                  "python -m searchlab.flops mobilenet_v2 --frames 1 --size 84 --bits 32 --json"])
+                  "python -m searchlab.flops mobilenet_v2 --frames 1 --size 84 --bits 32 --json",
+                  "python -m searchlab.flops r2plus1d_18 --frames 16 --size 128 --vared-force 1,1"])
     parser.add_argument("network", help=f"network to price: {', '.join(list_networks())}")
     parser.add_argument("--frames", type=int, default=16, help="frames per video (default 16)")
     parser.add_argument("--size", type=int, default=224, help="frame side in px (default 224)")
     parser.add_argument(
         "--bits", type=int, nargs="+",
-        help="bit-widths B (default 32 4 2; mobilenet_v2 is never quantised: 32, its default, only)",
+        help="bit-widths B (default 32 4 2; mobilenet_v2 and the R(2+1)D networks are never quantised: 32, "
+             "their default, only)",
     )  # fmt: skip
     parser.add_argument("--classes", type=int, default=1000, help="fc outputs (default 1000)")
     parser.add_argument(
@@ -476,14 +541,29 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--paper-convention", action="store_true",
         help="the papers' tables: every layer's FLOPs at the reduced rate, every stored parameter at b bits",
     )  # fmt: skip
+    parser.add_argument(
+        "--vared-force", type=_vared_force, metavar="T,C",
+        help="price VA-RED²'s dynamic network per clip with every gate forced to temporal alternative T and channel "
+             "alternative C (0 full, 1 half, 2 quarter; S = 2 per dimension, 3 where an index needs it)",
+    )  # fmt: skip
+    parser.add_argument("--vared-gated", choices=("spatial", "all"), default="spatial",
+                        help="with --vared-force: which convs are gated")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    never_quantised = args.network in _UNQUANTISED or args.network in VIDEO_NETWORKS or args.vared_force
     if args.bits is None:
-        args.bits = [FULL_PRECISION_BITS] if args.network in _UNQUANTISED else [FULL_PRECISION_BITS, 4, 2]
+        args.bits = [FULL_PRECISION_BITS] if never_quantised else [FULL_PRECISION_BITS, 4, 2]
     problems = [
         _FLAGS[arg][0] + message + _FLAGS[arg][1]
         for arg, message in _network_problems(args.network, width_mult=args.width_mult, bits=args.bits)
     ]
+    if args.vared_force:
+        vared_backbones = (*VIDEO_NETWORKS, *list_backbones())
+        if args.network not in vared_backbones:
+            problems.append(f"--vared-force: VA-RED² runs on {', '.join(vared_backbones)}, not {args.network}")
+        if args.bits != [FULL_PRECISION_BITS] or args.paper_convention:
+            problems.append(f"--vared-force: the dynamic network is priced at {FULL_PRECISION_BITS} bits only "
+                            "(leave --bits and --paper-convention out)")
     for flag in ("frames", "size", "classes"):
         if getattr(args, flag) < 1:
             problems.append(f"--{flag} must be >= 1, got {getattr(args, flag)}")
@@ -496,30 +576,65 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _vared_forced_figures(args: argparse.Namespace) -> tuple[float, float, tuple[int, int]]:
+    """(GFLOPs per clip, memory MiB, (S_t, S_c)) of VA-RED²'s network with every gate forced."""
+    # imported here: the method's cost model imports this module
+    from searchlab.methods.vared.costs import vared_costs
+    from searchlab.methods.vared.network import VaredNetwork
+
+    t_index, c_index = args.vared_force
+    options = (max(2, t_index + 1), max(2, c_index + 1))
+    with torch.random.fork_rng(devices=[]):
+        network = VaredNetwork(backbone=args.network, num_classes=args.classes, frames=args.frames, size=args.size,
+                               gated=args.vared_gated, temporal_options=options[0], channel_options=options[1])
+    costs = vared_costs(network)
+    return costs.forced_gflops(t_index, c_index), costs.memory_mb, options
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (argparse exits 2 on bad arguments)."""
     args = _parse(argv)
     bits = validate_bit_widths(args.bits)
     convention = "paper" if args.paper_convention else "exact"
     network = {"num_classes": args.classes, "convention": convention, "width_mult": args.width_mult}
-    per_frame = {b: network_gflops_per_frame(args.network, size=args.size, bits=b, **network) for b in bits}
-    per_bits = {
-        str(b): {"gflops": per_frame[b] * args.frames, "memory_mb": memory_mb(args.network, bit_widths=(b,), **network)}
-        for b in bits
-    }
+    vared = None
+    if args.vared_force:
+        gflops, memory, options = _vared_forced_figures(args)
+        per_bits = {str(FULL_PRECISION_BITS): {"gflops": gflops, "memory_mb": memory}}
+        vared = {"force": list(args.vared_force), "gated": args.vared_gated, "options": list(options)}
+        counted = "per clip"
+    elif args.network in VIDEO_NETWORKS:
+        gflops = network_gflops_per_clip(args.network, frames=args.frames, size=args.size, num_classes=args.classes)
+        memory = memory_mb(args.network, bit_widths=bits, **network)
+        per_bits = {str(FULL_PRECISION_BITS): {"gflops": gflops, "memory_mb": memory}}
+        counted = "per clip"
+    else:
+        per_frame = {b: network_gflops_per_frame(args.network, size=args.size, bits=b, **network) for b in bits}
+        per_bits = {
+            str(b): {"gflops": per_frame[b] * args.frames,
+                     "memory_mb": memory_mb(args.network, bit_widths=(b,), **network)}
+            for b in bits
+        }  # fmt: skip
+        counted = "per frame"
     if args.json:
         print(json.dumps({
             "network": args.network, "frames": args.frames, "size": args.size, "classes": args.classes,
-            "width_mult": args.width_mult, "convention": convention, "per_bits": per_bits,
+            "width_mult": args.width_mult, "convention": convention, "counted": counted, "vared": vared,
+            "per_bits": per_bits,
         }))  # fmt: skip
         return 0
     width = f" (width multiplier {args.width_mult:g})" if args.network in _UNQUANTISED else ""
     print(f"{args.network}{width}: {args.frames} frames of {args.size} px, {args.classes} classes, "
           f"{convention} convention")  # fmt: skip
+    if vared:
+        print(f"VA-RED² dynamic network, {args.vared_gated} convs gated (S_t={options[0]}, S_c={options[1]}), every "
+              f"gate forced to temporal alternative {args.vared_force[0]}, channel alternative {args.vared_force[1]}")
+    print("counted per clip: the whole clip traced once (GFLOPs/frame = GFLOPs/video / frames)" if counted == "per clip"
+          else "counted per frame: one frame traced (GFLOPs/video = frames x GFLOPs/frame)")
     print(f"{'bits':>5} {'GFLOPs/video':>13} {'GFLOPs/frame':>13} {'memory MiB':>11}")
     for b in bits:
         row = per_bits[str(b)]
-        print(f"{b:>5} {row['gflops']:>13.3f} {per_frame[b]:>13.4f} {row['memory_mb']:>11.2f}")
+        print(f"{b:>5} {row['gflops']:>13.3f} {row['gflops'] / args.frames:>13.4f} {row['memory_mb']:>11.2f}")
     if len(bits) > 1:  # with one bit-width both storages are the row above
         for storage in ("any_precision", "separate"):
             mb = memory_mb(args.network, bit_widths=bits, storage=storage, **network)

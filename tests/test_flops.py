@@ -17,6 +17,7 @@ from searchlab import flops
 from searchlab.models.policy import PolicyNetwork
 from searchlab.models.quant import QuantConv2d
 from searchlab.models.registry import create_backbone, create_teacher
+from searchlab.models.video_resnet import create_video_network
 
 SIZE, CLASSES = 32, 10
 
@@ -268,8 +269,10 @@ def test_cli_json() -> None:
                   "--classes", str(CLASSES), "--json")  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert set(report) == {"network", "frames", "size", "classes", "width_mult", "convention", "per_bits"}
+    assert set(report) == {"network", "frames", "size", "classes", "width_mult", "convention", "counted", "vared",
+                           "per_bits"}
     assert (report["network"], report["frames"], report["convention"]) == ("resnet10", 4, "exact")
+    assert (report["counted"], report["vared"]) == ("per frame", None)
     assert set(report["per_bits"]) == {"32", "4", "2"}
     table = flops.action_cost_table("resnet10", decision_space=(32, 4, 2), size=SIZE, num_classes=CLASSES)
     for bits in (32, 4, 2):
@@ -360,3 +363,78 @@ def test_counting_a_policy_leaves_every_module_mode_and_state_alone(frozen_featu
     flops.policy_gflops_per_frame(policy, size=32, frames=2)
     assert {name: module.training for name, module in policy.named_modules()} == modes
     assert all(torch.equal(value, policy.state_dict()[name]) for name, value in state.items())
+
+
+def test_r2plus1d_18_layer_count_equals_the_hand_count() -> None:
+    # layer1's first spatial conv at 16 x 128: the stem halves the side (64 px), keeps the 16 frames
+    layers = {l.name: l.macs for l in flops.clip_layer_macs("r2plus1d_18", frames=16, size=128, num_classes=400)}
+    c_in, kernel, c_out = 64, 3 * 3, 144  # midplanes of a 64 -> 64 block: 64·64·27 // (64·9 + 3·64) = 144
+    assert layers["layer1.0.conv1.0.0"] == c_in * kernel * c_out * 16 * 64 * 64
+    # and its temporal conv: 144 -> 64 channels, 3 x 1 x 1
+    assert layers["layer1.0.conv1.0.3"] == 144 * 3 * 64 * 16 * 64 * 64
+    assert "(other)" not in layers
+
+
+def test_video_networks_are_priced_per_clip_only() -> None:
+    clip = flops.network_gflops_per_clip("r2plus1d_10", frames=4, size=SIZE, num_classes=CLASSES)
+    layers = flops.clip_layer_macs("r2plus1d_10", frames=4, size=SIZE, num_classes=CLASSES)
+    assert clip == pytest.approx(sum(l.macs for l in layers) / 1e9)
+    # twice the frames: exactly twice the cost (every layer's T doubles, fc and pooling aside)
+    assert flops.network_gflops_per_clip("r2plus1d_10", frames=8, size=SIZE, num_classes=CLASSES) > 1.9 * clip
+    assert flops.network_gflops_per_clip("resnet10", frames=4, size=SIZE, num_classes=CLASSES) == pytest.approx(
+        4 * flops.network_gflops_per_frame("resnet10", size=SIZE, num_classes=CLASSES))
+    with pytest.raises(ValueError, match="per clip"):
+        flops.network_gflops_per_frame("r2plus1d_10", size=SIZE, num_classes=CLASSES)
+    with pytest.raises(ValueError, match="per frame"):
+        flops.clip_layer_macs("resnet10", frames=4, size=SIZE, num_classes=CLASSES)
+    with pytest.raises(ValueError, match="never quantised"):
+        flops.memory_mb("r2plus1d_10", bit_widths=(4,), num_classes=CLASSES)
+    assert "r2plus1d_18" in flops.list_networks()
+
+
+def test_cli_prices_a_video_network_per_clip(capsys: pytest.CaptureFixture[str]) -> None:
+    common = ("--frames", "4", "--size", str(SIZE), "--classes", str(CLASSES))
+    code, out, err = _main(capsys, "r2plus1d_10", *common, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["counted"], list(report["per_bits"])) == ("per clip", ["32"])
+    assert report["per_bits"]["32"]["gflops"] == pytest.approx(
+        flops.network_gflops_per_clip("r2plus1d_10", frames=4, size=SIZE, num_classes=CLASSES))
+    model = create_video_network("r2plus1d_10", num_classes=CLASSES)
+    assert report["per_bits"]["32"]["memory_mb"] == pytest.approx(
+        sum(t.numel() * 4 for n, t in model.state_dict().items() if "num_batches" not in n) / 2**20)
+    code, out, _ = _main(capsys, "r2plus1d_10", *common)
+    assert code == 0 and "counted per clip" in out
+    code, out, _ = _main(capsys, "resnet10", *common, "--bits", "32")
+    assert code == 0 and "counted per frame" in out
+    code, _, err = _main(capsys, "r2plus1d_10", *common, "--bits", "32", "4")
+    assert code == 2 and "--bits: r2plus1d_10 is never quantised" in err
+
+
+def test_cli_prices_vared_with_every_gate_forced(capsys: pytest.CaptureFixture[str]) -> None:
+    from searchlab.methods.vared.costs import vared_costs
+    from searchlab.methods.vared.network import VaredNetwork
+
+    common = ("--frames", "4", "--size", str(SIZE), "--classes", str(CLASSES), "--json")
+    reports = {}
+    for force in ("0,0", "1,1", "0,2"):
+        code, out, err = _main(capsys, "r2plus1d_10", *common, "--vared-force", force)
+        assert code == 0, err
+        reports[force] = json.loads(out)
+    assert reports["1,1"]["vared"] == {"force": [1, 1], "gated": "spatial", "options": [2, 2]}
+    assert reports["0,2"]["vared"]["options"] == [2, 3] and reports["1,1"]["counted"] == "per clip"
+    network = VaredNetwork(backbone="r2plus1d_10", num_classes=CLASSES, frames=4, size=SIZE)
+    costs = vared_costs(network)
+    assert reports["1,1"]["per_bits"]["32"] == {"gflops": pytest.approx(costs.forced_gflops(1, 1)),
+                                                "memory_mb": pytest.approx(costs.memory_mb)}
+    # forced to the full alternatives, the dynamic network costs what the base network does
+    assert reports["0,0"]["per_bits"]["32"]["gflops"] == pytest.approx(
+        flops.network_gflops_per_clip("r2plus1d_10", frames=4, size=SIZE, num_classes=CLASSES), rel=1e-12)
+    assert reports["1,1"]["per_bits"]["32"]["gflops"] < reports["0,0"]["per_bits"]["32"]["gflops"]
+    code, out, err = _main(capsys, "resnet10", *common, "--vared-force", "1,0", "--vared-gated", "all")
+    assert code == 0, err
+    assert json.loads(out)["vared"] == {"force": [1, 0], "gated": "all", "options": [2, 2]}
+    code, _, err = _main(capsys, "mobilenet_v2", "--vared-force", "1,1", "--bits", "32", "4")
+    assert code == 2 and "VA-RED² runs on" in err and "never quantised" in err
+    code, _, err = _main(capsys, "r2plus1d_10", "--vared-force", "1")
+    assert code == 2 and "expected T,C" in err
