@@ -402,7 +402,7 @@ def video_gflops(
 
 
 def summarize_gflops(values: Sequence[float] | np.ndarray) -> dict[str, float]:
-    """Mean and 5th/95th percentiles of per-video GFLOPs (the cost is input-dependent)."""
+    """Mean, 5th/95th percentiles, min and max of per-video GFLOPs (the cost is input-dependent)."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.size == 0:
         raise ValueError("summarize_gflops needs at least one value")
@@ -410,6 +410,8 @@ def summarize_gflops(values: Sequence[float] | np.ndarray) -> dict[str, float]:
         "mean": float(arr.mean()),
         "p5": float(np.percentile(arr, 5)),
         "p95": float(np.percentile(arr, 95)),
+        "min": float(arr.min()),
+        "max": float(arr.max()),
     }
 
 

@@ -63,6 +63,11 @@ TINY: dict[str, dict[str, Any]] = {
         "arnet.joint_stage.epochs": 1, "arnet.joint_stage.batch_size": 4,
         "arnet.finetune_stage.epochs": 1, "arnet.finetune_stage.batch_size": 4,
     },
+    "vared": {
+        "vared.backbone": "resnet10", "vared.lr_batch": 4,
+        **{f"vared.{stage}.{key}": value for stage in ("base_stage", "dynamic_stage", "finetune_stage")
+           for key, value in (("epochs", 1), ("warmup_epochs", 0), ("batch_size", 4))},
+    },
 }
 #: The metric contract every method's last stage records (at least).
 CONTRACT = ("accuracy", "gflops", "gflops_p5", "gflops_p95", "memory_mb", "skip_fraction", "usage")
@@ -79,6 +84,7 @@ def tiny_config(name: str, manifest: str | Path = "data/manifest.parquet") -> Tr
 def test_every_registered_method_has_a_tiny_trial() -> None:
     assert sorted(TINY) == METHODS, "add the new method's tiny overrides to TINY (and COUNTS)"
     assert sorted(COUNTS) == METHODS, "add the new method's inference-path counter to COUNTS"
+    assert sorted(DECISIONS) == METHODS, "add the check of the new method's bundle decisions to DECISIONS"
 
 
 # --- 1. defaults ---------------------------------------------------------------------------------------
@@ -116,7 +122,7 @@ def test_another_methods_section_is_an_error_naming_it(name: str) -> None:
 ALTERNATIVES: dict[str, str] = {
     "synthetic": "fcvid", "auto": "top1", "resnet10": "resnet18", "resnet18": "resnet10", "resnet50": "resnet18",
     "distill": "labels", "flops": "official", "argmax": "sample", "epoch": "iteration", "nearest": "bilinear",
-    "exponential": "constant",
+    "exponential": "constant", "spatial": "all", "depthwise": "copy", "cheapest": "zero", "expected": "largest",
 }
 #: Keys the generic rules cannot change alone into a valid trial: dotted key -> the overrides that change it.
 COMMON_CHANGES: dict[str, dict[str, Any]] = {
@@ -137,6 +143,12 @@ CHANGES: dict[str, dict[str, dict[str, Any]]] = {
         "arnet.joint_stage.temperature.kind": {"arnet.joint_stage.temperature": {"kind": "constant", "tau0": 5.0}},
         "arnet.finetune_stage.temperature.kind": {"arnet.finetune_stage.temperature": {"kind": "constant",
                                                                                        "tau0": 0.6}},
+    },
+    "vared": {
+        "vared.gate_hidden": {"vared.gate_hidden": 32},  # null (the default size) -> a given size
+        # a warm-up must end before the last epoch
+        **{f"vared.{stage}.warmup_epochs": {f"vared.{stage}.epochs": 2, f"vared.{stage}.warmup_epochs": 1}
+           for stage in ("base_stage", "dynamic_stage", "finetune_stage")},
     },
 }
 
@@ -486,21 +498,15 @@ def _arnet_price(config: TrialConfig, model: nn.Module) -> Callable[[Tensor], np
     return lambda actions: price(actions)["gflops"]
 
 
-COUNTS: dict[str, InferenceCount] = {
-    "videoiq": InferenceCount(_videoiq_build, _videoiq_decisions, _videoiq_count, _videoiq_price),
-    "arnet": InferenceCount(_arnet_build, _arnet_decisions, _arnet_count, _arnet_price),
-}
-
-
 class _Infer(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, mode: str | None = "argmax") -> None:
         super().__init__()
-        self.model = model
+        self.model, self.mode = model, mode
 
-    def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
-        # the actions too: a traced graph keeps only what its outputs depend on (an all-skipped clip's
+    def forward(self, frames: Tensor) -> Any:
+        # the decisions too: a traced graph keeps only what its outputs depend on (an all-skipped clip's
         # logits do not depend on the policy)
-        return self.model.infer(frames, mode="argmax")
+        return self.model.infer(frames) if self.mode is None else self.model.infer(frames, mode=self.mode)
 
 
 def _inference_macs(model: nn.Module, clip: Tensor, forced: Tensor) -> tuple[dict[str, int], Tensor]:
@@ -535,9 +541,13 @@ def _inference_macs(model: nn.Module, clip: Tensor, forced: Tensor) -> tuple[dic
     return by_module, taken
 
 
-@pytest.mark.parametrize("name", METHODS)
-def test_the_cost_model_counts_what_the_inference_path_runs(name: str) -> None:
-    case, config = COUNTS[name], tiny_config(name)
+#: (label, fvcore's count, the cost model's price) of one clip, in GFLOPs, per decision tried.
+Pairs = Iterator[tuple[str, float, float]]
+
+
+def _policy_pairs(case: InferenceCount, config: TrialConfig) -> Pairs:
+    """A policy method: the policy forced to each decision sequence of ``case.decisions`` (covering
+    every action), the traced path counted by ``case.count``, the decisions priced by ``case.price``."""
     torch.manual_seed(0)
     model = case.build(config, 4).eval()
     price = case.price(config, model)
@@ -550,9 +560,63 @@ def test_the_cost_model_counts_what_the_inference_path_runs(name: str) -> None:
         # the forced policy took the decisions a replay of them takes (skip windows applied)
         assert torch.equal(taken, model.infer(clip, actions=forced)[1]), decisions
         seen |= set(taken.argmax(-1).flatten().tolist())
-        counted, priced = case.count(model, by_module, taken), price(taken)
-        assert priced.shape == (1,) and float(priced[0]) == pytest.approx(counted, rel=1e-9, abs=0), decisions
+        priced = price(taken)
+        assert priced.shape == (1,)
+        yield str(decisions), case.count(model, by_module, taken), float(priced[0])
     assert seen == set(range(model.policy.num_actions)), "the decisions cover every action"
+
+
+def _fixed_gate(v_t: Tensor, v_c: Tensor) -> Callable[..., tuple[Tensor, Tensor]]:
+    """A forward hook setting a gate's weights; ``* 0 +`` keeps the gate in the traced graph (it runs)."""
+    return lambda module, inputs, output: (output[0] * 0 + v_t, output[1] * 0 + v_c)
+
+
+def _vared_pairs(config: TrialConfig) -> Pairs:
+    """VA-RED²: the gates' weights set at their outputs to patterns that switch alternatives off (layer l
+    of trial k takes pattern (k + l) mod 4), so each layer's largest computed alternative and its cheap
+    ops vary; the traced inference path, gates included, counted by fvcore whole, priced by the cost
+    model from the weights ``infer`` reports."""
+    from searchlab.flops import _macs_by_module
+    from searchlab.methods.vared.build import build_network
+    from searchlab.methods.vared.costs import vared_costs
+    from searchlab.methods.vared.evaluate import vared_price
+
+    torch.manual_seed(0)
+    frames, size = config.data.frames, config.data.crop_size
+    network = build_network(config.vared, num_classes=4, frames=frames, size=size).eval()
+    price = vared_price(vared_costs(network))
+    gates = [layer.gate for _, layer in network.gated_layers()]
+    patterns = [(torch.tensor([1.0, 1.0]), torch.tensor([1.0, 1.0])), (torch.tensor([0.0, 0.7]), torch.tensor([0.0, 0.4])),
+                (torch.tensor([0.3, 0.0]), torch.tensor([0.0, 0.9])), (torch.tensor([0.0, 0.5]), torch.tensor([0.6, 0.2]))]
+    for trial in range(len(patterns)):
+        handles = [gate.register_forward_hook(_fixed_gate(*patterns[(trial + layer) % len(patterns)]))
+                   for layer, gate in enumerate(gates)]
+        try:
+            clip = torch.randn(1, frames, 3, size, size)
+            with torch.no_grad():
+                decisions = network.infer(clip)[1]
+                counted = _macs_by_module(_Infer(network, mode=None), (clip,))[""] / 1e9
+        finally:
+            for handle in handles:
+                handle.remove()
+        yield f"pattern {trial}", counted, float(price(decisions)["gflops"][0])
+
+
+COUNTS: dict[str, Callable[[TrialConfig], Pairs]] = {
+    "videoiq": lambda config: _policy_pairs(InferenceCount(_videoiq_build, _videoiq_decisions, _videoiq_count,
+                                                           _videoiq_price), config),
+    "arnet": lambda config: _policy_pairs(InferenceCount(_arnet_build, _arnet_decisions, _arnet_count, _arnet_price),
+                                          config),
+    "vared": _vared_pairs,
+}
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_the_cost_model_counts_what_the_inference_path_runs(name: str) -> None:
+    pairs = list(COUNTS[name](tiny_config(name)))
+    assert pairs
+    for label, counted, priced in pairs:
+        assert priced == pytest.approx(counted, rel=1e-9, abs=0), label
 
 
 # --- 5. a bundle round-trips ---------------------------------------------------------------------------
@@ -583,6 +647,25 @@ def _write_bundle(chain: Chain, folder: Path) -> dict[str, Any]:
     return card
 
 
+def _one_hot_per_frame(decisions: Tensor, *, frames: int, actions: int) -> None:
+    assert decisions.shape == (1, frames, actions)
+    assert torch.equal(decisions.sum(-1), torch.ones(1, frames)) and set(decisions.unique().tolist()) <= {0.0, 1.0}
+
+
+def _gate_weights(decisions: Any, *, frames: int, actions: int) -> None:
+    """VA-RED²: gate weights in [0, 1) per gated layer, each dimension with a non-zero weight (the
+    default zero-gate rule), one usage entry per (temporal, channel) pair."""
+    temporal, channel = decisions
+    assert temporal.shape[:2] == channel.shape[:2] and temporal.shape[2] * channel.shape[2] == actions
+    for weights in (temporal, channel):
+        assert ((weights >= 0) & (weights <= 1)).all() and (weights > 0).any(dim=2).all()
+
+
+#: Per method: the check of what its bundle's ``predict`` returns beside the probabilities.
+DECISIONS: dict[str, Callable[..., None]] = {"videoiq": _one_hot_per_frame, "arnet": _one_hot_per_frame,
+                                             "vared": _gate_weights}
+
+
 @pytest.mark.parametrize("name", METHODS)
 def test_a_bundle_round_trips_and_reproduces_the_recorded_metrics(name: str, chains, tmp_path) -> None:
     from searchlab.deploy import load
@@ -600,8 +683,7 @@ def test_a_bundle_round_trips_and_reproduces_the_recorded_metrics(name: str, cha
     assert probabilities.shape == (1, len(deployed.class_names)) and (probabilities >= 0).all()
     assert float(probabilities.sum()) == pytest.approx(1.0, abs=1e-5)
     recorded = chain.metrics
-    assert actions.shape == (1, data.frames, len(recorded["usage"]))
-    assert torch.equal(actions.sum(-1), torch.ones(1, data.frames)) and set(actions.unique().tolist()) <= {0.0, 1.0}
+    DECISIONS[name](actions, frames=data.frames, actions=len(recorded["usage"]))
 
     dataset = eval_dataset(data, manifest=chain.manifest, root=chain.root, split="val", seed=deployed.config.seed)
     measured = chain.method.bundle.measure(

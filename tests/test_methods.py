@@ -31,9 +31,10 @@ B = Stage(name="b", needs=("a",), depends_on=("stage2",), shared=False, build=_n
 
 
 def test_the_methods_are_registered_with_their_stages_in_running_order() -> None:
-    assert list_methods() == ["arnet", "videoiq"] and list_methods("video*") == ["videoiq"]
+    assert list_methods() == ["arnet", "vared", "videoiq"] and list_methods("v*") == ["vared", "videoiq"]
     assert [stage.name for stage in get_method("videoiq").stages] == ["teacher", "stage1", "outputs", "stage2"]
     assert [stage.name for stage in get_method("arnet").stages] == ["backbone", "joint", "finetune"]
+    assert [stage.name for stage in get_method("vared").stages] == ["base", "dynamic", "finetune"]
     # the configuration has a section for every registered method, and no other
     assert sorted(METHOD_SECTIONS) == list_methods()
     with pytest.raises(KeyError, match="unknown method 'nope'; registered: .*videoiq"):

@@ -1,5 +1,5 @@
 """One trial's settings: the sections of `TrialConfig` (data, resources, and the sections of its
-method: model, teacher, stage1, stage2 for VideoIQ; arnet for AR-Net), their cross-section checks,
+method: model, teacher, stage1, stage2 for VideoIQ; arnet for AR-Net; vared for VA-RED²), their cross-section checks,
 and parsing a tree into one."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from searchlab.config._limits import (
     Side,
 )
 from searchlab.methods.arnet.config import ARNetConfig
+from searchlab.methods.vared.config import VaredConfig
 from searchlab.sections import Strict as _Strict, TemperatureConfig, _official_temperature
 
 
@@ -203,8 +204,9 @@ class ResourcesConfig(_Strict):
 METHOD_SECTIONS: dict[str, tuple[str, ...]] = {
     "videoiq": ("model", "teacher", "stage1", "stage2"),
     "arnet": ("arnet",),
+    "vared": ("vared",),
 }
-MethodName = Literal["videoiq", "arnet"]
+MethodName = Literal["videoiq", "arnet", "vared"]
 
 
 class TrialConfig(_Strict):
@@ -217,14 +219,16 @@ class TrialConfig(_Strict):
     stage1: Stage1Config = Stage1Config()
     stage2: Stage2Config = Stage2Config()
     arnet: ARNetConfig | None = Field(None, description="AR-Net's section (method: arnet); defaults when omitted")
+    vared: VaredConfig | None = Field(None, description="VA-RED²'s section (method: vared); defaults when omitted")
     resources: ResourcesConfig = ResourcesConfig()
 
     @model_validator(mode="before")
     @classmethod
     def _method_section_present(cls, tree: Any) -> Any:
         """A method's own section defaults to its defaults, as VideoIQ's sections do."""
-        if isinstance(tree, dict) and tree.get("method") == "arnet" and tree.get("arnet") is None:
-            return {**tree, "arnet": {}}
+        if isinstance(tree, dict) and tree.get("method") in METHOD_SECTIONS and tree.get("method") != "videoiq":
+            missing = {section: {} for section in METHOD_SECTIONS[tree["method"]] if tree.get(section) is None}
+            return {**tree, **missing}
         return tree
 
     @field_validator("name")

@@ -24,6 +24,7 @@ __all__ = ["Bundle", "FanOut", "Method", "Stage", "depends_on_key", "get_method"
 _REGISTRY: dict[str, str] = {
     "videoiq": "searchlab.methods.videoiq.method:VIDEOIQ",
     "arnet": "searchlab.methods.arnet.method:ARNET",
+    "vared": "searchlab.methods.vared.method:VARED",
 }
 
 

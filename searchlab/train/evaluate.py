@@ -151,15 +151,17 @@ def video_outputs(
     *,
     videos: Sequence[int],
     price: Callable[[Tensor], Mapping[str, np.ndarray]],
-    mode: str,
+    mode: str | None,
     seed: int,
     device: torch.device,
     loader_workers: int = 0,
 ) -> dict[str, Tensor]:
     """Per-clip outputs of a dynamic network's inference path on the given videos (rows of the split):
-    ``scores`` (softmax), what ``price(actions)`` returns per clip (``gflops``, ...), ``usage``
-    (frames per action), ``label``, ``target``, ``index``. ``model.infer(frames, mode=...)`` returns
-    (video logits, one-hot actions (N, T, |actions|)).
+    ``scores`` (softmax), what ``price(decisions)`` returns per clip (``gflops``, ...), ``usage``
+    (decisions per action), ``label``, ``target``, ``index``. ``model.infer(frames, mode=...)``
+    returns (video logits, decisions): one-hot actions (N, T, |actions|), whose sum over T is the
+    usage, or anything else its ``price`` reads, which then returns ``usage`` itself (VA-RED²'s gate
+    weights per layer). ``mode`` None calls ``model.infer(frames)`` (a network with one inference path).
 
     Each video's K clips form one batch, and a "sample"-mode policy draws from a generator seeded
     by (seed, video), so a video's outputs are the same whichever process scores it with whatever
@@ -173,10 +175,12 @@ def video_outputs(
     for video, batch in zip(videos, loader):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed * 1_000_003 + video)
-            logits, actions = model.infer(batch["frames"].to(device), mode=mode)
-        outputs = {"scores": logits.softmax(dim=-1), **{k: torch.from_numpy(v) for k, v in price(actions).items()},
-                   "usage": actions.sum(dim=1), "label": batch["label"], "target": batch["target"],
-                   "index": batch["index"]}
+            frames = batch["frames"].to(device)
+            logits, decisions = model.infer(frames) if mode is None else model.infer(frames, mode=mode)
+        priced = {k: torch.from_numpy(v) for k, v in price(decisions).items()}
+        usage = priced.pop("usage") if "usage" in priced else decisions.sum(dim=1)
+        outputs = {"scores": logits.softmax(dim=-1), **priced, "usage": usage, "label": batch["label"],
+                   "target": batch["target"], "index": batch["index"]}
         for key, value in outputs.items():
             parts.setdefault(key, []).append(value.detach().cpu())
     return {key: torch.cat(values) for key, values in parts.items()}

@@ -9,6 +9,7 @@ workers decode the clips. ``VideoClipDataset`` draws its augmentation from
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from searchlab.config import DataConfig
 from searchlab.data.manifest import SPLITS, Manifest, ManifestError, read_manifest
 from searchlab.data.video import EvalClipTransform, TrainClipTransform, VideoClipDataset
 
-__all__ = ["EpochSampler", "clip_dataset", "load_manifest", "make_loader"]
+__all__ = ["EpochSampler", "TrainData", "clip_dataset", "load_manifest", "make_loader", "train_split"]
 
 # Every stage trains on the train split and evaluates on the val split.
 _STAGE_SPLITS: tuple[str, ...] = ("train", "val")
@@ -103,14 +104,53 @@ class EpochSampler(Sampler[int]):
         return -(-self.size // self.world_size)
 
 
-def make_loader(dataset: Dataset, *, sampler: EpochSampler, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
-    """DataLoader whose worker processes persist across epochs (decoding is the bottleneck)."""
+def make_loader(
+    dataset: Dataset, *, sampler: EpochSampler, batch_size: int, workers: int, pin_memory: bool, drop_last: bool = False
+) -> DataLoader:
+    """DataLoader whose worker processes persist across epochs (decoding is the bottleneck).
+    ``drop_last``: no short last batch (a layer with BatchNorm over a batch of one cannot train)."""
     return DataLoader(
         dataset,
         sampler=sampler,
         batch_size=batch_size,
+        drop_last=drop_last,
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=pin_memory,
         prefetch_factor=4 if workers > 0 else None,
     )
+
+
+@dataclass
+class TrainData:
+    """This rank's training batches; ``epoch(e)`` sets the data order and augmentation of epoch e."""
+
+    manifest: Manifest
+    root: Path
+    dataset: VideoClipDataset
+    sampler: EpochSampler
+    loader: DataLoader
+
+    def epoch(self, epoch: int) -> DataLoader:
+        self.sampler.set_epoch(epoch)
+        self.dataset.set_epoch(epoch)
+        return self.loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
+def train_split(
+    data: DataConfig, *, seed: int, rank: int, world_size: int, batch_size: int, pin_memory: bool,
+    drop_last: bool = False,
+) -> TrainData:
+    """The manifest and this rank's share of the training split's clips, shuffled per epoch."""
+    manifest, root = load_manifest(data)
+    dataset = clip_dataset(data, manifest=manifest, root=root, split="train", train=True, seed=seed)
+    sampler = EpochSampler(len(dataset), rank=rank, world_size=world_size, shuffle=True, seed=seed)
+    if drop_last and len(sampler) < batch_size:
+        raise ValueError(f"this rank has {len(sampler)} training clips, fewer than one batch of {batch_size}; "
+                         "lower the stage's batch_size")
+    loader = make_loader(dataset, sampler=sampler, batch_size=batch_size, workers=data.loader_workers,
+                         pin_memory=pin_memory, drop_last=drop_last)
+    return TrainData(manifest=manifest, root=root, dataset=dataset, sampler=sampler, loader=loader)

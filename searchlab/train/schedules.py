@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["WindowedCosine", "cosine_scheduler"]
+__all__ = ["WarmupCosine", "WindowedCosine", "cosine_scheduler", "warmup_cosine_scheduler"]
 
 
 class WindowedCosine:
@@ -39,3 +39,23 @@ def cosine_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, [WindowedCosine(start=start, stop=stop) for start, stop in windows]
     )
+
+
+class WarmupCosine:
+    """Factor of a linear warm-up from 0 over ``warmup`` steps, then a cosine decay to 0 at ``total``."""
+
+    def __init__(self, *, warmup: int, total: int) -> None:
+        if not 0 <= warmup < total:
+            raise ValueError(f"warm-up {warmup} must be in [0, total steps {total})")
+        self.warmup, self.cosine = warmup, WindowedCosine(start=warmup, stop=total)
+
+    def __call__(self, step: int) -> float:
+        # step + 1: the first step already trains at a non-zero lr
+        return (step + 1) / self.warmup if step < self.warmup else self.cosine(step)
+
+
+def warmup_cosine_scheduler(
+    optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Every parameter group warms up linearly, then decays on one cosine (VA-RED²'s recipe)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup=warmup_steps, total=total_steps))

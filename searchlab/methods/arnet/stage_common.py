@@ -15,18 +15,14 @@ and per stage: ``resolution_index`` (backbone), ``backbone_dirs`` and optional `
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from searchlab.config import DataConfig
-from searchlab.data.manifest import Manifest
-from searchlab.data.video import VideoClipDataset
 from searchlab.methods.arnet.config import ARNetConfig
-from searchlab.train.loader import EpochSampler, clip_dataset, load_manifest, make_loader
+from searchlab.train.loader import TrainData, train_split
 from searchlab.train.worker import Worker
 
 __all__ = ["LoopInputs", "TrainData", "clip_norm", "train_data"]
@@ -66,33 +62,10 @@ class LoopInputs:
                 "arnet": self.arnet.model_dump(mode="json"), **extra}
 
 
-@dataclass
-class TrainData:
-    """This rank's training batches; ``epoch(e)`` sets the data order and augmentation of epoch e."""
-
-    manifest: Manifest
-    root: Path
-    dataset: VideoClipDataset
-    sampler: EpochSampler
-    loader: DataLoader
-
-    def epoch(self, epoch: int) -> DataLoader:
-        self.sampler.set_epoch(epoch)
-        self.dataset.set_epoch(epoch)
-        return self.loader
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-
 def train_data(inputs: LoopInputs, worker: Worker, *, batch_size: int) -> TrainData:
     """The manifest and the training split's TSN clips for this rank."""
-    manifest, root = load_manifest(inputs.data)
-    dataset = clip_dataset(inputs.data, manifest=manifest, root=root, split="train", train=True, seed=inputs.seed)
-    sampler = EpochSampler(len(dataset), rank=worker.rank, world_size=worker.world_size, shuffle=True, seed=inputs.seed)
-    loader = make_loader(dataset, sampler=sampler, batch_size=batch_size, workers=inputs.data.loader_workers,
-                         pin_memory=worker.device.type == "cuda")
-    return TrainData(manifest=manifest, root=root, dataset=dataset, sampler=sampler, loader=loader)
+    return train_split(inputs.data, seed=inputs.seed, rank=worker.rank, world_size=worker.world_size,
+                       batch_size=batch_size, pin_memory=worker.device.type == "cuda")
 
 
 def clip_norm(parameters: list[torch.nn.Parameter], *, max_norm: float) -> Tensor:
