@@ -242,18 +242,20 @@ class DynamicConv(nn.Module):
         computed = y_c if step == 1 else y_c[(slice(None),) * dim + (slice(None, None, step),)]
         if stride == 1:
             return computed
-        kept = computed.shape[dim]
-        parts = [computed]
+        # each output frame is written once: computed frames at iR, Φ^t_k's at iR + k
+        shape = list(computed.shape)
+        shape[dim] = self.frames_out
+        out = computed.new_empty(shape)
+        out[self._every(stride, start=0, count=computed.shape[dim])] = computed
         for k, op in enumerate(self.temporal_ops[j - 1], start=1):
-            count = max(0, -(-(self.frames_out - k) // stride))  # frames iR + k that exist
-            if count == 0:
-                parts.append(torch.zeros_like(computed))
-                continue
-            part = op(computed.narrow(dim, 0, count))
-            if count < kept:  # pad in time; the padding falls beyond the last output frame
-                part = F.pad(part, (0, 0) * (part.dim() - 1 - dim) + (0, kept - count))
-            parts.append(part)
-        return torch.stack(parts, dim=dim + 1).flatten(dim, dim + 1).narrow(dim, 0, self.frames_out)
+            count = -(-(self.frames_out - k) // stride)  # frames iR + k that exist
+            if count > 0:
+                out[self._every(stride, start=k, count=count)] = op(computed.narrow(dim, 0, count))
+        return out
+
+    def _every(self, stride: int, *, start: int, count: int) -> tuple[slice, ...]:
+        """Index of frames start, start + stride, ... (``count`` of them) along the time dimension."""
+        return (slice(None),) * self.layout.time_dim + (slice(start, start + stride * (count - 1) + 1, stride),)
 
     def _alternative(self, clip: Tensor, t: int, c: int) -> Tensor:
         y = self._conv(clip, channels=self.channels[c], stride=self.strides[t])
