@@ -220,6 +220,14 @@ def test_network_gates_the_chosen_convs_and_infer_equals_forward(backbone: str, 
         network(torch.zeros(1, FRAMES + 1, 3, SIZE, SIZE))
 
 
+@pytest.mark.parametrize("backbone", ["r2plus1d_10", "resnet10"])
+def test_a_training_step_reaches_every_parameter(backbone: str) -> None:
+    network = _network(backbone, gated="all", channel_options=3, temporal_options=3).train()
+    loss = nn.functional.cross_entropy(network(_clips(2)), torch.tensor([0, 1]))
+    loss.backward()
+    assert not [name for name, p in network.named_parameters() if p.grad is None]
+
+
 def test_force_is_a_setter_and_a_context_manager() -> None:
     network = _network("resnet10")
     with network.force((1, 0)):
