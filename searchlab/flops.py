@@ -122,6 +122,9 @@ def _macs_by_module(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict
     analysis.set_op_handle(**dict.fromkeys(_IGNORED_OPS))
     # The policy's antialiased resize: priced like fvcore prices plain bilinear resizing.
     analysis.set_op_handle("aten::_upsample_bilinear2d_aa", elementwise_flop_counter(0, 4))
+    # A fused per-element multiply-add (VA-RED²'s cheap ops): one MAC per output element, as fvcore
+    # prices the depthwise 1x1 convolution it stands for.
+    analysis.set_op_handle("aten::addcmul", elementwise_flop_counter(0, 1))
     # R(2+1)D's final pooling: one add per input element, as fvcore prices adaptive_avg_pool2d.
     analysis.set_op_handle("aten::adaptive_avg_pool3d", elementwise_flop_counter(1, 0))
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")

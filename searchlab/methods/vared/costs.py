@@ -129,8 +129,9 @@ def vared_costs(model: VaredNetwork) -> VaredCosts:
     """
     layers = model.gated_layers()
     shapes: dict[str, tuple[int, ...]] = {}  # each layer's output shape (ints: under tracing they are tensors)
-    hooks = [layer.register_forward_hook(lambda module, args, out, name=name: shapes.__setitem__(name, tuple(map(int, out.shape))))
-             for name, layer in layers]
+    hooks = [layer.register_forward_hook(
+        lambda module, args, out, name=name: shapes.__setitem__(name, tuple(map(int, out.shape))))
+        for name, layer in layers]
     clip = torch.zeros(1, model.frames, 3, model.size, model.size, device=next(model.parameters()).device)
     try:
         with model.force((0, 0)), torch.random.fork_rng(devices=[]):

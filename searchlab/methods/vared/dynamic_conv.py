@@ -8,7 +8,8 @@ kernel: every alternative shares its weights). Alternatives, on two dimensions:
   generated channel m reads computed channel m mod C_i;
 * temporal j = 0..S_t−1: compute every R_j = 2^j-th output frame (the conv's temporal stride × R_j;
   for a per-frame Conv2d, every R_j-th input frame), and make frame iR + k (0 < k < R) from computed
-  frame iR with the position-specific cheap op Φ^t_{j,k} (eq. 3.1).
+  frame iR with the position-specific cheap op Φ^t_{j,k} (eq. 3.1; one op per position k that
+  occurs, k < T_out).
 
 Mixing (eq. 3.5): Y_c = Σ_i V_c[i]·f^c(X, r_i), Y = Σ_j V_t[j]·f^t(Y_c, R_j). Three forward paths, one
 semantics:
@@ -90,7 +91,7 @@ def _problems(
         problems.append("conv must have groups=1, zero padding and numeric padding (its filters are sliced)")
     if frames < 1:
         problems.append(f"frames={frames} must be >= 1")
-    if not 1 <= channel_options or conv.out_channels < 2 ** (channel_options - 1):
+    if channel_options < 1 or conv.out_channels < 2 ** (channel_options - 1):
         problems.append(f"channel_options={channel_options} needs >= 1 and out_channels >= 2^(options-1) "
                         f"(the conv has {conv.out_channels})")
     if temporal_options < 1:
@@ -144,8 +145,11 @@ class DynamicConv(nn.Module):
         out = conv.out_channels
         self.channel_ops = nn.ModuleList(
             make_cheap_op(cheap_op, channels=out - c, layout=self.layout) for c in self.channels[1:])
+        # Φ^t_{j,k} only for positions k that occur in the output (k < T_out): a short clip (R(2+1)D's
+        # last stage sees 1-2 frames) would leave the others without gradient, which DDP refuses
         self.temporal_ops = nn.ModuleList(
-            nn.ModuleList(make_cheap_op(cheap_op, channels=out, layout=self.layout) for _ in range(1, r))
+            nn.ModuleList(make_cheap_op(cheap_op, channels=out, layout=self.layout)
+                          for _ in range(1, min(r, self.frames_out)))
             for r in self.strides[1:])
         self.infer_mode = False
         self._forced: tuple[int, int] | None = None
@@ -242,18 +246,19 @@ class DynamicConv(nn.Module):
         computed = y_c if step == 1 else y_c[(slice(None),) * dim + (slice(None, None, step),)]
         if stride == 1:
             return computed
-        kept = computed.shape[dim]
-        parts = [computed]
+        # each output frame is written once: computed frames at iR, Φ^t_k's at iR + k
+        shape = list(computed.shape)
+        shape[dim] = self.frames_out
+        out = computed.new_empty(shape)
+        out[self._every(stride, start=0, count=computed.shape[dim])] = computed
         for k, op in enumerate(self.temporal_ops[j - 1], start=1):
-            count = max(0, -(-(self.frames_out - k) // stride))  # frames iR + k that exist
-            if count == 0:
-                parts.append(torch.zeros_like(computed))
-                continue
-            part = op(computed.narrow(dim, 0, count))
-            if count < kept:  # pad in time; the padding falls beyond the last output frame
-                part = F.pad(part, (0, 0) * (part.dim() - 1 - dim) + (0, kept - count))
-            parts.append(part)
-        return torch.stack(parts, dim=dim + 1).flatten(dim, dim + 1).narrow(dim, 0, self.frames_out)
+            count = -(-(self.frames_out - k) // stride)  # frames iR + k that exist (k < T_out: at least one)
+            out[self._every(stride, start=k, count=count)] = op(computed.narrow(dim, 0, count))
+        return out
+
+    def _every(self, stride: int, *, start: int, count: int) -> tuple[slice, ...]:
+        """Index of frames start, start + stride, ... (``count`` of them) along the time dimension."""
+        return (slice(None),) * self.layout.time_dim + (slice(start, start + stride * (count - 1) + 1, stride),)
 
     def _alternative(self, clip: Tensor, t: int, c: int) -> Tensor:
         y = self._conv(clip, channels=self.channels[c], stride=self.strides[t])
