@@ -464,8 +464,9 @@ def mit_candidates(
     validationSet.csv), FILENAME (e.g. `blocking/getty-karate-video-id635808620_4.mp4`) relative to the
     split's video folder `folders[split]`; LABEL a name from the categories file.
 
-    The id is FILENAME without its extension (names repeat across class folders, so the class folder
-    stays in it). Every bad row is reported at once, naming its file and line.
+    The id is the video's path under --videos without its extension (`training/blocking/getty-...`):
+    the split and class folders keep ids unique where file names are not. Every bad row is reported
+    at once, naming its file and line.
     """
     index = {name: i for i, name in enumerate(class_names)}
     candidates, problems = [], []
@@ -482,8 +483,7 @@ def mit_candidates(
                 problems.append(f"{where} ({filename}): label {label!r} is not in the categories file")
             else:
                 rel = posixpath.join(folders[split], filename) if folders[split] else filename
-                video_id = posixpath.splitext(filename)[0]
-                candidates.append(Candidate(video_id, split, (index[label],), rel_path=rel))
+                candidates.append(Candidate(posixpath.splitext(rel)[0], split, (index[label],), rel_path=rel))
     if problems:
         raise _problems("the Moments in Time CSVs (fix or remove these rows)", problems)
     return candidates
