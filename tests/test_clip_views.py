@@ -136,6 +136,7 @@ def test_three_crop_dense_evaluation_views_are_left_centre_right_of_each_clip(la
         list(range(_FRAMES))).asnumpy()).permute(0, 3, 1, 2)
     assert (raw[:, 1].float().mean(dim=(1, 2)) / 6).round().tolist() == list(range(_FRAMES))  # green = frame number
     views = [dataset[v] for v in range(6)]
+    assert dataset.failure_stats().reads == 2  # each clip decoded once for its three crops
     assert all(int(view["index"]) == 0 for view in views)  # one video: scores average per index
     # window (4 - 1) * 3 + 1 = 10 frames of 40: clip starts 0 and 30; crops at left 0, 16, 32 (top 8)
     for clip, start in enumerate((0, 30)):
