@@ -4,6 +4,7 @@ views of a real landscape MP4 through clip_dataset (every method's evaluation) a
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import decord
@@ -18,6 +19,7 @@ from searchlab.data.synthetic import write_mp4
 from searchlab.data.video import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    SAMPLINGS,
     EvalClipTransform,
     clip_indices,
     crop_offsets,
@@ -193,6 +195,7 @@ def test_view_options_are_checked_with_the_fix(overrides: dict[str, object], mes
 
 
 def test_view_options_defaults_and_views() -> None:
+    assert typing.get_args(DataConfig.model_fields["sampling"].annotation) == SAMPLINGS  # the config's = the loader's
     data = _data()
     assert (data.sampling, data.frame_stride, data.eval_crops, data.eval_views) == ("tsn", 1, 1, 1)
     assert _data(sampling="dense", frame_stride=8, eval_clips=10, eval_crops=3).eval_views == 30

@@ -124,9 +124,9 @@ class DataConfig(_Strict):
         clip = f"a dense clip of frames {self.frames} at frame_stride {self.frame_stride} spans {window} video frames"
         if window > MAX_DENSE_WINDOW:
             raise ValueError(f"{clip}, above the limit {MAX_DENSE_WINDOW}; lower frame_stride or frames")
-        available = self.synthetic.frames if self.synthetic is not None else window
-        if window > available:
-            widest = (available - 1) // (self.frames - 1)
+        if self.synthetic is not None and window > self.synthetic.frames:
+            available = self.synthetic.frames
+            widest = (available - 1) // (self.frames - 1)  # frames > 1 here: one frame always fits
             fix = f"lower frame_stride to at most {widest}" if widest >= 1 else f"lower frames to at most {available}"
             raise ValueError(f"{clip}, but the synthetic videos have {available}: {fix}, or raise synthetic.frames")
         return self
