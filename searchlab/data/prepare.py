@@ -57,7 +57,7 @@ _SPLIT_NAMES = {
 _KEY_COLUMNS = ("path", "video_path", "video_id", "video", "id", "youtube_id", "key")
 _DEFAULT_CLASSES = {"fcvid": 239, "minisports": 487}
 # Moments in Time's release keeps each split's videos in its own folder, which its CSV paths omit.
-MIT_FOLDERS = {"train": "training", "val": "validation"}
+_MIT_FOLDERS = {"train": "training", "val": "validation"}
 # How many problem lines one error shows; it always says how many there are.
 _MAX_LISTED = 20
 
@@ -686,8 +686,8 @@ def _build_parser() -> argparse.ArgumentParser:
     mit.add_argument("--train-csv", type=Path, help="trainingSet.csv")
     mit.add_argument("--val-csv", type=Path, help="validationSet.csv")
     mit.add_argument("--categories", required=True, type=Path, help="moments_categories.txt")
-    mit.add_argument("--train-folder", default=MIT_FOLDERS["train"], help="folder under --videos holding the training videos; '' for --videos itself (default %(default)s)")
-    mit.add_argument("--val-folder", default=MIT_FOLDERS["val"], help="folder under --videos holding the validation videos; '' for --videos itself (default %(default)s)")
+    mit.add_argument("--train-folder", default=_MIT_FOLDERS["train"], help="folder under --videos holding the training videos; '' for --videos itself (default %(default)s)")
+    mit.add_argument("--val-folder", default=_MIT_FOLDERS["val"], help="folder under --videos holding the validation videos; '' for --videos itself (default %(default)s)")
     _add_common(mit, out_help="manifest file to write")
     return parser
 
