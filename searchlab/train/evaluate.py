@@ -2,8 +2,8 @@
 
 Every rank scores its share of the evaluation items; the per-item outputs are gathered to every rank
 and combined per video (the K clips × 1 or 3 crops of multi-view evaluation: scores averaged, costs
-summed, so a video's GFLOPs grow with its number of views). Scores are softmax
-probabilities, so averaging clips and ranking videos for mAP use comparable numbers. A dynamic
+summed, so a video's GFLOPs grow with its number of views). Scores are softmax probabilities, so
+averaging views and ranking videos for mAP use comparable numbers. A dynamic
 network's recorded figures come from its inference path on decoded clips (``video_outputs``, one
 video per batch), priced by its method's cost model from the decisions it took.
 """
@@ -162,8 +162,8 @@ def video_outputs(
     (frames per action), ``label``, ``target``, ``index``. ``model.infer(frames, mode=...)`` returns
     (video logits, one-hot actions (N, T, |actions|)).
 
-    Each video's views (K clips × crops) form one batch, and a "sample"-mode policy draws from a generator seeded
-    by (seed, video), so a video's outputs are the same whichever process scores it with whatever
+    Each video's views (K clips × crops) form one batch, and a "sample"-mode policy draws from a
+    generator seeded by (seed, video), so a video's outputs are the same whichever process scores it with whatever
     others: the figures a stage records and those ``python -m searchlab.evaluate`` measures agree.
     """
     check_eval_mode(model)

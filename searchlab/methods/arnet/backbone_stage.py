@@ -6,8 +6,8 @@ them) and classified by ``backbones[i]``; video logits = mean of frame logits; C
 (backbone, resolution, data, recipe): every trial that uses the pair shares it.
 
 Artifact: ``backbone.pt`` (torchvision state dict), ``metrics.json`` (the single-resolution
-baseline on val: accuracy, map/top1, gflops = T frames at that resolution per evaluation view, summed over a video's views, memory_mb, backbone,
-resolution), ``config.yaml``.
+baseline on val: accuracy, map/top1, gflops = T frames at that resolution for each of a video's
+evaluation views, memory_mb, backbone, resolution), ``config.yaml``.
 """
 
 from __future__ import annotations
