@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:  # BundleError and ManifestError are ValueErrors
         print(f"error: {error}", file=sys.stderr)
         return 2
-    count = len(dataset) // dataset.num_clips
+    count = len(dataset) // dataset.views_per_video
     metrics = get_method(config.method).bundle.measure(
         deployed, dataset, device=torch.device(args.device), loader_workers=args.workers,
         multi_label=uses_map(config.data.metric, manifest_multi_label=manifest.multi_label))

@@ -154,6 +154,7 @@ def data_of(config: dict[str, Any], row: pd.Series, *, manifest: str | Path | No
         "evaluation_split": "val",
         "evaluation_videos": videos,
         "clips_per_video": data.get("eval_clips", 1),
+        "crops_per_clip": data.get("eval_crops", 1),
         "metric": "mAP" if "map" in details else "top-1",
     }
 
@@ -164,13 +165,19 @@ def input_contract(config: dict[str, Any]) -> dict[str, Any]:
 
     data = config["data"]
     frames, crop = int(data["frames"]), int(data["crop_size"])
+    clips, crops = data.get("eval_clips", 1), data.get("eval_crops", 1)
+    if data.get("sampling", "tsn") == "dense":
+        sampling = (f"dense: {frames} consecutive frames every {data['frame_stride']} frames, at evenly spaced "
+                    "starts (the centre one for one clip)")
+    else:
+        sampling = f"TSN: the video split into {frames} equal segments, the centre frame of each"
     return {
         "shape": f"(N, {frames}, 3, {crop}, {crop})",
         "frames": frames,
-        "sampling": (f"TSN: the video split into {frames} equal segments, the centre frame of each "
-                     f"({data.get('eval_clips', 1)} clip(s) per video, probabilities averaged)"),
+        "sampling": f"{sampling} ({clips} clip(s) x {crops} crop(s) per video, probabilities averaged)",
         "short_side": int(data["eval_short_side"]),
-        "crop": f"centre {crop}x{crop}",
+        "crop": (f"centre {crop}x{crop}" if crops == 1
+                 else f"{crop}x{crop} left/centre/right (top/centre/bottom for portrait videos)"),
         "channel_order": "RGB",
         "dtype": "float32",
         "value_range": "pixels / 255, then normalised per channel",
@@ -266,7 +273,8 @@ def card_markdown(card: dict[str, Any], config: dict[str, Any]) -> str:
         *(f"| {name} | {value} |" for name, value in method.bundle.card_rows(config)),
         f"| frames x size | {config['data']['frames']} x {config['data']['crop_size']} px |",
         *([f"| data set | {data.get('source')} ({data.get('manifest')}, {data.get('classes')} classes) |",
-           f"| evaluated on | {evaluation}, {data.get('clips_per_video', 1)} clip(s) per video |"] if data else []),
+           f"| evaluated on | {evaluation}, {data.get('clips_per_video', 1)} clip(s) x "
+           f"{data.get('crops_per_clip', 1)} crop(s) per video |"] if data else []),
         "",
         "## Input contract",
         "",

@@ -164,28 +164,30 @@ def _val_video(video_set, item: int = 0):
     return root / row["path"], (row["width"], row["height"])
 
 
-@pytest.mark.parametrize("clips", [1, 2])
-def test_decode_video_is_the_evaluation_clip(video_set, clips):
+@pytest.mark.parametrize(("clips", "views"), [({"eval_clips": 1}, 1), ({"eval_clips": 2}, 2),
+                                              ({"eval_clips": 2, "eval_crops": 3, "sampling": "dense", "frame_stride": 2}, 6)])
+def test_decode_video_is_the_evaluation_clip(video_set, clips, views):
     manifest, root = video_set
-    data = data_config(eval_clips=clips)
+    data = data_config(**clips)
     expected = eval_dataset(data, manifest=manifest, root=root, split="val", seed=0)
     path, size = _val_video(video_set)
     decoded = decode_video(path, data, size=size)
-    assert decoded.shape == (clips, 8, 3, 32, 32)
-    for k in range(clips):
+    assert decoded.shape == (views, 8, 3, 32, 32)
+    for k in range(views):
         assert torch.equal(decoded[k], expected[k]["frames"])
     assert torch.equal(decode_video(path, data), decoded)  # the size read from the container's header
 
 
-def test_predict_video_equals_predict_on_the_eagerly_decoded_clip(arnet, video_set):
-    net = deployed(arnet, data_config(eval_clips=2))
+@pytest.mark.parametrize("views", [{}, {"eval_crops": 3, "sampling": "dense"}])
+def test_predict_video_equals_predict_on_the_eagerly_decoded_clip(arnet, video_set, views):
+    net = deployed(arnet, data_config(eval_clips=2, **views))
     path, _ = _val_video(video_set, 1)
     clips = decode_video(path, net.data)
     probs, actions = net.predict(clips)
     result = net.predict_video(path)
     assert torch.equal(result.actions, actions)
     assert torch.allclose(result.probabilities, probs.mean(dim=0, keepdim=True), atol=1e-6)
-    assert result.frames_decoded == 16  # two clips of 8 distinct frames
+    assert result.frames_decoded == 16  # two clips of 8 distinct frames (dense: frames 0-7 and 8-15), read once for 3 crops
 
 
 def test_predict_video_skips_decoding_inside_skip_windows(arnet, video_set):

@@ -223,11 +223,14 @@ def video_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root / "manifest.parquet", root
 
 
-@pytest.mark.parametrize("clips", [1, 2])
-def test_predict_video_decides_and_predicts_as_evaluation_does(video_set: tuple[Path, Path], tmp_path: Path,
-                                                               clips: int, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("clips", "crops", "sampling"), [(1, 1, {}), (2, 1, {}), (2, 3, {"data.sampling": "dense",
+                                                                                    "data.frame_stride": 3})])
+def test_predict_video_decides_and_predicts_as_evaluation_does(video_set: tuple[Path, Path], tmp_path: Path, clips: int,
+                                                               crops: int, sampling: dict[str, Any],
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
     """predict_video on a video file == the evaluation path (searchlab.evaluate's) on that video:
-    the same decoded clips, the same per-frame decisions, the same class probabilities."""
+    the same decoded views (TSN or dense clips × 1 or 3 crops), the same per-frame decisions, the
+    same class probabilities."""
     import pandas as pd
 
     from searchlab.data.manifest import read_manifest
@@ -238,7 +241,7 @@ def test_predict_video_decides_and_predicts_as_evaluation_does(video_set: tuple[
     manifest_path, root = video_set
     manifest = read_manifest(manifest_path, data_root=root)
     folder = write_bundle(tmp_path / "bundle", classes=list(manifest.class_names), **{
-        "data.eval_short_side": 40, "data.eval_clips": clips})
+        "data.eval_short_side": 40, "data.eval_clips": clips, "data.eval_crops": crops, **sampling})
     deployed = load(folder)
     config = deployed.config
     dataset = eval_dataset(config.data, manifest=manifest, root=root, split="val", seed=config.seed)
@@ -248,15 +251,16 @@ def test_predict_video_decides_and_predicts_as_evaluation_does(video_set: tuple[
     for video in range(len(val)):
         path = root / val.loc[video, "path"]
         result = deployed.predict_video(path)
-        for k in range(clips):
-            assert torch.equal(deployed.decode_video(path)[k], dataset[video * clips + k]["frames"])
+        views = clips * crops
+        for k in range(views):
+            assert torch.equal(deployed.decode_video(path)[k], dataset[video * views + k]["frames"])
         expected = video_outputs(deployed.model, dataset, videos=[video], mode=config.stage2.eval_mode,
                                  seed=config.seed, price=videoiq_price(costs, decision_space=SPACE),
                                  device=torch.device("cpu"))
         assert torch.equal(result.actions.sum(dim=1), expected["usage"])  # frames per action, each clip
         assert torch.allclose(result.probabilities, expected["scores"].mean(dim=0, keepdim=True), atol=1e-6)
         assert result.label == manifest.class_names[int(expected["scores"].mean(dim=0).argmax())]
-        assert result.frames_decoded == clips * 4 and len(result.decisions) == clips
+        assert result.frames_decoded == clips * 4 and len(result.decisions) == views
 
     # and the CLI, on a manifest holding one held-out video: its usage is that video's decisions
     import pyarrow.compute as pc

@@ -128,6 +128,9 @@ ALTERNATIVES: dict[str, str] = {
 COMMON_CHANGES: dict[str, dict[str, Any]] = {
     "resources.gpus_per_worker": {"resources.use_gpu": True, "resources.gpus_per_worker": 1.0},
     "resources.launch": {"resources.launch": "local"},
+    "data.sampling": {"data.sampling": "dense"},
+    "data.frame_stride": {"data.sampling": "dense", "data.frame_stride": 2},  # a stride is dense sampling's
+    "data.eval_crops": {"data.eval_crops": 3},  # 1 or 3
 }
 CHANGES: dict[str, dict[str, dict[str, Any]]] = {
     "videoiq": {

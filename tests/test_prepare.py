@@ -1,4 +1,4 @@
-"""`python -m searchlab.data.prepare`: ActivityNet, Kinetics, Mini-Kinetics and list-file sources on
+"""`python -m searchlab.data.prepare`: ActivityNet, Kinetics, Mini-Kinetics, Moments in Time and list-file sources on
 small fixtures written here (real MP4s plus missing, empty and corrupt files)."""
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def test_activitynet(activitynet: tuple[Path, Path], tmp_path: Path, capsys: pyt
 
 
 def test_help_of_every_subcommand_runs() -> None:
-    for source in ("synthetic", "activitynet", "fcvid", "minisports", "minikinetics", "kinetics"):
+    for source in ("synthetic", "activitynet", "fcvid", "minisports", "minikinetics", "kinetics", "mit"):
         with pytest.raises(SystemExit) as info:
             main([source, "--help"])
         assert info.value.code == 0
@@ -137,6 +137,66 @@ def test_minikinetics_takes_ids_from_split_files_and_labels_from_kinetics(tmp_pa
     assert [(r["video_id"], r["label"], r["split"]) for r in manifest.rows()] == [
         ("AAAAAAAAAAA_000014_000024", 0, "train"), ("DDDDDDDDDDD_000030_000040", 1, "val")]
     assert "not found in the Kinetics CSVs (e.g. ZZZZZZZZZZZ)" in capsys.readouterr().out
+
+
+def _mit_release(root: Path) -> Path:
+    """A tiny Moments in Time release: its CSVs, categories and training/ + validation/ folders."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "moments_categories.txt").write_text("adult+female+singing,0\nblocking,1\ndancing,2\n")
+    (root / "trainingSet.csv").write_text(
+        "blocking/getty-karate-video-id635808620_4.mp4,blocking,3,0\n"
+        "dancing/yt-5of6ffo6-Bw_205.mp4,dancing,2,1\n"
+        "dancing/yt-missing_1.mp4,dancing,3,0\n"
+        "adult+female+singing/broken_7.mp4,adult+female+singing,3,0\n")
+    (root / "validationSet.csv").write_text("blocking/getty-karate-video-id635808620_4.mp4,blocking,3,0\n")
+    _video(root / "training" / "blocking" / "getty-karate-video-id635808620_4.mp4", frames=6)
+    _video(root / "training" / "dancing" / "yt-5of6ffo6-Bw_205.mp4", frames=9)
+    (root / "training" / "adult+female+singing").mkdir(parents=True)
+    (root / "training" / "adult+female+singing" / "broken_7.mp4").write_bytes(b"not a video" * 40)
+    # the same file name in another split's folder: a different video
+    _video(root / "validation" / "blocking" / "getty-karate-video-id635808620_4.mp4", frames=5)
+    return root
+
+
+def test_moments_in_time(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    release = _mit_release(tmp_path / "Moments_in_Time_Raw")
+    out = tmp_path / "mit.parquet"
+    code = main(["mit", "--train-csv", str(release / "trainingSet.csv"), "--val-csv", str(release / "validationSet.csv"),
+                 "--categories", str(release / "moments_categories.txt"), "--videos", str(release),
+                 "--out", str(out), "--workers", "1", "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    manifest = read_manifest(out, data_root=release)
+    assert manifest.class_names == ("adult+female+singing", "blocking", "dancing") and manifest.dataset == "mit"
+    rows = sorted((r["path"], r["label"], r["split"], r["num_frames"]) for r in manifest.rows())
+    assert rows == [("training/blocking/getty-karate-video-id635808620_4.mp4", 1, "train", 6),
+                    ("training/dancing/yt-5of6ffo6-Bw_205.mp4", 2, "train", 9),
+                    ("validation/blocking/getty-karate-video-id635808620_4.mp4", 1, "val", 5)]
+    assert sorted(r["video_id"] for r in manifest.rows()) == [path.removesuffix(".mp4") for path, *_ in rows]
+    report = _report(out)
+    assert report["training/dancing/yt-missing_1"] == "missing (no such file under --videos)"
+    assert report["training/adult+female+singing/broken_7"].startswith("unreadable")
+    assert "kept 3 video(s) (train 2, val 1)" in printed and "missing 1" in printed and "unreadable 1" in printed
+
+
+def test_moments_in_time_bad_rows_and_categories_name_the_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    release = _mit_release(tmp_path)
+    (release / "bad.csv").write_text("dancing/a.mp4,dancing,3,0\nfilename-only.mp4\ndancing/b.mp4,walking,3,0\n"
+                                     "../outside.mp4,dancing,3,0\n")
+    assert main(["mit", "--train-csv", str(release / "bad.csv"), "--categories", str(release / "moments_categories.txt"),
+                 "--videos", str(release), "--out", str(tmp_path / "m.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "3 problem(s) in the Moments in Time CSVs" in err
+    assert f"{release / 'bad.csv'}:2: need `FILENAME,LABEL,...`" in err
+    assert f"{release / 'bad.csv'}:3 (dancing/b.mp4): label 'walking' is not in the categories file" in err
+    assert f"{release / 'bad.csv'}:4: '../outside.mp4' must be a path inside the split's folder" in err
+    (release / "gaps.txt").write_text("blocking,0\ndancing,2\nsinging\n")
+    assert main(["mit", "--train-csv", str(release / "trainingSet.csv"), "--categories", str(release / "gaps.txt"),
+                 "--videos", str(release), "--out", str(tmp_path / "m.parquet")]) == 2
+    assert f"{release / 'gaps.txt'}:3: 'singing' is not `NAME,INDEX`" in capsys.readouterr().err
+    assert main(["mit", "--categories", str(release / "moments_categories.txt"), "--videos", str(release),
+                 "--out", str(tmp_path / "m.parquet")]) == 2
+    assert "give at least one of --train-csv" in capsys.readouterr().err
 
 
 def test_fcvid_list_files_with_paths_names_and_multi_labels(tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ from pydantic import Field
 MAX_TRIALS = 10_000
 MAX_CONCURRENT = 1_024  # trials at a time; also Ray Train workers per stage and loader processes
 MAX_FRAMES = 512  # frames sampled per clip
+MAX_FRAME_STRIDE = 64  # video frames from one sampled frame of a dense clip to the next
+MAX_DENSE_WINDOW = 4_096  # video frames a dense clip spans: over 2 min at 30 fps
 MAX_SIDE = 2_048  # pixels: crop, scales, evaluation short side, policy input, synthetic frames
 MAX_EPOCHS = 10_000
 MAX_BATCH = 4_096  # clips per worker and step

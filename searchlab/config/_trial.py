@@ -14,7 +14,9 @@ from searchlab.config._errors import ConfigError, _format_pydantic
 from searchlab.config._limits import (
     MAX_BATCH,
     MAX_CONCURRENT,
+    MAX_DENSE_WINDOW,
     MAX_EPOCHS,
+    MAX_FRAME_STRIDE,
     MAX_FRAMES,
     MAX_SIDE,
     MAX_VIEWS,
@@ -30,7 +32,7 @@ from searchlab.sections import Strict as _Strict, TemperatureConfig, _official_t
 # (CACHE_DIR_NAME of searchlab.pipeline and searchlab.run_dir, which a test keeps equal).
 RESERVED_RUN_NAMES = ("cache",)
 # The `python -m searchlab.data.prepare` subcommands (a test keeps them equal).
-DataSource = Literal["synthetic", "activitynet", "fcvid", "minisports", "minikinetics", "kinetics"]
+DataSource = Literal["synthetic", "activitynet", "fcvid", "minisports", "minikinetics", "kinetics", "mit"]
 
 
 class SyntheticData(_Strict):
@@ -68,11 +70,21 @@ class DataConfig(_Strict):
     source: DataSource = Field("synthetic", description="prepare subcommand that makes the manifest")
     root: str | None = None  # data root the manifest's paths are relative to; default: its folder
     synthetic: SyntheticData | None = None
-    frames: int = Field(16, ge=1, le=MAX_FRAMES, description="T, frames sampled TSN-style per clip")
+    frames: int = Field(16, ge=1, le=MAX_FRAMES, description="T, frames sampled per clip (see sampling)")
+    sampling: Literal["tsn", "dense"] = Field(
+        "tsn", description="how a clip's T frames are chosen: tsn = one per equal segment of the whole video "
+        "(2D backbones over frames); dense = T consecutive frames every frame_stride frames (3D backbones), at a "
+        "random start in training and eval_clips evenly spaced starts in evaluation")
+    frame_stride: int = Field(
+        1, ge=1, le=MAX_FRAME_STRIDE, description="dense sampling: video frames from one sampled frame to the "
+        "next; a clip spans (frames - 1) * frame_stride + 1 frames (tsn: must stay 1)")
     train_scale: tuple[Side, Side] = (256, 320)
     crop_size: Side = 224
     eval_short_side: Side = 256
-    eval_clips: int = Field(1, ge=1, le=MAX_VIEWS)
+    eval_clips: int = Field(1, ge=1, le=MAX_VIEWS, description="clips per video at evaluation (K)")
+    eval_crops: int = Field(
+        1, description="crops per evaluation clip: 1 = centre; 3 = left/centre/right along the long side "
+        "(top/centre/bottom for portrait videos); a video is scored on eval_clips * eval_crops views")
     loader_workers: int = Field(2, ge=0, le=MAX_CONCURRENT)
     max_failure_fraction: float = Field(0.05, ge=0, le=1)
     metric: Literal["auto", "map", "top1"] = Field(
@@ -90,6 +102,40 @@ class DataConfig(_Strict):
                 f"{self.eval_short_side}; lower crop_size or raise the scales"
             )
         return self
+
+    @field_validator("eval_crops")
+    @classmethod
+    def _crops_known(cls, crops: int) -> int:
+        if crops not in (1, 3):
+            raise ValueError(f"eval_crops {crops}: use 1 (the centre crop) or 3 (left/centre/right crops along the long side)")
+        return crops
+
+    @model_validator(mode="after")
+    def _sampling_consistent(self) -> DataConfig:
+        """A frame_stride that tsn ignores, or a dense window longer than the limit or than every
+        synthetic video (each clip would repeat the last frame), is a mistake, named with its fix."""
+        from searchlab.data.video import dense_window  # imports decord
+
+        if self.sampling == "tsn":
+            if self.frame_stride != 1:
+                raise ValueError(f"frame_stride {self.frame_stride} applies to dense sampling only, and sampling is "
+                                 "tsn: set sampling: dense, or remove frame_stride")
+            return self
+        window = dense_window(self.frames, self.frame_stride)
+        clip = f"a dense clip of frames {self.frames} at frame_stride {self.frame_stride} spans {window} video frames"
+        if window > MAX_DENSE_WINDOW:
+            raise ValueError(f"{clip}, above the limit {MAX_DENSE_WINDOW}; lower frame_stride or frames")
+        if self.synthetic is not None and window > self.synthetic.frames:
+            available = self.synthetic.frames
+            widest = (available - 1) // (self.frames - 1)  # frames > 1 here: one frame always fits
+            fix = f"lower frame_stride to at most {widest}" if widest >= 1 else f"lower frames to at most {available}"
+            raise ValueError(f"{clip}, but the synthetic videos have {available}: {fix}, or raise synthetic.frames")
+        return self
+
+    @property
+    def eval_views(self) -> int:
+        """Views per video at evaluation: eval_clips clips × eval_crops crops (each one forward pass)."""
+        return self.eval_clips * self.eval_crops
 
 
 class ModelConfig(_Strict):

@@ -22,6 +22,9 @@ from searchlab.data.video import (
     FailureStats,
     TrainClipTransform,
     VideoClipDataset,
+    clip_indices,
+    crop_offsets,
+    dense_indices,
     tsn_indices,
 )
 
@@ -41,6 +44,9 @@ __all__ = [
     "VideoClipDataset",
     "build_manifest",
     "class_specs",
+    "clip_indices",
+    "crop_offsets",
+    "dense_indices",
     "generate_synthetic",
     "read_manifest",
     "tsn_indices",

@@ -1,17 +1,21 @@
 """One video file decoded the way evaluation decodes it: the preprocessing every deployed method shares.
 
-``open_eval_video(path, data)`` returns a decord reader at evaluation's reduced decode size, the
-evaluation transform (short side ``data.eval_short_side``, centre crop ``data.crop_size``, ImageNet
-normalisation) and the TSN segment-centre indices of each of the ``data.eval_clips`` clips; a
-deployed model can read frames from it lazily (AR-Net decodes a frame when its decision loop reaches
-it) or all at once with ``decode_video`` -- the same clips as
-``searchlab.train.evaluate.eval_dataset`` makes for that video.
+``open_eval_video(path, data)`` returns the video's evaluation views: a decord reader at evaluation's
+reduced decode size, the evaluation transform (short side ``data.eval_short_side``, crops of
+``data.crop_size``, ImageNet normalisation), and per view the frame indices of its clip (TSN or
+dense, ``data.sampling``) and its crop. The views are ``data.eval_clips`` clips × ``data.eval_crops``
+crops, in the order of ``searchlab.train.evaluate.eval_dataset``'s items (view v = crop v % crops of
+clip v // crops). A deployed model reads frames lazily (``EvalVideo.frames_at``: AR-Net decodes a frame
+when its decision loop reaches it) or all at once with ``decode_video`` -- the same views as
+``eval_dataset`` makes for that video.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -19,10 +23,32 @@ from torch import Tensor
 __all__ = ["EvalVideo", "decode_video", "open_eval_video"]
 
 
-class EvalVideo(NamedTuple):
+@dataclass
+class EvalVideo:
     reader: Any  # decord.VideoReader at evaluation's decode size
     transform: Any  # searchlab.data.video.EvalClipTransform
-    indices: list[list[int]]  # per clip: the frame index of each of its data.frames segments
+    indices: list[list[int]]  # per view: the frame index of each of its data.frames frames
+    crops: list[int]  # per view: its crop of transform.crops
+    # (frame index, crop) -> the transformed frame, so a frame shared by views is decoded once
+    _frames: dict[tuple[int, int], Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def frames_decoded(self) -> int:
+        """Distinct video frames decoded so far by ``frames_at``."""
+        return len({frame for frame, _ in self._frames})
+
+    def frames_at(self, step: int, views: Sequence[int]) -> Tensor:
+        """Frame ``step`` of each of ``views``: float32 (len(views), 3, S, S), decoding only frames not
+        read before."""
+        wanted = [(self.indices[view][step], self.crops[view]) for view in views]
+        missing = sorted(set(wanted) - set(self._frames))
+        if missing:
+            needed = sorted({frame for frame, _ in missing})
+            batch = torch.from_numpy(self.reader.get_batch(needed).asnumpy()).permute(0, 3, 1, 2).contiguous()
+            pixels = dict(zip(needed, batch))
+            for frame, crop in missing:
+                self._frames[(frame, crop)] = self.transform(pixels[frame][None], crop=crop)[0]
+        return torch.stack([self._frames[key] for key in wanted])
 
 
 def open_eval_video(path: str | Path, data: Any, size: tuple[int, int] | None = None) -> EvalVideo:
@@ -34,12 +60,12 @@ def open_eval_video(path: str | Path, data: Any, size: tuple[int, int] | None = 
     """
     import decord
 
-    from searchlab.data.video import EvalClipTransform, tsn_indices
+    from searchlab.data.video import EvalClipTransform, clip_indices
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is not a file")
-    transform = EvalClipTransform(short_side=data.eval_short_side, crop_size=data.crop_size)
+    transform = EvalClipTransform(short_side=data.eval_short_side, crop_size=data.crop_size, crops=data.eval_crops)
     width, height = _decode_size(path, size, transform.max_short_side)
     try:
         reader = decord.VideoReader(str(path), num_threads=1, width=width, height=height)
@@ -48,20 +74,26 @@ def open_eval_video(path: str | Path, data: Any, size: tuple[int, int] | None = 
     available = len(reader)
     if available < 1:
         raise ValueError(f"{path} has no decodable frames")
-    clips = data.eval_clips
-    indices = [tsn_indices(available, data.frames, train=False, clip_index=k, num_clips=clips).tolist()
-               for k in range(clips)]
-    return EvalVideo(reader, transform, indices)
+    clips = [
+        clip_indices(available, data.frames, sampling=data.sampling, frame_stride=data.frame_stride, train=False,
+                     clip_index=k, num_clips=data.eval_clips).tolist()
+        for k in range(data.eval_clips)
+    ]
+    views = [(clip, crop) for clip in clips for crop in range(transform.crops)]
+    return EvalVideo(reader, transform, [clip for clip, _ in views], [crop for _, crop in views])
 
 
 def decode_video(path: str | Path, data: Any, *, size: tuple[int, int] | None = None) -> Tensor:
-    """The evaluation clips of a video file, decoded eagerly: float32 (data.eval_clips, data.frames, 3,
-    S, S), RGB, ImageNet-normalised, as ``searchlab.train.evaluate.eval_dataset`` makes them."""
-    reader, transform, indices = open_eval_video(path, data, size)
-    flat = [i for clip in indices for i in clip]
-    batch = torch.from_numpy(reader.get_batch(flat).asnumpy()).permute(0, 3, 1, 2).contiguous()
-    frames = transform(batch)
-    return frames.reshape(len(indices), data.frames, *frames.shape[1:])
+    """The evaluation views of a video file, decoded eagerly: float32 (data.eval_clips · data.eval_crops,
+    data.frames, 3, S, S), RGB, ImageNet-normalised, as ``searchlab.train.evaluate.eval_dataset`` makes them."""
+    video = open_eval_video(path, data, size)
+    needed = sorted({frame for clip in video.indices for frame in clip})
+    batch = torch.from_numpy(video.reader.get_batch(needed).asnumpy()).permute(0, 3, 1, 2).contiguous()
+    position = {frame: i for i, frame in enumerate(needed)}
+    return torch.stack([
+        video.transform(batch[[position[frame] for frame in clip]], crop=crop)
+        for clip, crop in zip(video.indices, video.crops)
+    ])
 
 
 def _decode_size(path: Path, size: tuple[int, int] | None, short_side: int) -> tuple[int, int]:

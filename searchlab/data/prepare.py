@@ -15,6 +15,7 @@ import csv
 import json
 import math
 import os
+import posixpath
 import sys
 import tempfile
 from collections import Counter
@@ -42,8 +43,10 @@ __all__ = [
     "list_candidates",
     "main",
     "minikinetics_candidates",
+    "mit_candidates",
     "prepare_manifest",
     "read_list_file",
+    "read_mit_categories",
 ]
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg")
@@ -53,6 +56,8 @@ _SPLIT_NAMES = {
 }
 _KEY_COLUMNS = ("path", "video_path", "video_id", "video", "id", "youtube_id", "key")
 _DEFAULT_CLASSES = {"fcvid": 239, "minisports": 487}
+# Moments in Time's release keeps each split's videos in its own folder, which its CSV paths omit.
+_MIT_FOLDERS = {"train": "training", "val": "validation"}
 # How many problem lines one error shows; it always says how many there are.
 _MAX_LISTED = 20
 
@@ -406,6 +411,84 @@ def minikinetics_candidates(
     return candidates, names, notes
 
 
+def read_mit_categories(path: str | os.PathLike[str]) -> list[str]:
+    """Moments in Time's moments_categories.txt: `NAME,INDEX` lines (0-based, no gaps) -> names by index."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise PrepareError(f"{path}: cannot read the categories file ({err.strerror})") from err
+    except UnicodeDecodeError as err:
+        raise PrepareError(f"{path}: not a UTF-8 text categories file (byte {err.start}: {err.reason})") from err
+    names: dict[int, str] = {}
+    problems = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        name, _, index = (part.strip() for part in line.rpartition(","))
+        if not name or not index.isdigit():
+            problems.append(f"{path}:{number}: {line.strip()!r} is not `NAME,INDEX`")
+        elif int(index) in names:
+            problems.append(f"{path}:{number}: index {index} is given twice ({names[int(index)]!r} and {name!r})")
+        else:
+            names[int(index)] = name
+    if problems:
+        raise _problems("the categories file (fix these lines)", problems)
+    if not names:
+        raise PrepareError(f"{path}: the categories file has no classes")
+    if sorted(names) != list(range(len(names))):
+        raise PrepareError(f"{path}: class indices must be 0..N-1 without gaps")
+    return [names[i] for i in range(len(names))]
+
+
+def _mit_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of each non-blank row of a Moments in Time CSV (it has no header)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise PrepareError(f"{path}: cannot read the list file ({err.strerror})") from err
+    except UnicodeDecodeError as err:
+        raise PrepareError(f"{path}: not a UTF-8 text list file (byte {err.start}: {err.reason})") from err
+    numbered = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if not numbered:
+        raise PrepareError(f"{path}: the list file has no entries")
+    return [(n, [f.strip() for f in fields]) for (n, _), fields in zip(numbered, csv.reader(line for _, line in numbered))]
+
+
+def mit_candidates(
+    lists: dict[str, str | os.PathLike[str]],
+    *,
+    class_names: Sequence[str],
+    folders: dict[str, str],
+) -> list[Candidate]:
+    """Moments in Time: rows `FILENAME,LABEL[,AGREE,DISAGREE]` of each split's CSV (trainingSet.csv,
+    validationSet.csv), FILENAME (e.g. `blocking/getty-karate-video-id635808620_4.mp4`) relative to the
+    split's video folder `folders[split]`; LABEL a name from the categories file.
+
+    The id is the video's path under --videos without its extension (`training/blocking/getty-...`):
+    the split and class folders keep ids unique where file names are not. Every bad row is reported
+    at once, naming its file and line.
+    """
+    index = {name: i for i, name in enumerate(class_names)}
+    candidates, problems = [], []
+    for split, path in lists.items():
+        for number, fields in _mit_rows(Path(path)):
+            where = f"{path}:{number}"
+            filename = fields[0]
+            label = fields[1] if len(fields) > 1 else ""
+            if len(fields) < 2 or not filename:
+                problems.append(f"{where}: need `FILENAME,LABEL,...`, got {','.join(fields)!r}")
+            elif filename.startswith("/") or ".." in filename.split("/"):
+                problems.append(f"{where}: {filename!r} must be a path inside the split's folder (no leading / or ..)")
+            elif label not in index:
+                problems.append(f"{where} ({filename}): label {label!r} is not in the categories file")
+            else:
+                rel = posixpath.join(folders[split], filename) if folders[split] else filename
+                candidates.append(Candidate(posixpath.splitext(rel)[0], split, (index[label],), rel_path=rel))
+    if problems:
+        raise _problems("the Moments in Time CSVs (fix or remove these rows)", problems)
+    return candidates
+
+
 # ----------------------------------------------------------------------------- pipeline
 def _index_videos(root: Path) -> dict[str, str]:
     """stem -> path relative to root, for every video file under root (first in sorted order wins)."""
@@ -594,6 +677,18 @@ def _build_parser() -> argparse.ArgumentParser:
     mini.add_argument("--train-ids", required=True, type=Path, help="file of YouTube ids (or clip names) of the training split")
     mini.add_argument("--val-ids", required=True, type=Path, help="file of YouTube ids (or clip names) of the validation split")
     _add_common(mini, out_help="manifest file to write")
+
+    mit = sub.add_parser("mit", help="Moments in Time from trainingSet.csv / validationSet.csv",
+                         description="Moments in Time: CSV rows `FILENAME,LABEL,AGREE,DISAGREE` (no header), FILENAME "
+                         "relative to the split's video folder (the release's layout: --videos/training/FILENAME, "
+                         "--videos/validation/FILENAME); classes and their order from moments_categories.txt "
+                         "(`NAME,INDEX` lines).")
+    mit.add_argument("--train-csv", type=Path, help="trainingSet.csv")
+    mit.add_argument("--val-csv", type=Path, help="validationSet.csv")
+    mit.add_argument("--categories", required=True, type=Path, help="moments_categories.txt")
+    mit.add_argument("--train-folder", default=_MIT_FOLDERS["train"], help="folder under --videos holding the training videos; '' for --videos itself (default %(default)s)")
+    mit.add_argument("--val-folder", default=_MIT_FOLDERS["val"], help="folder under --videos holding the validation videos; '' for --videos itself (default %(default)s)")
+    _add_common(mit, out_help="manifest file to write")
     return parser
 
 
@@ -619,6 +714,13 @@ def _run(args: argparse.Namespace) -> str:
         )
     elif args.source == "kinetics":
         candidates, names, notes = kinetics_candidates(args.csv)
+    elif args.source == "mit":
+        lists = {split: path for split, path in (("train", args.train_csv), ("val", args.val_csv)) if path}
+        if not lists:
+            raise PrepareError("give at least one of --train-csv trainingSet.csv or --val-csv validationSet.csv")
+        names = read_mit_categories(args.categories)
+        candidates = mit_candidates(lists, class_names=names,
+                                    folders={"train": args.train_folder.strip("/"), "val": args.val_folder.strip("/")})
     else:
         candidates, names, notes = minikinetics_candidates(
             args.kinetics_csv, {"train": args.train_ids, "val": args.val_ids}

@@ -1,10 +1,15 @@
-"""Clips for training and evaluation: TSN frame sampling, the clip transforms, the Dataset.
+"""Clips for training and evaluation: frame sampling (TSN or dense), the clip transforms, the Dataset.
 
 `VideoClipDataset` decodes only the T frames a clip needs with decord (at reduced size when the
 transform will shrink the frames anyway), applies one set of random parameters to all T frames of a
 clip (METHODS §1.2), and never lets one bad file stop a multi-hour run: the sample is replaced by a
 deterministic other one and counted in counters shared with DataLoader workers. Only when more than
 max_failure_fraction of the split's videos are unreadable does it raise, naming the files.
+
+Two ways to choose a clip's T frames (`clip_indices`): TSN (`tsn_indices`: one frame per equal
+segment of the whole video, for 2D backbones over frames) and dense (`dense_indices`: T consecutive
+frames at a fixed stride, a short window, for 3D backbones). Evaluation takes K clips per video and,
+with `EvalClipTransform(crops=3)`, three crops per clip: K·crops views per video.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import decord
 import numpy as np
@@ -29,13 +34,22 @@ __all__ = [
     "DataFailureError",
     "EvalClipTransform",
     "FailureStats",
+    "SAMPLINGS",
+    "Sampling",
     "TrainClipTransform",
     "VideoClipDataset",
+    "clip_indices",
+    "crop_offsets",
+    "dense_indices",
+    "dense_window",
     "tsn_indices",
 ]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+Sampling = Literal["tsn", "dense"]
+SAMPLINGS: tuple[Sampling, ...] = ("tsn", "dense")
 
 _log = logging.getLogger(__name__)
 # decord's own logger prints every FFmpeg complaint; failures are reported once per file below.
@@ -78,6 +92,86 @@ def tsn_indices(
     return np.clip(indices, 0, video_frames - 1)
 
 
+def dense_window(num_frames: int, stride: int) -> int:
+    """How many consecutive video frames a dense clip of `num_frames` at `stride` spans."""
+    return (num_frames - 1) * stride + 1
+
+
+def dense_indices(
+    video_frames: int,
+    num_frames: int,
+    *,
+    stride: int,
+    train: bool,
+    rng: np.random.Generator | None = None,
+    clip_index: int = 0,
+    num_clips: int = 1,
+) -> np.ndarray:
+    """Frame indices (num_frames,) int64 for one dense clip: start, start + stride, ... (3D backbones).
+
+    The clip spans W = (num_frames - 1) * stride + 1 frames (`dense_window`); its start is in
+    [0, L] with L = max(video_frames - W, 0). Training draws the start uniformly from [0, L];
+    evaluation takes K = num_clips evenly spaced starts from 0 to L, floor(L * k / (K - 1)) for clip
+    k (the centre, floor(L / 2), when K == 1), so the first clip starts at the first frame and the
+    last ends at the last (the PySlowFast multi-clip test protocol). A video shorter than the window
+    starts at 0 and its indices past the end are clamped to the last frame (repeated, never random).
+    Strides are in the video's own frames (the manifest records its fps).
+    """
+    if video_frames < 1:
+        raise ValueError(f"video_frames={video_frames}: a video needs at least one frame")
+    if num_frames < 1 or stride < 1:
+        raise ValueError(f"num_frames={num_frames}, stride={stride}: both must be >= 1")
+    if not 0 <= clip_index < num_clips:
+        raise ValueError(f"clip_index={clip_index} must be in [0, num_clips={num_clips})")
+    last_start = max(video_frames - dense_window(num_frames, stride), 0)
+    if train:
+        if rng is None:
+            raise ValueError("training sampling needs rng (a numpy Generator)")
+        start = int(rng.integers(0, last_start + 1))
+    elif num_clips == 1:
+        start = last_start // 2
+    else:
+        start = last_start * clip_index // (num_clips - 1)
+    indices = start + np.arange(num_frames, dtype=np.int64) * stride
+    return np.minimum(indices, video_frames - 1)
+
+
+def clip_indices(
+    video_frames: int,
+    num_frames: int,
+    *,
+    sampling: Sampling,
+    frame_stride: int,
+    train: bool,
+    rng: np.random.Generator | None = None,
+    clip_index: int = 0,
+    num_clips: int = 1,
+) -> np.ndarray:
+    """The frame indices of one clip by `sampling`: "tsn" (`tsn_indices`; frame_stride unused) or
+    "dense" (`dense_indices` at frame_stride)."""
+    if sampling == "dense":
+        return dense_indices(video_frames, num_frames, stride=frame_stride, train=train, rng=rng,
+                             clip_index=clip_index, num_clips=num_clips)
+    if sampling != "tsn":
+        raise ValueError(f"sampling={sampling!r}: use one of {', '.join(SAMPLINGS)}")
+    return tsn_indices(video_frames, num_frames, train=train, rng=rng, clip_index=clip_index, num_clips=num_clips)
+
+
+def crop_offsets(height: int, width: int, *, crop_size: int, crops: int) -> list[tuple[int, int]]:
+    """(top, left) of each evaluation crop of a (height, width) frame: 1 crop = the centre; 3 crops =
+    start, centre and end of the long side (left/centre/right; top/centre/bottom for portrait frames,
+    left/centre/right for square ones), centred on the short side. The centre offset rounds as
+    torchvision's center_crop does, so the 1-crop view equals the middle one of 3."""
+    if crops not in (1, 3):
+        raise ValueError(f"crops={crops}: use 1 (centre) or 3 (both ends and the centre of the long side)")
+    centre = (round((height - crop_size) / 2), round((width - crop_size) / 2))
+    if crops == 1:
+        return [centre]
+    if height > width:
+        return [(top, centre[1]) for top in (0, centre[0], height - crop_size)]
+    return [(centre[0], left) for left in (0, centre[1], width - crop_size)]
+
+
 def _to_float_normalised(frames: torch.Tensor) -> torch.Tensor:
     x = TF.to_dtype(frames, torch.float32, scale=True)
     return TF.normalize(x, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
@@ -89,11 +183,14 @@ class TrainClipTransform:
 
     One draw of these parameters is applied to all T frames of a clip, so motion stays coherent.
     Input: uint8 (T, 3, H, W); output: float32 (T, 3, crop_size, crop_size), ImageNet-normalised.
+    `crops` and the `crop` argument match `EvalClipTransform`'s, so the Dataset treats both alike:
+    a training clip has one (random) crop.
     """
 
     short_side_range: tuple[int, int] = (256, 320)
     crop_size: int = 224
     flip: bool = True
+    crops: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
         s_min, s_max = self.short_side_range
@@ -110,9 +207,11 @@ class TrainClipTransform:
         """The largest short side this transform resizes to (lets the reader decode smaller)."""
         return self.short_side_range[1] - 1
 
-    def __call__(self, frames: torch.Tensor, rng: np.random.Generator | None) -> torch.Tensor:
+    def __call__(self, frames: torch.Tensor, rng: np.random.Generator | None, crop: int = 0) -> torch.Tensor:
         if rng is None:
             raise ValueError("TrainClipTransform needs rng (a numpy Generator)")
+        if crop != 0:
+            raise ValueError(f"crop={crop}: a training clip has one random crop (crop 0)")
         short = int(rng.integers(*self.short_side_range))
         x = TF.resize(frames, [short], antialias=True)
         height, width = x.shape[-2:]
@@ -126,22 +225,31 @@ class TrainClipTransform:
 
 @dataclass(frozen=True)
 class EvalClipTransform:
-    """Resize the short side to `short_side`, then centre crop `crop_size` (METHODS §1.2)."""
+    """Resize the short side to `short_side`, then take crop `crop` of `crops` square crops of
+    `crop_size` (METHODS §1.2, §3): 1 = the centre crop; 3 = left/centre/right along the long side
+    (top/centre/bottom for portrait frames), see `crop_offsets`."""
 
     short_side: int = 256
     crop_size: int = 224
+    crops: int = 1
 
     def __post_init__(self) -> None:
         if not 0 < self.crop_size <= self.short_side:
             raise ValueError(f"crop_size={self.crop_size} must be in (0, short_side={self.short_side}]")
+        if self.crops not in (1, 3):
+            raise ValueError(f"crops={self.crops}: use 1 (centre) or 3 (left/centre/right)")
 
     @property
     def max_short_side(self) -> int:
         return self.short_side
 
-    def __call__(self, frames: torch.Tensor, rng: np.random.Generator | None = None) -> torch.Tensor:
+    def __call__(self, frames: torch.Tensor, rng: np.random.Generator | None = None, crop: int = 0) -> torch.Tensor:
+        if not 0 <= crop < self.crops:
+            raise ValueError(f"crop={crop} must be in [0, crops={self.crops})")
         x = TF.resize(frames, [self.short_side], antialias=True)
-        x = TF.center_crop(x, [self.crop_size, self.crop_size])
+        offsets = crop_offsets(*x.shape[-2:], crop_size=self.crop_size, crops=self.crops)
+        top, left = offsets[crop]
+        x = TF.crop(x, top=top, left=left, height=self.crop_size, width=self.crop_size)
         return _to_float_normalised(x)
 
 
@@ -198,8 +306,11 @@ class VideoClipDataset(Dataset):
     """Clips of T frames from one split of a manifest; items follow docs/architecture.md.
 
     Item: {"frames": float32 (T, 3, H, W), "label": int64 scalar, "target": float32 (C,) multi-hot,
-    "index": int64 row in the split}. With num_clips = K > 1 (evaluation) the dataset has K items
-    per video (item i is clip i % K of row i // K); average their outputs by "index".
+    "index": int64 row in the split}. A clip's frames are chosen by `sampling` (`clip_indices`). In
+    evaluation a video has V = num_clips · transform.crops views (K clips × 1 or 3 crops), one item
+    each: item i is view i % V of row i // V, and view v is crop v % crops of clip v // crops; average
+    their outputs by "index". A view's decoded frames are kept until the next item asks for another
+    clip, so the crops of one clip decode it once (consecutive items share a worker in a batch).
     Randomness comes from (seed, epoch, item) only, so results do not depend on worker count.
     A failed read is replaced by another row drawn from the same seed; the returned label, target and
     index are those of the row actually returned.
@@ -220,6 +331,8 @@ class VideoClipDataset(Dataset):
         transform: TrainClipTransform | EvalClipTransform,
         train: bool,
         num_clips: int = 1,
+        sampling: Sampling = "tsn",
+        frame_stride: int = 1,
         seed: int = 0,
         max_failure_fraction: float = 0.05,
         max_replacements: int = 10,
@@ -232,6 +345,10 @@ class VideoClipDataset(Dataset):
             problems.append(f"num_frames={num_frames}: need at least 1")
         if num_clips < 1 or (train and num_clips != 1):
             problems.append(f"num_clips={num_clips}: must be >= 1, and 1 when train=True")
+        if sampling not in SAMPLINGS:
+            problems.append(f"sampling={sampling!r}: use one of {', '.join(SAMPLINGS)}")
+        if frame_stride < 1:
+            problems.append(f"frame_stride={frame_stride}: must be >= 1")
         if not 0.0 <= max_failure_fraction <= 1.0:
             problems.append(f"max_failure_fraction={max_failure_fraction}: must be in [0, 1]")
         if max_replacements < 0 or decode_threads < 0:
@@ -250,6 +367,8 @@ class VideoClipDataset(Dataset):
         self.transform = transform
         self.train = train
         self.num_clips = num_clips
+        self.sampling = sampling
+        self.frame_stride = frame_stride
         self.seed = seed
         self.num_classes = manifest.num_classes
         self.max_failure_fraction = max_failure_fraction
@@ -264,9 +383,16 @@ class VideoClipDataset(Dataset):
         self._reads = torch.zeros(len(self._paths), dtype=torch.int32).share_memory_()
         self._failures = torch.zeros(len(self._paths), dtype=torch.int32).share_memory_()
         self._unreadable = torch.zeros(len(self._paths), dtype=torch.bool).share_memory_()
+        # (row, clip) -> its decoded uint8 frames: the last evaluation clip read (per process)
+        self._last_clip: tuple[tuple[int, int], torch.Tensor] | None = None
+
+    @property
+    def views_per_video(self) -> int:
+        """Items per video: num_clips clips × the transform's crops (1 in training)."""
+        return self.num_clips * self.transform.crops
 
     def __len__(self) -> int:
-        return len(self._paths) * self.num_clips
+        return len(self._paths) * self.views_per_video
 
     def set_epoch(self, epoch: int) -> None:
         """Change the random draws of training clips; visible to running (persistent) workers."""
@@ -284,7 +410,8 @@ class VideoClipDataset(Dataset):
     def __getitem__(self, item: int) -> dict[str, Any]:
         if not 0 <= item < len(self):
             raise IndexError(f"item {item} outside [0, {len(self)})")
-        row, clip = divmod(item, self.num_clips)
+        row, view = divmod(item, self.views_per_video)
+        clip, crop = divmod(view, self.transform.crops)
         epoch = int(self._epoch[0])
         rng = np.random.default_rng([self.seed, epoch, item])
         replacements = np.random.default_rng([self.seed, epoch, item, 1])
@@ -296,7 +423,7 @@ class VideoClipDataset(Dataset):
                 row = self._replacement(row, replacements)
                 continue
             self._unreadable[row] = False
-            return self._item(row, frames, rng)
+            return self._item(row, frames, rng, crop)
         raise DataFailureError(
             f"item {item} of split {self.split!r}: {self.max_replacements + 1} reads in a row failed. "
             f"Unreadable files: {self._names(self._files(self._unreadable))}. {_FIX}"
@@ -310,6 +437,15 @@ class VideoClipDataset(Dataset):
 
     def _read(self, row: int, clip: int, rng: np.random.Generator) -> torch.Tensor:
         """uint8 (T, 3, H, W) of the clip's frames, or _DecodeFailure with the reason."""
+        # Evaluation clips do not depend on rng or epoch, so the other crops of a clip reuse its frames.
+        if not self.train and self._last_clip is not None and self._last_clip[0] == (row, clip):
+            return self._last_clip[1]
+        frames = self._decode(row, clip, rng)
+        if not self.train:
+            self._last_clip = ((row, clip), frames)
+        return frames
+
+    def _decode(self, row: int, clip: int, rng: np.random.Generator) -> torch.Tensor:
         self._reads[row] += 1
         path = self.data_root / self._paths[row]
         if not path.is_file():
@@ -322,9 +458,9 @@ class VideoClipDataset(Dataset):
             available = len(reader)
             if available < 1:
                 raise _DecodeFailure("no decodable frames")
-            indices = tsn_indices(
-                available, self.num_frames, train=self.train, rng=rng,
-                clip_index=clip, num_clips=self.num_clips,
+            indices = clip_indices(
+                available, self.num_frames, sampling=self.sampling, frame_stride=self.frame_stride,
+                train=self.train, rng=rng, clip_index=clip, num_clips=self.num_clips,
             )
             batch = reader.get_batch(indices.tolist()).asnumpy()
         except (decord.DECORDError, RuntimeError) as err:
@@ -356,11 +492,11 @@ class VideoClipDataset(Dataset):
         shown = ", ".join(files[:20])
         return shown + (f" ... and {len(files) - 20} more" if len(files) > 20 else "")
 
-    def _item(self, row: int, frames: torch.Tensor, rng: np.random.Generator) -> dict[str, Any]:
+    def _item(self, row: int, frames: torch.Tensor, rng: np.random.Generator, crop: int) -> dict[str, Any]:
         target = torch.zeros(self.num_classes, dtype=torch.float32)
         target[self._label_lists[row]] = 1.0
         return {
-            "frames": self.transform(frames, rng),
+            "frames": self.transform(frames, rng, crop),
             "label": torch.tensor(self._labels[row], dtype=torch.int64),
             "target": target,
             "index": torch.tensor(row, dtype=torch.int64),

@@ -70,10 +70,13 @@ def cache_meta(config: TrialConfig, *, stage1_dir: str | Path) -> dict[str, Any]
         # names no path of the machine that built it
         "manifest_sha": _fingerprint(Path(data.manifest)),
         "frames": data.frames,
+        "sampling": data.sampling,
+        "frame_stride": data.frame_stride,
         "crop_size": data.crop_size,
         "train_scale": list(data.train_scale),
         "eval_short_side": data.eval_short_side,
         "eval_clips": data.eval_clips,
+        "eval_crops": data.eval_crops,
         "policy_input_size": config.model.policy_input_size,
         "views": config.stage2.cached_views,
         "seed": config.seed,

@@ -1,8 +1,9 @@
 """Evaluation of every method's stages: accuracy, GFLOPs from the decisions taken, action usage.
 
 Every rank scores its share of the evaluation items; the per-item outputs are gathered to every rank
-and combined per video (the K clips of multi-clip evaluation are averaged). Scores are softmax
-probabilities, so averaging clips and ranking videos for mAP use comparable numbers. A dynamic
+and combined per video (the K clips × 1 or 3 crops of multi-view evaluation: scores averaged, costs
+summed, so a video's GFLOPs grow with its number of views). Scores are softmax probabilities, so
+averaging views and ranking videos for mAP use comparable numbers. A dynamic
 network's recorded figures come from its inference path on decoded clips (``video_outputs``, one
 video per batch), priced by its method's cost model from the decisions it took.
 """
@@ -140,7 +141,7 @@ def check_eval_mode(model: nn.Module) -> None:
 
 
 def eval_dataset(data: DataConfig, *, manifest: Manifest, root: Path, split: str, seed: int) -> VideoClipDataset:
-    """The evaluation clips of ``split`` (centre crops, ``data.eval_clips`` clips per video)."""
+    """The evaluation views of ``split``: ``data.eval_clips`` clips × ``data.eval_crops`` crops per video."""
     return clip_dataset(data, manifest=manifest, root=root, split=split, train=False, seed=seed)
 
 
@@ -163,13 +164,13 @@ def video_outputs(
     usage, or anything else its ``price`` reads, which then returns ``usage`` itself (VA-RED²'s gate
     weights per layer). ``mode`` None calls ``model.infer(frames)`` (a network with one inference path).
 
-    Each video's K clips form one batch, and a "sample"-mode policy draws from a generator seeded
-    by (seed, video), so a video's outputs are the same whichever process scores it with whatever
+    Each video's views (K clips × crops) form one batch, and a "sample"-mode policy draws from a
+    generator seeded by (seed, video), so a video's outputs are the same whichever process scores it with whatever
     others: the figures a stage records and those ``python -m searchlab.evaluate`` measures agree.
     """
     check_eval_mode(model)
-    clips = dataset.num_clips
-    batches = [[video * clips + k for k in range(clips)] for video in videos]
+    views = dataset.views_per_video
+    batches = [[video * views + k for k in range(views)] for video in videos]
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=loader_workers)
     parts: dict[str, list[Tensor]] = {}
     for video, batch in zip(videos, loader):

@@ -49,13 +49,14 @@ def load_manifest(data: DataConfig) -> tuple[Manifest, Path]:
 def clip_dataset(
     data: DataConfig, *, manifest: Manifest, root: Path, split: str, train: bool, seed: int
 ) -> VideoClipDataset:
-    """TSN clips of ``split`` with the stage's training or evaluation transform."""
+    """Clips of ``split`` sampled as ``data.sampling`` says, with the stage's training transform or
+    the evaluation protocol (``data.eval_clips`` clips × ``data.eval_crops`` crops per video)."""
     if train:
         transform: TrainClipTransform | EvalClipTransform = TrainClipTransform(
             short_side_range=tuple(data.train_scale), crop_size=data.crop_size
         )
     else:
-        transform = EvalClipTransform(short_side=data.eval_short_side, crop_size=data.crop_size)
+        transform = EvalClipTransform(short_side=data.eval_short_side, crop_size=data.crop_size, crops=data.eval_crops)
     return VideoClipDataset(
         manifest=manifest,
         data_root=root,
@@ -64,6 +65,8 @@ def clip_dataset(
         transform=transform,
         train=train,
         num_clips=1 if train else data.eval_clips,
+        sampling=data.sampling,
+        frame_stride=data.frame_stride,
         seed=seed,
         max_failure_fraction=data.max_failure_fraction,
     )

@@ -170,8 +170,9 @@ def _evaluate(worker: Worker, config: TrialConfig, val_set: Any, backbone: AnyPr
     videos = evaluate.per_video(evaluate.collect(worker, loader, score), mean=keys)
     table = flops.action_cost_table(config.model.backbone, decision_space=list(backbone.bit_widths),
                                     size=config.data.crop_size, num_classes=manifest.num_classes)
+    # per video, as the dynamic networks' costs: every frame of each of its evaluation views
     uniform = evaluate.uniform_metrics(videos, bit_widths=backbone.bit_widths, cost_table=table,
-                                       frames=config.data.frames, multi_label=evaluate.uses_map(config.data.metric, manifest_multi_label=manifest.multi_label))
+                                       frames=config.data.frames * config.data.eval_views, multi_label=evaluate.uses_map(config.data.metric, manifest_multi_label=manifest.multi_label))
     top = uniform[str(backbone.bit_widths[0])]
     memory = flops.memory_mb(config.model.backbone, bit_widths=backbone.bit_widths, num_classes=manifest.num_classes)
     return {**{k: v for k, v in top.items() if k != "gflops"}, "gflops": top["gflops"], "memory_mb": memory,

@@ -325,7 +325,7 @@ def _final_metrics(
     model.to(worker.device).eval()
     costs = deployed_eval.videoiq_costs(model, backbone=config.model.backbone, size=config.data.crop_size)
     dataset = evaluate.eval_dataset(config.data, manifest=manifest, root=root, split="val", seed=config.seed)
-    videos = range(worker.rank, len(dataset) // dataset.num_clips, worker.world_size)
+    videos = range(worker.rank, len(dataset) // dataset.views_per_video, worker.world_size)
     local = evaluate.video_outputs(model, dataset, videos=videos, mode=config.stage2.eval_mode, seed=config.seed,
                                    price=deployed_eval.videoiq_price(costs, decision_space=model.decision_space),
                                    device=worker.device, loader_workers=config.data.loader_workers)

@@ -6,8 +6,8 @@ them) and classified by ``backbones[i]``; video logits = mean of frame logits; C
 (backbone, resolution, data, recipe): every trial that uses the pair shares it.
 
 Artifact: ``backbone.pt`` (torchvision state dict), ``metrics.json`` (the single-resolution
-baseline on val: accuracy, map/top1, gflops = T frames at that resolution, memory_mb, backbone,
-resolution), ``config.yaml``.
+baseline on val: accuracy, map/top1, gflops = T frames at that resolution for each of a video's
+evaluation views, memory_mb, backbone, resolution), ``config.yaml``.
 """
 
 from __future__ import annotations
@@ -94,8 +94,10 @@ def backbone_loop(loop_config: dict[str, Any], worker: Worker) -> None:
         metrics: dict[str, Any] = {}
         if inputs.evaluates(epoch, epochs=recipe.epochs):
             metrics = _evaluate(inputs, worker, classifier, data.manifest, data.root)
+            # per video, as the dynamic networks' costs: every frame of each of its evaluation views
+            frames = inputs.data.frames * inputs.data.eval_views
             metrics.update({"backbone": name, "resolution": size, "memory_mb": memory_mb(classifier.backbone),
-                            "gflops": inputs.data.frames * backbone_gflops(name, size=size, num_classes=num_classes)})
+                            "gflops": frames * backbone_gflops(name, size=size, num_classes=num_classes)})
             scalars.update({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, float)})
         log.log(epoch, scalars)
 

@@ -4,10 +4,11 @@
 bundle's ``arnet.pt`` (read with ``weights_only=True``) and returns a ``DeployedARNet``:
 
 * ``predict(frames)``: ``ARNet.infer`` on ImageNet-normalised clips (N, T, 3, S, S), S = data.crop_size;
-* ``predict_video(path)``: decodes the file the way evaluation does (TSN segment centres of
-  ``data.frames`` frames, short side ``data.eval_short_side``, centre crop ``data.crop_size``,
-  ImageNet normalisation; ``data.eval_clips`` clips whose probabilities are averaged), but one frame
-  at a time, when the decision loop reaches it (``stepwise_infer``).
+* ``predict_video(path)``: decodes the file the way evaluation does (``data.frames`` frames per clip
+  sampled as ``data.sampling`` says, short side ``data.eval_short_side``, ``data.eval_crops`` crops of
+  ``data.crop_size``, ImageNet normalisation; ``data.eval_clips`` × ``data.eval_crops`` views whose
+  probabilities are averaged), but one frame at a time, when the decision loop reaches it
+  (``stepwise_infer``).
 
 What lazy decoding can save depends on the skip semantics (METHODS.md §2): the trained network's LSTM
 **consumes the frames inside a skip window** (h is restored, the cell state c is not), so the
@@ -54,8 +55,8 @@ class StepwiseResult(NamedTuple):
 
 
 class VideoPrediction(NamedTuple):
-    probabilities: Tensor  # (1, C): softmax of each clip's logits, averaged over the clips
-    actions: Tensor  # (K, T, |A|): one-hot actions of each of the K = data.eval_clips clips
+    probabilities: Tensor  # (1, C): softmax of each view's logits, averaged over the views
+    actions: Tensor  # (V, T, |A|): one-hot actions of each of the V = data.eval_clips × data.eval_crops views
     frames_decoded: int  # distinct video frames decoded
 
 
@@ -168,25 +169,16 @@ class DeployedARNet:
         ``size`` (width, height) is the video's full frame size as a manifest records it; without it
         the container's header is read. It sets the reduced size decord decodes at, as evaluation does.
         """
-        data = self.data
-        reader, transform, indices = open_eval_video(path, data, size)
-        clips = data.eval_clips
+        video = open_eval_video(path, self.data, size)
         device = next(self.model.parameters()).device
-        decoded: dict[int, Tensor] = {}
 
         def read(step: int, rows: Tensor) -> Tensor:
-            wanted = [indices[row][step] for row in rows.tolist()]
-            missing = sorted(set(wanted) - set(decoded))
-            if missing:
-                batch = torch.from_numpy(reader.get_batch(missing).asnumpy()).permute(0, 3, 1, 2).contiguous()
-                for frame_index, frame in zip(missing, transform(batch)):
-                    decoded[frame_index] = frame
-            return torch.stack([decoded[i] for i in wanted]).to(device)
+            return video.frames_at(step, rows.tolist()).to(device)
 
-        result = stepwise_infer(self.model, read, batch=clips, steps=data.frames, mode=self.arnet.eval_mode,
-                                decode_skipped=decode_skipped)
+        result = stepwise_infer(self.model, read, batch=len(video.indices), steps=self.data.frames,
+                                mode=self.arnet.eval_mode, decode_skipped=decode_skipped)
         probabilities = result.logits.softmax(dim=-1).mean(dim=0, keepdim=True)
-        return VideoPrediction(probabilities, result.actions, len(decoded))
+        return VideoPrediction(probabilities, result.actions, video.frames_decoded)
 
 
 def load_arnet_bundle(

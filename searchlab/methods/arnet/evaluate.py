@@ -71,7 +71,7 @@ def evaluate_inference(
     metrics of the whole split. ``model`` must be in eval mode on ``worker.device``."""
     costs = arnet_costs(model)
     dataset = eval_dataset(data, manifest=manifest, root=root, split=split, seed=seed)
-    videos = range(worker.rank, len(dataset) // dataset.num_clips, worker.world_size)
+    videos = range(worker.rank, len(dataset) // dataset.views_per_video, worker.world_size)
     local = video_outputs(model, dataset, videos=videos, price=arnet_price(costs), mode=mode, seed=seed,
                           device=worker.device, loader_workers=data.loader_workers)
     return inference_metrics(gathered(worker, local), action_names=action_names,
@@ -85,7 +85,7 @@ def measure_bundle(deployed: Any, dataset: VideoClipDataset, *, device: torch.de
     """Every video of ``dataset`` through a deployed AR-Net's inference path (``Method.bundle.measure``)."""
     model, arnet = deployed.model, deployed.arnet
     costs = arnet_costs(model)
-    outputs = video_outputs(model, dataset, videos=range(len(dataset) // dataset.num_clips), price=arnet_price(costs),
+    outputs = video_outputs(model, dataset, videos=range(len(dataset) // dataset.views_per_video), price=arnet_price(costs),
                             mode=arnet.eval_mode, seed=deployed.config.seed, device=device,
                             loader_workers=loader_workers)
     return inference_metrics(outputs, action_names=arnet.action_names(),

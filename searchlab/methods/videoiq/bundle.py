@@ -6,8 +6,8 @@ network that runs only the chosen precision per frame; and its measurement from 
 bundle's card) and returns a ``Prediction``: it unpacks as (probabilities, actions) and also names
 each clip's class (``labels``) and each frame's decision (``decisions``: "32b", "4b", "skip", ...).
 ``predict_video(path)`` decodes a video file the way evaluation does (``searchlab.data.eval_video``:
-TSN segment centres, short side, centre crop, ImageNet normalisation, ``data.eval_clips`` clips) and
-gives the decision and prediction ``python -m searchlab.evaluate`` gets for that video."""
+TSN or dense clips, short side, 1 or 3 crops, ImageNet normalisation, ``data.eval_clips`` ×
+``data.eval_crops`` views) and gives the decision and prediction ``python -m searchlab.evaluate`` gets for that video."""
 
 from __future__ import annotations
 
@@ -60,9 +60,9 @@ class Prediction(tuple):
 class VideoIQVideoPrediction(NamedTuple):
     """``predict_video``'s result; its first three fields are AR-Net's ``VideoPrediction``'s."""
 
-    probabilities: Tensor  # (1, C): softmax of each clip's logits, averaged over the clips (as evaluation)
-    actions: Tensor  # (K, T, |Ω|): one-hot actions of each of the K = data.eval_clips clips
-    frames_decoded: int  # video frames decoded (K x T: the policy reads every sampled frame)
+    probabilities: Tensor  # (1, C): softmax of each view's logits, averaged over the views (as evaluation)
+    actions: Tensor  # (V, T, |Ω|): one-hot actions of each of the V = data.eval_clips × data.eval_crops views
+    frames_decoded: int  # video frames decoded (K x T: the policy reads every sampled frame; crops share them)
     label: str  # the most probable class
     decisions: list[list[str]]  # per clip, per sampled frame: "32b", "4b", "2b" or "skip"
 
@@ -96,7 +96,8 @@ class DeployedVideoIQ:
         check_clip(frames, frames_per_clip=self.config.data.frames, size=self.config.data.crop_size)
 
     def decode_video(self, path: str | Path, *, size: tuple[int, int] | None = None) -> Tensor:
-        """The evaluation clips of a video file: float32 (data.eval_clips, T, 3, S, S), ready for ``predict``."""
+        """The evaluation views of a video file: float32 (data.eval_clips × data.eval_crops, T, 3, S, S), ready
+        for ``predict``."""
         return decode_video(path, self.config.data, size=size)
 
     @torch.no_grad()
@@ -120,7 +121,8 @@ class DeployedVideoIQ:
         probabilities = logits.softmax(dim=-1).mean(dim=0, keepdim=True)
         named = Prediction(probabilities, actions, class_names=self.class_names,
                            decision_space=self.model.decision_space)
-        return VideoIQVideoPrediction(probabilities, actions, int(clips.shape[0] * clips.shape[1]), named.labels[0],
+        frames_decoded = self.config.data.eval_clips * self.config.data.frames
+        return VideoIQVideoPrediction(probabilities, actions, frames_decoded, named.labels[0],
                                       named.decisions)
 
 
@@ -142,7 +144,7 @@ def measure(deployed: DeployedVideoIQ, dataset: Any, *, device: torch.device, lo
     """Every video of ``dataset`` through the inference path, priced from the decisions taken."""
     config, model = deployed.config, deployed.model
     costs = videoiq_costs(model, backbone=config.model.backbone, size=config.data.crop_size)
-    outputs = video_outputs(model, dataset, videos=range(len(dataset) // dataset.num_clips),
+    outputs = video_outputs(model, dataset, videos=range(len(dataset) // dataset.views_per_video),
                             mode=config.stage2.eval_mode, seed=config.seed,
                             price=videoiq_price(costs, decision_space=model.decision_space),
                             device=device, loader_workers=loader_workers)
