@@ -86,7 +86,7 @@ def evaluate_inference(
     metrics of the whole split. ``model`` must be in eval mode on ``worker.device``."""
     costs = vared_costs(model)
     dataset = eval_dataset(data, manifest=manifest, root=root, split=split, seed=seed)
-    videos = range(worker.rank, len(dataset) // dataset.num_clips, worker.world_size)
+    videos = range(worker.rank, len(dataset) // dataset.views_per_video, worker.world_size)
     local = video_outputs(model, dataset, videos=videos, price=vared_price(costs), mode=None, seed=seed,
                           device=worker.device, loader_workers=data.loader_workers)
     return inference_metrics(gathered(worker, local), alternative_names=alternative_names,
@@ -100,7 +100,7 @@ def fixed_metrics(
     clip_gflops: float, batch_size: int, split: str = "val",
 ) -> dict[str, float]:
     """Accuracy of a network whose every clip costs ``clip_gflops`` (the base network, or the dynamic
-    one with its gates forced), and its GFLOPs per video (that cost × the video's views)."""
+    one with its gates forced), and its GFLOPs per video (that cost × the video's views: K clips × crops)."""
     check_eval_mode(model)
     dataset = eval_dataset(data, manifest=manifest, root=root, split=split, seed=seed)
     sampler = EpochSampler(len(dataset), rank=worker.rank, world_size=worker.world_size, shuffle=False, seed=seed)
@@ -114,7 +114,7 @@ def fixed_metrics(
     videos = per_video(collect(worker, loader, score), mean=("scores",))
     multi_label = uses_map(data.metric, manifest_multi_label=manifest.multi_label)
     return {**score_metrics(videos, key="scores", multi_label=multi_label),
-            "gflops": clip_gflops * dataset.num_clips}
+            "gflops": clip_gflops * dataset.views_per_video}
 
 
 def measure_bundle(deployed: Any, dataset: VideoClipDataset, *, device: torch.device, loader_workers: int,
@@ -122,7 +122,7 @@ def measure_bundle(deployed: Any, dataset: VideoClipDataset, *, device: torch.de
     """Every video of ``dataset`` through a deployed VA-RED²'s inference path (``Method.bundle.measure``)."""
     model = deployed.model
     costs = vared_costs(model)
-    outputs = video_outputs(model, dataset, videos=range(len(dataset) // dataset.num_clips), price=vared_price(costs),
+    outputs = video_outputs(model, dataset, videos=range(len(dataset) // dataset.views_per_video), price=vared_price(costs),
                             mode=None, seed=deployed.config.seed, device=device, loader_workers=loader_workers)
     return inference_metrics(outputs, alternative_names=deployed.vared.alternative_names(),
                              class_names=deployed.class_names, multi_label=multi_label, memory_mb=costs.memory_mb)
