@@ -33,14 +33,21 @@ def _every_section() -> set[str]:
     return {section for sections in METHOD_SECTIONS.values() for section in sections}
 
 
+def shared_keys(base: Any) -> Any:
+    """A base tree without the method and any method's section: what every method of a cross-method
+    sweep shares."""
+    if not isinstance(base, dict):
+        return base
+    return {key: value for key, value in base.items() if key != METHOD_KEY and key not in _every_section()}
+
+
 def method_base(base: TrialConfig, sections: Mapping[str, Any], name: str) -> TrialConfig:
     """The base configuration of method ``name``'s trials: ``base``'s shared keys and ``sections``.
 
     Every method section of ``base`` is dropped first (VideoIQ's are always present with their
     defaults), so a method's trials see only the sections given for it.
     """
-    shared = base.model_dump(mode="python", exclude={METHOD_KEY, *_every_section()})
-    return TrialConfig.model_validate({**shared, **sections, METHOD_KEY: name})
+    return TrialConfig.model_validate({**shared_keys(base.model_dump(mode="python")), **sections, METHOD_KEY: name})
 
 
 def base_for(bases: Mapping[str, TrialConfig], chosen: Mapping[str, Any]) -> TrialConfig | None:
@@ -89,7 +96,8 @@ def cross_method_problems(tree: Mapping[str, Any]) -> list[str]:
         if entry.get("when"):
             problems.append(f"space.{METHOD_KEY}: the method is chosen first, on no condition; remove its when:")
         problems += [f"space.{METHOD_KEY}: choice {name!r} has no sections under methods; add methods.{name} "
-                     f"({{}} for its defaults) or drop the choice" for name in choices if name not in methods]
+                     f"({{}} for its defaults) or drop the choice"
+                     for name in choices if not isinstance(name, str) or name not in methods]
         problems += [f"methods.{name}: never used, {name!r} is not among space.{METHOD_KEY}'s choices "
                      f"{choices}; add it there or remove methods.{name}" for name in methods if name not in choices]
     return problems + _unconditioned_problems(space)

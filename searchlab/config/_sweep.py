@@ -12,7 +12,7 @@ from pydantic import Field, ValidationError
 from searchlab.config._environment import _environment_problems
 from searchlab.config._errors import ConfigError, _format_pydantic, _where
 from searchlab.config._limits import _non_finite_numbers
-from searchlab.config._methods import METHOD_KEY, cross_method_problems, method_base, method_bases
+from searchlab.config._methods import METHOD_KEY, cross_method_problems, method_base, method_bases, shared_keys
 from searchlab.sections import Strict as _Strict
 from searchlab.config._search import SearchConfig
 from searchlab.config._space import SpaceEntry
@@ -63,7 +63,10 @@ class Sweep(_Strict):
 
     def trial_config(self, params: dict[str, Any]) -> TrialConfig:
         """A trial's configuration: its method's base with its parameters (dotted keys) applied."""
-        method = params.get(METHOD_KEY, self.method_names[0])
+        method = params.get(METHOD_KEY) if self.methods else self.base.method
+        if method is None:
+            raise KeyError(f"a cross-method sweep's trial names its method: give {METHOD_KEY} (one of "
+                           f"{', '.join(self.method_names)}) among the parameters")
         overrides = {key: value for key, value in params.items() if key != METHOD_KEY}
         base = self.method_base(method)
         return base.with_overrides(overrides) if overrides else base
@@ -144,9 +147,11 @@ def parse_sweep(tree: dict[str, Any], *, source: str) -> Sweep:
     tree = dict(tree)
     base_tree = _resolve_paths(tree.get("base"))
     tree["base"] = base_tree
+    problems.extend(cross_method_problems(tree))
     if isinstance(tree.get("methods"), dict):
         tree["methods"] = {name: _resolve_paths(sections) for name, sections in tree["methods"].items()}
-    problems.extend(cross_method_problems(tree))
+        # what base must not hold in a cross-method sweep is reported above: the rest is checked as usual
+        base_tree = tree["base"] = shared_keys(base_tree)
     try:
         sweep = Sweep.model_validate({**tree, "source": source})
     except ValidationError as error:
