@@ -185,7 +185,7 @@ def _plot_pareto(frame: pd.DataFrame, baselines: pd.DataFrame, knee: object | No
     infeasible = done.drop(feasible.index)
     front = feasible[pareto_front(feasible, DEFAULT_OBJECTIVES)].sort_values("gflops")
     several = len(styles) > 1
-    fig, ax = plt.subplots(figsize=(8, 5.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(9.5, 5.2), dpi=110)
     spread = done.dropna(subset=["gflops_p5", "gflops_p95"])
     for method, rows in spread.groupby("method"):
         low = (rows["gflops"] - rows["gflops_p5"]).clip(lower=0)
@@ -217,20 +217,24 @@ def _plot_pareto(frame: pd.DataFrame, baselines: pd.DataFrame, knee: object | No
         ax.annotate(str(int(row["number"])), (row["gflops"], row["accuracy"]), textcoords="offset points",
                     xytext=(4, 4), fontsize=8 if on_front else 7, color="black" if on_front else "0.35",
                     fontweight="bold" if on_front else "normal", zorder=5)  # fmt: skip
-    several_keys = baselines.groupby("method")["key"].nunique().gt(1).any() if not baselines.empty else False
-    for method, rows in baselines.sort_values(["method", "key", "gflops"]).groupby("method", sort=False):
+    # a label two baselines of a method share (measured on different shared stages) gets its stage key
+    ambiguous = baselines.duplicated(subset=["method", "label"], keep=False)
+    right = max([*done["gflops"], *baselines["gflops"], 0.0]) * 0.7  # labels of points beyond this go leftwards
+    for i, (method, rows) in enumerate(baselines.sort_values(["method", "key", "gflops"]).groupby("method", sort=False)):
         style = styles[method]
         ax.scatter(rows["gflops"], rows["accuracy"], marker=style.marker, s=70, c=style.colour, edgecolors="black",
                    zorder=3, label=f"{method} baselines" if several else "baselines")
-        for _, row in rows.iterrows():
-            label = row["label"] + (f" ({row['key'][:6]})" if several_keys else "")
-            ax.annotate(label, (row["gflops"], row["accuracy"]), textcoords="offset points", xytext=(6, -10),
+        for index, row in rows.iterrows():
+            label = row["label"] + (f" ({row['key'][:6]})" if ambiguous[index] else "")
+            leftwards = row["gflops"] > right
+            ax.annotate(label, (row["gflops"], row["accuracy"]), textcoords="offset points",
+                        xytext=(-6 if leftwards else 6, -10 - 10 * i), ha="right" if leftwards else "left",
                         fontsize=8, color=style.colour if several else "black")
     ax.set_xlabel("GFLOPs per video (mean; bars: p5-p95 over the held-out videos)")
     ax.set_ylabel("accuracy")
     ax.set_title("accuracy vs compute" + (", coloured by method" if several else "") + " (numbers: trial numbers)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: never over a point
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
