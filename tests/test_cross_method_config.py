@@ -18,6 +18,7 @@ import yaml
 
 from searchlab import sweep as sweep_cli
 from searchlab.config import ConfigError, load_sweep, load_trial_config, parse_sweep
+from searchlab.methods import get_method, stage_keys
 from searchlab.plan import describe_plan, shared_stage_keys
 from searchlab.run_dir import read_sweep_snapshot, write_sweep_snapshot
 from searchlab.space import decode_params, encode_point, make_sampler, suggest
@@ -48,6 +49,21 @@ def test_each_methods_trials_start_from_the_shared_keys_and_their_own_sections()
     assert videoiq.data == arnet.data == sweep.base.data and videoiq.name == arnet.name == "demo-all"
     with pytest.raises(KeyError, match="not searched by this sweep"):
         sweep.trial_config({"method": "nope"})
+
+
+@pytest.mark.parametrize("method", ["videoiq", "arnet"])
+def test_a_methods_trials_share_the_stage_keys_of_its_single_method_sweep(method: str) -> None:
+    """The same sections alone in a single-method file give the same configuration, so the same cache keys:
+    a cross-method sweep reuses the stages a single-method sweep trained (and the other way round)."""
+    tree = demo_all_tree()
+    single = {**tree, "base": {**tree["base"], **tree["methods"][method], "method": method}, "space": {},
+              "search": {**tree["search"], "points_to_evaluate": []}}
+    del single["methods"]
+    cross = load_sweep(DEMO_ALL).method_base(method)
+    alone = parse_sweep(single, source="single.yaml").base
+    declared = get_method(method)
+    keys = [stage_keys(declared, config.model_dump(mode="json"), data_fingerprint="data") for config in (cross, alone)]
+    assert cross == alone and keys[0] == keys[1]
 
 
 def test_single_method_sweeps_read_as_before() -> None:
