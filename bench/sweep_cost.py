@@ -95,7 +95,7 @@ def load_run(run_dir: Path) -> tuple[Sweep, pd.DataFrame, dict[str, int]]:
 
 
 def trial_config(sweep: Sweep, row: pd.Series) -> TrialConfig:
-    return sweep.base.with_overrides(json.loads(row["params"]))
+    return sweep.trial_config(json.loads(row["params"]))
 
 
 # --------------------------------------------------------------------------------------------

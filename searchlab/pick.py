@@ -340,8 +340,9 @@ def export_bundle(row: pd.Series, *, run_dir: Path, out: Path, selection: dict[s
     if class_names is None:
         raise PickError(f"trial {row['trial_id']} did not record its class names; re-run the sweep")
     # the trial's configuration is the sweep's base with the trial's parameters, as the trial had it
-    base = read_sweep_snapshot(run_dir).base
-    config = base.with_overrides(row["params_decoded"] or {}).model_dump(mode="json")
+    sweep = read_sweep_snapshot(run_dir)
+    base = sweep.base
+    config = sweep.trial_config(row["params_decoded"] or {}).model_dump(mode="json")
     card = card_of(row, run_dir=run_dir, config=config, selection=selection, manifest=base.data.manifest)
     with staged_directory(out) as staging:
         # copyfile, not copy2: the bundle's files get the default mode, not the (maybe private) source's

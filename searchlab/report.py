@@ -62,6 +62,7 @@ from searchlab.report_html import (  # noqa: E402  (the page's pieces)
     export_command,
     format_usage,
 )
+from searchlab.report_methods import MethodStyle, MethodSummary, method_styles, methods_html, summary_text  # noqa: E402
 from searchlab.report_terms import GLOSSARY, parameter_meaning  # noqa: E402
 from searchlab.results import (  # noqa: E402
     ACTION_USAGE,
@@ -106,6 +107,7 @@ class Report:
     reference: tuple[float, ...]
     hypervolume: float
     normalised: NormalisedHypervolume | None = None
+    methods: tuple[MethodSummary, ...] = ()  # per method, when the run's trials train several
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,29 +177,37 @@ def _flat_keys(keys: object) -> list[str]:
 
 
 def _plot_pareto(frame: pd.DataFrame, baselines: pd.DataFrame, knee: object | None, dominated: set[int],
-                 path: Path) -> None:  # fmt: skip
+                 path: Path, styles: dict[str, MethodStyle]) -> None:  # fmt: skip
+    """Every completed trial coloured by its method, the front over all methods joined by one line,
+    and each method's baselines in its colour with its own marker."""
     done = frame[(frame["status"] == "completed") & frame["accuracy"].notna() & frame["gflops"].notna()]
     feasible = done[_feasible(done)]
     infeasible = done.drop(feasible.index)
     front = feasible[pareto_front(feasible, DEFAULT_OBJECTIVES)].sort_values("gflops")
-    fig, ax = plt.subplots(figsize=(8, 5.2), dpi=110)
-    for subset, colour in ((feasible, "tab:blue"), (infeasible, "0.7"), (front, "tab:red")):
-        spread = subset.dropna(subset=["gflops_p5", "gflops_p95"])
-        if not spread.empty:
-            low = (spread["gflops"] - spread["gflops_p5"]).clip(lower=0)
-            high = (spread["gflops_p95"] - spread["gflops"]).clip(lower=0)
-            ax.errorbar(spread["gflops"], spread["accuracy"], xerr=[low, high], fmt="none", ecolor=colour,
-                        alpha=0.45, lw=1, capsize=2, zorder=1)  # fmt: skip
+    several = len(styles) > 1
+    fig, ax = plt.subplots(figsize=(9.5, 5.2), dpi=110)
+    spread = done.dropna(subset=["gflops_p5", "gflops_p95"])
+    for method, rows in spread.groupby("method"):
+        low = (rows["gflops"] - rows["gflops_p5"]).clip(lower=0)
+        high = (rows["gflops_p95"] - rows["gflops"]).clip(lower=0)
+        ax.errorbar(rows["gflops"], rows["accuracy"], xerr=[low, high], fmt="none", ecolor=styles[method].colour,
+                    alpha=0.35, lw=1, capsize=2, zorder=1)  # fmt: skip
     ax.scatter(infeasible["gflops"], infeasible["accuracy"], c="0.7", s=22, label="infeasible")
-    ax.scatter(feasible["gflops"], feasible["accuracy"], c="tab:blue", s=22, alpha=0.6, label="trials")
+    for method, rows in feasible.groupby("method"):
+        ax.scatter(rows["gflops"], rows["accuracy"], c=styles[method].colour, s=22, alpha=0.55,
+                   label=f"{method} trials" if several else "trials")
     if not front.empty:
-        ax.step(front["gflops"], front["accuracy"], where="post", c="tab:red", lw=1.5)
-        solid = front[~front["number"].isin(dominated)]
-        hollow = front[front["number"].isin(dominated)]
-        ax.scatter(solid["gflops"], solid["accuracy"], c="tab:red", s=46, zorder=3, label="Pareto front")
-        if not hollow.empty:
-            ax.scatter(hollow["gflops"], hollow["accuracy"], facecolors="white", edgecolors="tab:red", s=46, lw=1.5,
-                       zorder=3, label="front point a baseline dominates")  # fmt: skip
+        ax.step(front["gflops"], front["accuracy"], where="post", c="black", lw=1.2, alpha=0.8,
+                label="Pareto front" + (" (all methods)" if several else ""))
+        for method, rows in front.groupby("method"):
+            solid, hollow = rows[~rows["number"].isin(dominated)], rows[rows["number"].isin(dominated)]
+            ax.scatter(solid["gflops"], solid["accuracy"], c=styles[method].colour, edgecolors="black", s=50,
+                       lw=1, zorder=3)
+            ax.scatter(hollow["gflops"], hollow["accuracy"], facecolors="white", edgecolors=styles[method].colour,
+                       s=50, lw=1.5, zorder=3)
+        if front["number"].isin(dominated).any():
+            ax.scatter([], [], facecolors="white", edgecolors="black", s=50, lw=1.5,
+                       label="front point a baseline dominates")
     if knee is not None and knee in front.index:
         ax.scatter(front.at[knee, "gflops"], front.at[knee, "accuracy"], s=180, facecolors="none",
                    edgecolors="black", lw=1.5, zorder=4, label="knee")  # fmt: skip
@@ -207,32 +217,45 @@ def _plot_pareto(frame: pd.DataFrame, baselines: pd.DataFrame, knee: object | No
         ax.annotate(str(int(row["number"])), (row["gflops"], row["accuracy"]), textcoords="offset points",
                     xytext=(4, 4), fontsize=8 if on_front else 7, color="black" if on_front else "0.35",
                     fontweight="bold" if on_front else "normal", zorder=5)  # fmt: skip
-    markers = ["s", "^", "D", "v", "P", "X", "*"]
-    several_keys = baselines["key"].nunique() > 1
-    for i, (_, row) in enumerate(baselines.sort_values(["key", "gflops"]).iterrows()):
-        label = row["label"] + (f" ({row['key'][:6]})" if several_keys else "")
-        ax.scatter(row["gflops"], row["accuracy"], marker=markers[i % len(markers)], s=70, c="tab:green",
-                   edgecolors="black", zorder=3, label=label)  # fmt: skip
-        ax.annotate(label, (row["gflops"], row["accuracy"]), textcoords="offset points", xytext=(6, -10), fontsize=8)
+    # a label two baselines of a method share (measured on different shared stages) gets its stage key
+    ambiguous = baselines.duplicated(subset=["method", "label"], keep=False)
+    right = max([*done["gflops"], *baselines["gflops"], 0.0]) * 0.7  # labels of points beyond this go leftwards
+    for i, (method, rows) in enumerate(baselines.sort_values(["method", "key", "gflops"]).groupby("method", sort=False)):
+        style = styles[method]
+        ax.scatter(rows["gflops"], rows["accuracy"], marker=style.marker, s=70, c=style.colour, edgecolors="black",
+                   zorder=3, label=f"{method} baselines" if several else "baselines")
+        for index, row in rows.iterrows():
+            label = row["label"] + (f" ({row['key'][:6]})" if ambiguous[index] else "")
+            leftwards = row["gflops"] > right
+            ax.annotate(label, (row["gflops"], row["accuracy"]), textcoords="offset points",
+                        xytext=(-6 if leftwards else 6, -10 - 10 * i), ha="right" if leftwards else "left",
+                        fontsize=8, color=style.colour if several else "black")
     ax.set_xlabel("GFLOPs per video (mean; bars: p5-p95 over the held-out videos)")
     ax.set_ylabel("accuracy")
-    ax.set_title("accuracy vs compute (numbers: trial numbers)")
+    ax.set_title("accuracy vs compute" + (", coloured by method" if several else "") + " (numbers: trial numbers)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: never over a point
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
 
 
-def _plot_hypervolume(history: pd.DataFrame, reference: Sequence[float], names: Sequence[str], path: Path) -> None:
+def _plot_hypervolume(history: pd.DataFrame, reference: Sequence[float], names: Sequence[str], path: Path,
+                      per_method: dict[str, pd.DataFrame], styles: dict[str, MethodStyle]) -> None:  # fmt: skip
+    """The whole front's hypervolume after each trial and, with several methods, each method's own."""
     fig, ax = plt.subplots(figsize=(8, 3.2), dpi=110)
-    ax.step(history["number"], history["hypervolume"], where="post", c="tab:purple")
+    ax.step(history["number"], history["hypervolume"], where="post", c="black" if per_method else "tab:purple",
+            label="all methods" if per_method else None)
+    for method, curve in per_method.items():
+        ax.step(curve["number"], curve["hypervolume"], where="post", c=styles[method].colour, label=method, alpha=0.8)
     ax.set_xlabel("trial number")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("hypervolume")
     ref = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, reference))
     ax.set_title(f"hypervolume of feasible trials (reference {ref})", fontsize=9)
     ax.grid(alpha=0.3)
+    if per_method:
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
@@ -349,10 +372,13 @@ def build_report(run_dir: str | Path, *, objectives: Sequence[str] = DEFAULT_OBJ
     reference = tuple(float(v) for v in reference) if reference is not None else tuple(np.nan for _ in directions)
     two_d = list(directions) == list(DEFAULT_OBJECTIVES)
     normalised = normalised_hypervolume(front, comparable_baselines(frame, baselines)) if two_d else None
+    styles = method_styles([*frame["method"].dropna(), *baselines["method"].dropna()])
+    summaries, curves = _method_summaries(frame, baselines, directions, reference, front=front) if len(styles) > 1 \
+        else ([], {})
 
     pareto_png, hv_png = run_dir / "pareto.png", run_dir / "hypervolume.png"
-    _plot_pareto(frame, baselines, knee if two_d else None, dominated, _tmp(pareto_png))
-    _plot_hypervolume(history, reference, list(directions), _tmp(hv_png))
+    _plot_pareto(frame, baselines, knee if two_d else None, dominated, _tmp(pareto_png), styles)
+    _plot_hypervolume(history, reference, list(directions), _tmp(hv_png), curves, styles)
     _tmp(pareto_png).replace(pareto_png)
     _tmp(hv_png).replace(hv_png)
 
@@ -392,6 +418,7 @@ def build_report(run_dir: str | Path, *, objectives: Sequence[str] = DEFAULT_OBJ
 <h2>Pareto front ({len(front)} configurations)</h2>
 <p>Cheapest first. The commands run {esc(where)}; <code>--out</code> names the bundle folder to write.</p>
 {front_html(front, run_arg)}
+{_methods_section(summaries, history, styles)}
 <h2>Decision usage per class</h2>
 {per_class_html(front) if not front.empty else "<p><em>no front yet</em></p>"}
 <h2>Hypervolume</h2>
@@ -410,7 +437,38 @@ def build_report(run_dir: str | Path, *, objectives: Sequence[str] = DEFAULT_OBJ
     _tmp(html_path).write_text(page, encoding="utf-8")
     _tmp(html_path).replace(html_path)
     return Report(html_path, pareto_png, hv_png, counts, shown_front, reference, float(history["hypervolume"].iloc[-1]),
-                  normalised)
+                  normalised, tuple(summaries))
+
+
+def _method_summaries(frame: pd.DataFrame, baselines: pd.DataFrame, directions: dict[str, str],
+                      reference: Sequence[float], *, front: pd.DataFrame,
+                      ) -> tuple[list[MethodSummary], dict[str, pd.DataFrame]]:  # fmt: skip
+    """Each method's own front against its own baselines, its hypervolume against the whole front's
+    reference point, and its hypervolume curve (for a run whose trials train several methods)."""
+    summaries, curves = [], {}
+    two_d = list(directions) == list(DEFAULT_OBJECTIVES)
+    whole = set(int(n) for n in front["number"]) if not front.empty else set()
+    for method in sorted(frame["method"].dropna().unique()):
+        own = frame[frame["method"] == method]
+        own_baselines = baselines[baselines["method"] == method]
+        own_front, _ = _front_table(own, directions)
+        own_front = _with_baseline_comparison(own_front, own_baselines)
+        curves[method] = hypervolume_history(own, directions, reference)
+        completed = own[(own["status"] == "completed") & _feasible(own)].dropna(subset=list(directions))
+        summaries.append(MethodSummary(
+            method=method, completed=len(completed), front=own_front,
+            on_whole_front=tuple(sorted(whole & set(int(n) for n in own["number"]))),
+            hypervolume=float(curves[method]["hypervolume"].iloc[-1]),
+            normalised=normalised_hypervolume(own_front, comparable_baselines(own, own_baselines)) if two_d else None,
+            baselines=len(comparable_baselines(own, own_baselines))))
+    return summaries, curves
+
+
+def _methods_section(summaries: list[MethodSummary], history: pd.DataFrame, styles: dict[str, MethodStyle]) -> str:
+    if not summaries:
+        return ""
+    return ("<h2>Per method: best trade-offs against its own baselines</h2>"
+            + methods_html(summaries, whole_hypervolume=float(history["hypervolume"].iloc[-1]), styles=styles))
 
 
 def _front_columns(front: pd.DataFrame, directions: dict[str, str]) -> list[str]:
@@ -427,16 +485,26 @@ def cache_note(run_dir: Path) -> str:
     if not snapshot.is_file():
         return ""
     try:
-        base = json.loads(snapshot.read_text())["base"]
-        if base.get("method", "videoiq") != "videoiq":
-            return ""
-        views = int(base["stage2"]["cached_views"])
+        tree = json.loads(snapshot.read_text())
+        methods = tree.get("methods") or {}
+        if methods:  # a cross-method sweep: VideoIQ's sections, when it is among the methods, are its own
+            if "videoiq" not in methods:
+                return ""
+            from searchlab.config import Stage2Config
+
+            views = Stage2Config.model_validate(methods["videoiq"].get("stage2") or {}).cached_views
+        else:
+            base = tree["base"]
+            if base.get("method", "videoiq") != "videoiq":
+                return ""
+            views = int(base["stage2"]["cached_views"])
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
         raise ReportError(
             f"{snapshot}: not the sweep snapshot a sweep writes ({type(error).__name__}: {error}); restore it, or "
             "move it aside to report without the stage-2 cache note"
         ) from None
-    return (f"Stage 2 trains on the frozen backbone's cached outputs: {views} fixed augmentation view(s) per "
+    subject = "VideoIQ's stage 2" if methods else "Stage 2"
+    return (f"{subject} trains on the frozen backbone's cached outputs: {views} fixed augmentation view(s) per "
             f"training clip (TSN offsets, crop and flip drawn once; epoch e uses view e mod {views}), the "
             "centre view for evaluation.")
 
@@ -461,12 +529,18 @@ def _summary(report: Report) -> str:
     if report.normalised is not None:
         n = report.normalised
         lines.append(f"normalised hypervolume (baselines' box): front {n.front:.3f}, baselines {n.baselines:.3f}")
-    lines.append(f"Pareto front: {counts['front']} configurations")
+    lines.append(f"Pareto front: {counts['front']} configurations" + (" over every method" if report.methods else ""))
     if not report.front.empty:
         columns = [c for c in report.front.columns if not c.startswith(PARAM_PREFIX)]
         lines.append(report.front[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         run_arg, _ = _run_argument(report.html.parent)
         lines.append(f"export a front point: python -m searchlab.pick {shlex.quote(run_arg)} --trial N --out DIR")
+    for summary in report.methods:
+        lines.append(summary_text(summary, whole_hypervolume=report.hypervolume))
+        if not summary.front.empty:
+            columns = [c for c in ("number", "accuracy", "gflops", "action usage", "vs baselines") if c in summary.front]
+            shown = summary.front[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}")
+            lines.append("\n".join("  " + line for line in shown.splitlines()))
     note = cache_note(report.html.parent)
     lines += [note] if note else []
     lines += [f"report: {report.html}", f"figures: {report.pareto_png}, {report.hypervolume_png}"]

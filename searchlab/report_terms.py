@@ -48,6 +48,10 @@ GLOSSARY: dict[str, str] = {
               "widest precision plus the per-precision BatchNorm and clip values, policy included).",
     "action usage": "share of all held-out frames that took each action (32b/4b/2b: the precision run on the "
                     "frame; skip: the frame was not processed; AR-Net: resolution, head or skip).",
+    "per method": "in a run whose trials train several methods (a cross-method sweep): each method's own front "
+                  "(its feasible completed trials that no trial of the same method beats) against its own "
+                  "baselines, and its hypervolume against the whole front's reference point; in the figure every "
+                  "point has its method's colour and each method's baselines its own marker.",
     "vs baselines": "the step comparison with the method's reference points on the same shared stages "
                     "(no interpolation); a flagged row is dominated by a baseline: the baseline is at least as "
                     "accurate for no more GFLOPs.",

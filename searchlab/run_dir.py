@@ -218,6 +218,7 @@ def write_sweep_snapshot(run_dir: Path, sweep: Sweep) -> None:
     """RUN_DIR/sweep.json: the sweep as run, its paths relative to the run folder."""
     tree = sweep.model_dump(mode="json")
     tree["base"] = relative_config_paths(tree["base"], run_dir)
+    tree["methods"] = {name: relative_config_paths(sections, run_dir) for name, sections in tree["methods"].items()}
     tree["storage"] = relative_path(run_dir, str(Path(sweep.storage).resolve()))
     if sweep.source:
         tree["source"] = relative_path(run_dir, str(Path(sweep.source).resolve()))
@@ -228,6 +229,8 @@ def read_sweep_snapshot(run_dir: Path) -> Sweep:
     """The sweep a run folder was made by, its paths made absolute again against where the folder is now."""
     tree = json.loads((run_dir / SWEEP_SNAPSHOT).read_text())
     tree["base"] = absolute_config_paths(tree["base"], run_dir)
+    tree["methods"] = {name: absolute_config_paths(sections, run_dir)  # cross-method sweeps' own sections
+                       for name, sections in (tree.get("methods") or {}).items()}
     for key in ("storage", "source"):
         if tree.get(key):
             tree[key] = str(resolve_in(run_dir, tree[key]))

@@ -25,6 +25,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from searchlab.config import (
+    METHOD_KEY,
     Constraint,
     SearchConfig,
     SpaceEntry,
@@ -119,9 +120,13 @@ def _base_value(base: TrialConfig | None, key: str) -> Any:
 
 
 def conditions_hold(
-    entry: SpaceEntry, chosen: Mapping[str, Any], *, base: TrialConfig | None = None
+    entry: SpaceEntry, chosen: Mapping[str, Any], *, base: TrialConfig | None = None,
+    bases: Mapping[str, TrialConfig] | None = None,
 ) -> bool:
-    """Whether every `when` pair equals the trial's value (suggested, else the base config's)."""
+    """Whether every `when` pair equals the trial's value (suggested, else the base config's: in a
+    cross-method sweep, ``bases[method]`` of the method the trial chose)."""
+    if bases is not None and METHOD_KEY in chosen:
+        base = bases[chosen[METHOD_KEY]]
     for key, wanted in (entry.when or {}).items():
         actual = chosen[key] if key in chosen else _base_value(base, key)
         if plain(actual) != plain(wanted):
@@ -130,17 +135,21 @@ def conditions_hold(
 
 
 def suggest(
-    trial: optuna.trial.Trial, space: Mapping[str, SpaceEntry], *, base: TrialConfig | None = None
+    trial: optuna.trial.Trial, space: Mapping[str, SpaceEntry], *, base: TrialConfig | None = None,
+    bases: Mapping[str, TrialConfig] | None = None,
 ) -> dict[str, Any]:
     """Define-by-run: suggest every applicable entry; returns dotted key -> decoded value.
 
     Usable as Ray's ``OptunaSearch(space=functools.partial(suggest, space=..., base=...))``:
     Ray merges the returned dict over the raw (encoded) suggestions, so trials see real lists.
+    A cross-method sweep passes ``bases`` (method -> its base, `Sweep.method_bases`): the method is
+    suggested first (a categorical parameter), then only the entries whose conditions hold for it,
+    so each method's keys form its own conditional sub-space.
     """
     chosen: dict[str, Any] = {}
     for key in ordered_keys(space):
         entry = space[key]
-        if not conditions_hold(entry, chosen, base=base):
+        if not conditions_hold(entry, chosen, base=base, bases=bases):
             continue
         if entry.choice is not None:
             table = _choice_table(key, entry)

@@ -75,12 +75,13 @@ def _claimed(run_dir: Path, args: argparse.Namespace) -> Iterator[None]:
 
 def _user_paths(sweep: Sweep, args: argparse.Namespace) -> list[Path]:
     """Files of the user's that --overwrite must never delete: the sweep file and the configured paths."""
-    tree = sweep.base.model_dump(mode="json")
     configured = []
-    for section, key in CONFIG_PATH_FIELDS:
-        value = (tree.get(section) or {}).get(key)
-        configured += [item for item in (value if isinstance(value, list) else [value]) if item]
-    return [Path(args.file), *map(Path, configured)]
+    for base in sweep.method_bases().values():
+        tree = base.model_dump(mode="json")
+        for section, key in CONFIG_PATH_FIELDS:
+            value = (tree.get(section) or {}).get(key)
+            configured += [item for item in (value if isinstance(value, list) else [value]) if item]
+    return [Path(args.file), *map(Path, dict.fromkeys(configured))]
 
 
 def main(argv: list[str] | None = None) -> int:

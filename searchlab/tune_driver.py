@@ -70,7 +70,7 @@ def trial_main(params: dict[str, Any], *, sweep_json: str, run_dir: str) -> None
 
     sweep = Sweep.model_validate_json(sweep_json)
     overrides = dict(params)  # already decoded: `suggest` returns real values, which Ray passes on
-    config: TrialConfig = sweep.base.with_overrides(overrides)
+    config: TrialConfig = sweep.trial_config(overrides)
     trial_id = tune.get_context().get_trial_id()
     take_stage_records()  # this process's earlier trials' stages are not this trial's
     rungs: dict[str, Any] = {}
@@ -248,7 +248,8 @@ def build_searcher(sweep: Sweep, *, run_dir: Path) -> ConstrainedOptunaSearch:
     storage = optuna.storages.RDBStorage(f"sqlite:///{run_dir / 'optuna.db'}")
     searcher = StoppedAsPruned if search.scheduler == "pareto_asha" else ConstrainedOptunaSearch
     return searcher(
-        space=functools.partial(suggest, space=sweep.space, base=sweep.base),
+        space=functools.partial(suggest, space=sweep.space, base=sweep.base,
+                                bases=sweep.method_bases() if sweep.cross_method else None),
         metric=list(search.objectives),
         mode=list(search.objectives.values()),
         points_to_evaluate=[encode_point(point, sweep.space) for point in search.points_to_evaluate] or None,
@@ -262,7 +263,7 @@ def build_searcher(sweep: Sweep, *, run_dir: Path) -> ConstrainedOptunaSearch:
 def study_attrs(sweep: Sweep, *, run_dir: Path) -> dict[str, Any]:
     """What optuna-dashboard shows about the sweep (the study's user attributes)."""
     search = sweep.search
-    return {"searchlab_run": run_dir.name, "method": sweep.base.method, "sampler": search.sampler,
+    return {"searchlab_run": run_dir.name, "method": " | ".join(sweep.method_names), "sampler": search.sampler,
             "trials_planned": search.trials, "objectives": dict(search.objectives),
             "constraints": list(search.constraints), "searched": sorted(sweep.space),
             "report": f"python -m searchlab.report {run_dir.name} (from the run's storage folder)"}

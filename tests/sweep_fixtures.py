@@ -67,3 +67,29 @@ def sweep_tree(*, manifest: Path, storage: Path, name: str, trials: int, max_con
 def write_sweep(path: Path, tree: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(tree, sort_keys=False))
     return path
+
+
+# AR-Net at its smallest on the same clips: two ResNet-10s at 32 and 16 px, one epoch per stage.
+TINY_ARNET = {"resolutions": [32, 16], "backbones": ["resnet10", "resnet10"], "policy_input_size": 16,
+              "policy_hidden": 16, "policy_width_mult": 0.25, "efficiency_cost": "official", "eval_mode": "sample",
+              "backbone_stage": {"epochs": 1, "lr": 0.01, "batch_size": 4},
+              "joint_stage": {"epochs": 1, "lr": 0.01, "batch_size": 4, "temperature": TEMPERATURE},
+              "finetune_stage": {"epochs": 1, "lr": 0.005, "batch_size": 4, "temperature": TEMPERATURE}}
+
+
+def cross_method_sweep_tree(*, manifest: Path, storage: Path, name: str) -> dict[str, Any]:
+    """A cross-method sweep of two trials, one per method (its starting points name them): VideoIQ's
+    sections from `sweep_tree`, AR-Net's TINY_ARNET, each method's loss weight searched in its own trials."""
+    single = sweep_tree(manifest=manifest, storage=storage, name=name, trials=2, max_concurrent=2, failing_point=False)
+    base = single["base"]
+    return {
+        "base": {key: base[key] for key in ("name", "seed", "data", "resources")},
+        "methods": {"videoiq": {key: base[key] for key in ("model", "teacher", "stage1", "stage2")},
+                    "arnet": {"arnet": TINY_ARNET}},
+        "search": {**single["search"], "points_to_evaluate": [{"method": "videoiq", "stage2.w1": 0.2},
+                                                              {"method": "arnet", "arnet.w_eff": 1.0}]},
+        "space": {"method": {"choice": ["videoiq", "arnet"]},
+                  "stage2.w1": {"uniform": [0.0, 1.0], "when": {"method": "videoiq"}},
+                  "arnet.w_eff": {"loguniform": [0.1, 4.0], "when": {"method": "arnet"}}},
+        "storage": str(storage),
+    }

@@ -23,7 +23,7 @@ def test_every_shipped_sweep_file_is_valid(path: Path) -> None:
     assert sweep.source == str(path)
     assert Path(sweep.base.data.manifest).is_absolute()  # resolved for Ray workers
     for point in sweep.search.points_to_evaluate:
-        sweep.base.with_overrides(point)  # starting points give valid trials
+        sweep.trial_config(point)  # starting points give valid trials (in their method's base)
 
 
 def test_spaces_folder_is_not_empty() -> None:

@@ -239,3 +239,62 @@ def test_parameter_meanings_come_from_the_config_fields_or_the_docs() -> None:
     assert parameter_meaning("data.frames").startswith("T, frames sampled")
     assert parameter_meaning("stage2.decision_space").startswith("Ω: the actions per frame")
     assert parameter_meaning("no.such.key") == ""
+
+
+def _cross_method_run_dir(tmp_path: Path) -> Path:
+    """Trials of two methods, each with its own baselines: VideoIQ's 0 and 1, AR-Net's 2, 3 and 4;
+    the front over both is 0 (videoiq), 2 and 4 (arnet); AR-Net's 3 is on its own front only."""
+    run_dir = tmp_path / "cross"
+    table = TrialsTable.in_run(run_dir)
+    points = {0: ("videoiq", 0.70, 1.0), 1: ("videoiq", 0.60, 3.0), 2: ("arnet", 0.80, 2.0),
+              3: ("arnet", 0.68, 1.5), 4: ("arnet", 0.90, 5.0)}
+    for number, (method, accuracy, gflops) in points.items():
+        keys = {"stage1": "v1", "stage2": f"s{number}"} if method == "videoiq" else {"backbone": ["a56", "a32"]}
+        table.upsert(TrialRecord(
+            trial_id=f"trial_{number:03d}", number=number, status="completed",
+            params={"method": method, **({"stage2.w1": 0.1} if method == "videoiq" else {"arnet.w_eff": 1.0})},
+            metrics={"accuracy": accuracy, "gflops": gflops, "memory_mb": 5.0, ACTION_USAGE: {"32": 1.0}},
+            feasible=True, method=method, stage_keys=keys, total_s=1.0, started=T0, finished=T0))
+    BaselinesTable.in_run(run_dir).upsert(
+        [Baseline("videoiq", "v1", "uniform 32-bit", 0.72, 4.0, 40.0),
+         Baseline("videoiq", "v1", "uniform 2-bit", 0.65, 0.9, 2.5),
+         Baseline("arnet", "a56", "56 px", 0.95, 6.0, 40.0),
+         Baseline("arnet", "a32", "32 px", 0.70, 1.8, 40.0)])
+    return run_dir
+
+
+def test_a_cross_method_report_compares_each_method_with_its_own_baselines(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from searchlab.report import build_report
+
+    run_dir = _cross_method_run_dir(tmp_path)
+    report = build_report(run_dir)
+    assert list(report.front["number"]) == [0, 2, 4] and list(report.front["method"]) == ["videoiq", "arnet", "arnet"]
+    by_method = {summary.method: summary for summary in report.methods}
+    assert set(by_method) == {"videoiq", "arnet"}
+    arnet, videoiq = by_method["arnet"], by_method["videoiq"]
+    assert list(arnet.front["number"]) == [3, 2, 4] and arnet.on_whole_front == (2, 4)
+    assert list(videoiq.front["number"]) == [0] and videoiq.on_whole_front == (0,)
+    # each method against its own baselines only: AR-Net's 3 beats 32 px, VideoIQ's 0 is cheaper than 32-bit
+    assert list(arnet.front["vs baselines"])[0].startswith("not dominated: fewer GFLOPs than every baseline")
+    assert "over 32 px" in list(arnet.front["vs baselines"])[1]
+    assert "over uniform 2-bit" in list(videoiq.front["vs baselines"])[0]
+    # hypervolume: each method's own against the whole front's reference; together at least the whole front's
+    assert 0 < videoiq.hypervolume < report.hypervolume and 0 < arnet.hypervolume < report.hypervolume
+    assert videoiq.hypervolume + arnet.hypervolume >= report.hypervolume
+    assert videoiq.normalised is not None and arnet.normalised is not None and videoiq.baselines == 2
+    page = report.html.read_text()
+    section = page.split("<h2>Per method: best trade-offs against its own baselines</h2>")[1].split("<h2>")[0]
+    assert "arnet" in section and "videoiq" in section and "fewer GFLOPs than every baseline" in section
+    assert Image.open(report.pareto_png).size[0] > 0 and Image.open(report.hypervolume_png).size[0] > 0
+    assert main([str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "Pareto front: 3 configurations over every method" in out
+    assert "arnet: 3 completed trials, own front 3 (trials 3, 2, 4), on the whole front: 2, 4" in out
+
+
+def test_a_single_method_report_has_no_per_method_section(tmp_path: Path) -> None:
+    from searchlab.report import build_report
+
+    report = build_report(_run_dir(tmp_path))
+    assert report.methods == () and "Per method" not in report.html.read_text()

@@ -1,9 +1,11 @@
 """Typed configuration: one trial's settings (`TrialConfig`) and a sweep file (`Sweep`).
 
-A sweep file is YAML with four sections::
+A sweep file is YAML with four sections (five in a cross-method sweep)::
 
     base:     a TrialConfig (method, data, resources, seed and the method's sections: model, teacher,
-              stage1, stage2 for VideoIQ; arnet for AR-Net)
+              stage1, stage2 for VideoIQ; arnet for AR-Net); in a cross-method sweep only the keys
+              every method shares
+    methods:  (cross-method sweeps only) each method's own sections, the method searched by space.method
     search:   trials, sampler, seed, objectives, constraints, points_to_evaluate, max_concurrent
     space:    dotted keys into the trial configuration -> search-space entries
     storage:  where the run directory lives (a folder every node of a cluster sees)
@@ -22,6 +24,8 @@ Every name is imported from this package; the modules behind it, one concept eac
     _dotted        dotted keys into a configuration tree (set_dotted, get_dotted, plain)
     _trial         TrialConfig and its sections, cross-section checks, parse_trial_config
     _search        the search section: SearchConfig, Constraint, Sampler
+    _methods       cross-method sweeps: `methods:` (each method's own sections), per-method bases
+                   and their load-time checks
     _space         SpaceEntry, key order by conditions, values an entry can take
     _points        starting points (search.points_to_evaluate) against the space and as trials
     _space_checks  the space's load-time checks: conditions, range ends, combinations
@@ -44,6 +48,7 @@ from searchlab.config._limits import (
     Seed,
     Side,
 )
+from searchlab.config._methods import METHOD_KEY, section_method
 from searchlab.config._points import point_problems
 from searchlab.config._search import Constraint, Sampler, SearchConfig
 from searchlab.config._space import SpaceEntry, ordered_keys, schema_key_problem, value_problem
@@ -78,6 +83,7 @@ __all__ = [
     "MAX_SIDE",
     "MAX_TRIALS",
     "MAX_VIEWS",
+    "METHOD_KEY",
     "METHOD_SECTIONS",
     "RESERVED_RUN_NAMES",
     "SAMPLER_NEEDS",
@@ -114,6 +120,7 @@ __all__ = [
     "point_problems",
     "sampler_dependency_problem",
     "schema_key_problem",
+    "section_method",
     "set_dotted",
     "value_problem",
 ]

@@ -46,13 +46,16 @@ def _environment_problems(tree: dict[str, Any]) -> list[str]:
         missing = sampler_dependency_problem(search["sampler"])
         problems += [missing] if missing else []
     base = _section(tree, "base")
-    model, data = _section(base, "model"), _section(base, "data")
-    for key in ("pretrained", "policy_pretrained"):
-        value = model.get(key)
-        if isinstance(value, str) and not Path(value).is_file():
-            problems.append(
-                f"base.model.{key}: {value} is not a file; put the state dict there or set {key}: null (random initialisation)"
-            )
+    data = _section(base, "data")
+    # VideoIQ's model section: in base, or under methods.videoiq in a cross-method sweep
+    for where, sections in [("base", base), *((f"methods.{name}", _section(_section(tree, "methods"), name))
+                                              for name in _section(tree, "methods"))]:
+        model = _section(sections, "model")
+        for key in ("pretrained", "policy_pretrained"):
+            value = model.get(key)
+            if isinstance(value, str) and not Path(value).is_file():
+                problems.append(f"{where}.model.{key}: {value} is not a file; put the state dict there or set {key}: "
+                                "null (random initialisation)")
     storage, name = tree.get("storage", "runs"), base.get("name", TrialConfig.model_fields["name"].default)
     return problems + _storage_problems(storage, name, data)
 

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from searchlab.config._dotted import plain
+from searchlab.config._methods import METHOD_KEY
 from searchlab.sections import Strict as _Strict
 from searchlab.config._trial import TrialConfig
 
@@ -102,8 +103,8 @@ def schema_key_problem(key: str) -> str | None:
 
 
 def ordered_keys(space: Mapping[str, SpaceEntry]) -> list[str]:
-    """Space keys with every searched key a `when` reads placed before the entry that reads it;
-    raises ValueError on a cycle of conditions."""
+    """Space keys with every searched key a `when` reads placed before the entry that reads it, and a
+    searched method before all; raises ValueError on a cycle of conditions."""
     order, cycles = _space_order(space)
     if cycles:
         raise ValueError(cycles[0])
@@ -130,7 +131,8 @@ def _space_order(space: Mapping[str, SpaceEntry]) -> tuple[list[str], list[str]]
         state[key] = "done"
         order.append(key)
 
-    for key in space:
+    # The method (a cross-method sweep's `method` entry) first: every other entry's trial depends on it.
+    for key in sorted(space, key=lambda key: key != METHOD_KEY):
         visit(key, [])
     return order, cycles
 

@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError
 from searchlab.config._environment import _environment_problems
 from searchlab.config._errors import ConfigError, _format_pydantic, _where
 from searchlab.config._limits import _non_finite_numbers
+from searchlab.config._methods import METHOD_KEY, cross_method_problems, method_base, method_bases, shared_keys
 from searchlab.sections import Strict as _Strict
 from searchlab.config._search import SearchConfig
 from searchlab.config._space import SpaceEntry
@@ -27,7 +28,12 @@ from searchlab.config._trial import (
 
 
 class Sweep(_Strict):
+    """A sweep file. `base` is the trial configuration every trial starts from; in a cross-method sweep
+    (`methods` given, `space.method` choosing among them) it holds the keys every method shares and
+    `methods.<name>` that method's own sections (searchlab.config._methods)."""
+
     base: TrialConfig
+    methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
     search: SearchConfig = SearchConfig()
     space: dict[str, SpaceEntry] = Field(default_factory=dict)
     storage: str = "runs"
@@ -36,6 +42,34 @@ class Sweep(_Strict):
     @property
     def run_dir(self) -> Path:
         return Path(self.storage) / self.base.name
+
+    @property
+    def cross_method(self) -> bool:
+        return bool(self.methods)
+
+    @property
+    def method_names(self) -> list[str]:
+        """The methods this sweep's trials train, in the file's order."""
+        return list(self.methods) if self.methods else [self.base.method]
+
+    def method_base(self, name: str) -> TrialConfig:
+        """The configuration method ``name``'s trials start from (before their parameters)."""
+        if name not in self.method_names:
+            raise KeyError(f"method {name!r} is not searched by this sweep; its methods: {', '.join(self.method_names)}")
+        return method_base(self.base, self.methods[name], name) if self.methods else self.base
+
+    def method_bases(self) -> dict[str, TrialConfig]:
+        return {name: self.method_base(name) for name in self.method_names}
+
+    def trial_config(self, params: dict[str, Any]) -> TrialConfig:
+        """A trial's configuration: its method's base with its parameters (dotted keys) applied."""
+        method = params.get(METHOD_KEY) if self.methods else self.base.method
+        if method is None:
+            raise KeyError(f"a cross-method sweep's trial names its method: give {METHOD_KEY} (one of "
+                           f"{', '.join(self.method_names)}) among the parameters")
+        overrides = {key: value for key, value in params.items() if key != METHOD_KEY}
+        base = self.method_base(method)
+        return base.with_overrides(overrides) if overrides else base
 
 
 class _SweepLoader(yaml.SafeLoader):
@@ -113,6 +147,11 @@ def parse_sweep(tree: dict[str, Any], *, source: str) -> Sweep:
     tree = dict(tree)
     base_tree = _resolve_paths(tree.get("base"))
     tree["base"] = base_tree
+    problems.extend(cross_method_problems(tree))
+    if isinstance(tree.get("methods"), dict):
+        tree["methods"] = {name: _resolve_paths(sections) for name, sections in tree["methods"].items()}
+        # what base must not hold in a cross-method sweep is reported above: the rest is checked as usual
+        base_tree = tree["base"] = shared_keys(base_tree)
     try:
         sweep = Sweep.model_validate({**tree, "source": source})
     except ValidationError as error:
@@ -126,7 +165,13 @@ def parse_sweep(tree: dict[str, Any], *, source: str) -> Sweep:
             base = TrialConfig.model_validate(base_tree)
         except ValidationError:
             base = None  # already reported above
-    problems.extend(_check_space(tree, base, non_finite))
+    bases: dict[str, TrialConfig] = {}
+    if base is not None and isinstance(tree.get("methods"), dict):
+        bases, method_problems = method_bases(base, tree["methods"])
+        problems.extend(method_problems)
+    elif base is not None:
+        bases = {base.method: base}
+    problems.extend(_check_space(tree, bases if base is not None else None, non_finite))
     problems.extend(_environment_problems(tree))
     if problems:
         raise ConfigError(source, problems)
@@ -160,9 +205,15 @@ def _hidden_cross_checks(error: ValidationError, base_tree: Any) -> list[str]:
 
 
 def load_trial_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrialConfig:
-    """The trial configuration of a sweep file (its `base`), with optional dotted overrides."""
-    config = load_sweep(path).base
-    return config.with_overrides(overrides) if overrides else config
+    """The trial configuration of a sweep file (its `base`), with optional dotted overrides; a
+    cross-method sweep's overrides name the method (``method``), whose base they apply to."""
+    sweep = load_sweep(path)
+    overrides = dict(overrides or {})
+    if sweep.cross_method and overrides.get(METHOD_KEY) not in sweep.method_names:
+        raise ConfigError(str(path), [
+            f"a cross-method sweep: say which method's configuration with method=NAME (one of "
+            f"{', '.join(sweep.method_names)}), e.g. --set method={sweep.method_names[0]}"])
+    return sweep.trial_config(overrides)
 
 
 def _resolve_paths(base: Any) -> Any:
