@@ -122,7 +122,7 @@ def test_another_methods_section_is_an_error_naming_it(name: str) -> None:
 ALTERNATIVES: dict[str, str] = {
     "synthetic": "fcvid", "auto": "top1", "resnet10": "resnet18", "resnet18": "resnet10", "resnet50": "resnet18",
     "distill": "labels", "flops": "official", "argmax": "sample", "epoch": "iteration", "nearest": "bilinear",
-    "exponential": "constant", "spatial": "all", "depthwise": "copy", "cheapest": "zero", "expected": "largest",
+    "exponential": "constant", "spatial": "all", "depthwise": "copy", "cheapest": "zero", "expected": "largest", "scratch": "base",
 }
 #: Keys the generic rules cannot change alone into a valid trial: dotted key -> the overrides that change it.
 COMMON_CHANGES: dict[str, dict[str, Any]] = {

@@ -9,6 +9,9 @@ open; each is a field here, with the default METHODS.md names:
   initialised to copy; "copy": the computed channels/frames repeated, no parameters);
 * ``zero_gate``: a sample whose gate weights in a dimension are all zero ("cheapest": it computes
   that dimension's cheapest alternative at weight 1; "zero": the layer's output is zero);
+* ``dynamic_init``: the dynamic network starts from random weights ("scratch", the thesis trains it
+  from scratch) or from the trained base network ("base": its convolutions become the full kernels,
+  the gates and cheap ops start fresh; a short recipe then suffices, as in the demo);
 * ``surrogate``: the differentiable stand-in for r^s/R^s in L_e ("expected": the gate-weighted
   expected ratio; "largest": the exact piecewise-constant ratio, which passes no gradient to the gates);
 * the counting convention: fvcore multiply-accumulates, gates and cheap ops included.
@@ -89,6 +92,9 @@ class VaredConfig(_Strict):
     cheap_op: Literal["depthwise", "copy"] = Field("depthwise", description="form of the cheap ops Φ^c and Φ^t")
     zero_gate: Literal["cheapest", "zero"] = Field(
         "cheapest", description="an all-zero gate: compute the cheapest alternative, or output zero"
+    )
+    dynamic_init: Literal["scratch", "base"] = Field(
+        "scratch", description="the dynamic network's start: random (the thesis), or the trained base network's weights"
     )
     lambda_e: float = Field(0.8, ge=0, description="weight λ_e of the efficiency loss in fine-tuning")
     surrogate: Literal["expected", "largest"] = Field(

@@ -1,8 +1,9 @@
 """VA-RED² declared as a method (METHODS.md §3): base network, dynamic network -> fine-tune.
 
-The base network (no gates) and the dynamic network (gates on, no efficiency loss) are shared: every
-trial with the same backbone, data and recipe (and, for the dynamic one, the same S, dimensions,
-gate options and gated layers) trains them once. Fine-tuning with λ_e·L_e runs per trial. The
+The base network (no gates) and the dynamic network (gates on, no efficiency loss; from scratch or
+from the base network's weights, ``vared.dynamic_init``) are shared: every trial with the same
+backbone, data and recipe (and, for the dynamic one, the same S, dimensions, gate options and gated
+layers) trains them once. Fine-tuning with λ_e·L_e runs per trial. The
 baselines are the base network and the dynamic network with every gate forced to one alternative.
 """
 
@@ -34,6 +35,10 @@ def _common(config: Any, inputs: Artifacts, item: int | None) -> dict[str, Any]:
     return {"vared": config.vared, "data": config.data, "seed": config.seed}
 
 
+def _dynamic_config(config: Any, inputs: Artifacts, item: int | None) -> dict[str, Any]:
+    return {**_common(config, inputs, item), "base_dir": str(inputs["base"])}
+
+
 def _finetune_config(config: Any, inputs: Artifacts, item: int | None) -> dict[str, Any]:
     return {**_common(config, inputs, item), "dynamic_dir": str(inputs["dynamic"])}
 
@@ -44,7 +49,7 @@ def _baselines(artifacts: Artifacts, keys: Mapping[str, Any]) -> list[Baseline]:
                      accuracy=float(base["accuracy"]), gflops=float(base["gflops"]),
                      memory_mb=float(base["memory_mb"]))]
     dynamic = read_artifact_metrics(artifacts["dynamic"])
-    for name, forced in dynamic["forced"].items():
+    for name, forced in sorted(dynamic["forced"].items(), key=lambda item: -item[1]["gflops"]):  # full first
         rows.append(Baseline(method="vared", key=keys["dynamic"], label=f"every gate forced to {name}",
                              accuracy=float(forced["accuracy"]), gflops=float(forced["gflops"]),
                              memory_mb=float(dynamic["memory_mb"])))
@@ -82,8 +87,11 @@ VARED = Method(
     stages=(
         Stage(name="base", needs=(), depends_on=(*_TRAINING, "vared.base_stage"), ignores=_IGNORED, shared=True,
               loop=base_loop, loop_config=_common, description="the backbone without gates"),
-        Stage(name="dynamic", needs=(), depends_on=(*_TRAINING, *_GATES, "vared.dynamic_stage"), ignores=_IGNORED,
-              shared=True, loop=dynamic_loop, loop_config=_common,
+        # needs the base network even when it starts from scratch: its key then follows the base's recipe
+        # too, which costs a retraining only when that recipe changes (the base is trained for its baseline anyway)
+        Stage(name="dynamic", needs=("base",), depends_on=(*_TRAINING, *_GATES, "vared.dynamic_init",
+                                                         "vared.dynamic_stage"), ignores=_IGNORED,
+              shared=True, loop=dynamic_loop, loop_config=_dynamic_config,
               description="gates on, alternatives mixed, no efficiency loss"),
         Stage(name="finetune", needs=("dynamic",), depends_on=("vared", "data", "resources.workers", "seed"),
               ignores=("data.loader_workers",), shared=False, loop=finetune_loop, loop_config=_finetune_config,

@@ -2,7 +2,7 @@
 
 * ``base_loop``: the backbone without gates, trained on cross-entropy (the "base" baseline);
 * ``dynamic_loop`` (stage a): the dynamic network, gates on, alternatives mixed by their weights
-  (eq. 3.5), cross-entropy only; it also scores the forced-alternative baselines (every gate forced
+  (eq. 3.5), cross-entropy only, from scratch or from the base network (``vared.dynamic_init``); it also scores the forced-alternative baselines (every gate forced
   to full, 1/2 and, when S = 3, 1/4);
 * ``finetune_loop`` (stage b): from stage a's weights, L = L_acc + λ_e·L_e (eq. 3.6 with the
   configured differentiable surrogate; μ0 = 1 only for correctly classified clips).
@@ -36,7 +36,7 @@ from searchlab.train.schedules import warmup_cosine_scheduler
 from searchlab.train.tblog import ScalarLog
 from searchlab.train.worker import Worker, check_finite, checkpoint_epoch, resume, run_epoch, seed_worker
 
-__all__ = ["base_loop", "dynamic_loop", "finetune_loop", "vared_step"]
+__all__ = ["base_loop", "dynamic_loop", "finetune_loop", "start_from_base", "vared_step"]
 
 #: What a stage scores on val at its evaluation epochs: (network, inputs, worker, data) -> metrics.
 Evaluation = Callable[[VaredNetwork, LoopInputs, Worker, TrainData], dict[str, Any]]
@@ -86,11 +86,13 @@ def base_loop(loop_config: dict[str, Any], worker: Worker) -> None:
 
 def dynamic_loop(loop_config: dict[str, Any], worker: Worker) -> None:
     """Stage (a): gates on, no efficiency loss; see the module docstring."""
-    inputs = LoopInputs.parse(loop_config)
+    inputs = LoopInputs.parse(loop_config, needs=("base_dir",))
     seed_worker(worker, seed=inputs.seed)
     data = train_data(inputs, worker, batch_size=inputs.vared.dynamic_stage.batch_size)
     network = build_network(inputs.vared, num_classes=data.manifest.num_classes, frames=inputs.data.frames,
                             size=inputs.data.crop_size)
+    if inputs.vared.dynamic_init == "base":
+        start_from_base(network, base_dir=loop_config["base_dir"])
 
     def evaluate(net: VaredNetwork, inputs: LoopInputs, worker: Worker, data: TrainData) -> dict[str, Any]:
         metrics = _gated_metrics(net, inputs, worker, data)
@@ -118,6 +120,24 @@ def finetune_loop(loop_config: dict[str, Any], worker: Worker) -> None:
     _train(inputs, worker, data=data, network=network, recipe=inputs.vared.finetune_stage, stage="finetune",
            lambda_e=inputs.vared.lambda_e, evaluate=_gated_metrics, weights_file=MODEL_FILE,
            sources={"dynamic": str(loop_config["dynamic_dir"])})
+
+
+def start_from_base(network: VaredNetwork, *, base_dir: str | Path) -> None:
+    """The base network's trained weights as the dynamic network's start (``dynamic_init: base``):
+    its convolutions become the full kernels; the gates and cheap ops keep their fresh initialisation."""
+    state = torch.load(Path(base_dir) / BASE_FILE, map_location="cpu", weights_only=True)
+    missing, unexpected = network.load_state_dict(state, strict=False)
+    own = [key for _, layer in network.gated_layers() for key in _gate_keys(network, layer)]
+    left = sorted(set(missing) - set(own))
+    if unexpected or left:
+        raise ValueError(f"{base_dir}/{BASE_FILE} does not fit the dynamic network: unexpected {unexpected[:5]}, "
+                         f"missing {left[:5]}; train the base stage with the same backbone")
+
+
+def _gate_keys(network: VaredNetwork, layer: nn.Module) -> list[str]:
+    """State-dict keys of ``layer``'s own parts that the base network lacks (gate, cheap ops)."""
+    prefix = next(name for name, module in network.named_modules() if module is layer)
+    return [f"{prefix}.{key}" for key in layer.state_dict() if not key.startswith("conv.")]
 
 
 def _gated_metrics(net: VaredNetwork, inputs: LoopInputs, worker: Worker, data: TrainData) -> dict[str, Any]:
