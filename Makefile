@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 # The demo sweep on the embedded synthetic set (local Ray, CPU), then its report.
-# SPACE picks another sweep file: make demo SPACE=spaces/demo-arnet.yaml (AR-Net).
-SPACE ?= spaces/demo.yaml
+# The default is the cross-method sweep (VideoIQ, AR-Net and VA-RED² in one search); SPACE picks another sweep
+# file: make demo SPACE=spaces/demo.yaml (VideoIQ alone), demo-arnet.yaml (AR-Net), demo-vared.yaml (VA-RED²).
+SPACE ?= spaces/demo-all.yaml
 RUN_DIR = $(shell $(PY) -c "import sys; from searchlab.config import load_sweep; s = load_sweep(sys.argv[1]); print(f'{s.storage}/{s.base.name}')" $(SPACE))
 
 demo: $(STAMP)
