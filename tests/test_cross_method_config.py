@@ -39,9 +39,11 @@ def problems_of(tree: dict[str, Any]) -> str:
 
 def test_each_methods_trials_start_from_the_shared_keys_and_their_own_sections() -> None:
     sweep = load_sweep(DEMO_ALL)
-    assert sweep.cross_method and sweep.method_names == ["videoiq", "arnet"]
+    assert sweep.cross_method and sweep.method_names == ["videoiq", "arnet", "vared"]
     videoiq = sweep.trial_config({"method": "videoiq", "stage2.w1": 1.5})
     arnet = sweep.trial_config({"method": "arnet", "arnet.w_eff": 2.0})
+    vared = sweep.trial_config({"method": "vared", "vared.lambda_e": 3.0})
+    assert (vared.method, vared.vared.lambda_e, vared.vared.backbone, vared.arnet) == ("vared", 3.0, "resnet10", None)
     assert (videoiq.method, videoiq.stage2.w1, videoiq.model.backbone, videoiq.arnet) == ("videoiq", 1.5, "resnet10", None)
     assert (arnet.method, arnet.arnet.w_eff, arnet.arnet.resolutions) == ("arnet", 2.0, (56, 32))
     defaults = type(arnet)(data=arnet.data)  # an AR-Net trial carries none of VideoIQ's settings
@@ -51,7 +53,7 @@ def test_each_methods_trials_start_from_the_shared_keys_and_their_own_sections()
         sweep.trial_config({"method": "nope"})
 
 
-@pytest.mark.parametrize("method", ["videoiq", "arnet"])
+@pytest.mark.parametrize("method", ["videoiq", "arnet", "vared"])
 def test_a_methods_trials_share_the_stage_keys_of_its_single_method_sweep(method: str) -> None:
     """The same sections alone in a single-method file give the same configuration, so the same cache keys:
     a cross-method sweep reuses the stages a single-method sweep trained (and the other way round)."""
@@ -84,18 +86,19 @@ def test_every_layout_mistake_is_reported_at_once_naming_the_fix(tmp_path: Path,
     tree["space"]["arnet.lambda_u"].pop("when")
     tree["space"]["arnet.skips"]["when"] = {"method": "videoiq"}
     tree["search"]["points_to_evaluate"].append({"arnet.w_eff": 1.0})
+    last = len(tree["search"]["points_to_evaluate"]) - 1
     expected = [
         "base.method: in a cross-method sweep space.method chooses the method; remove base.method",
         "base.stage2: a section of method videoiq; in a cross-method sweep it goes under methods.videoiq.stage2",
         "methods.arnet.stage2: not a section of arnet (its sections: arnet)",
         "methods.arnet.arnet.w_eff: -1.0 is out of range",
-        "methods.foo: unknown method; registered: videoiq, arnet",
+        "methods.foo: unknown method; registered: videoiq, arnet, vared",
         "space.method: choice 'bar' has no sections under methods; add methods.bar",
         "methods.foo: never used, 'foo' is not among space.method's choices",
         "space.arnet.lambda_u: a key of arnet's own section, searched in a cross-method sweep on no condition on the "
         "method; add when: {method: arnet}",
         "space.arnet.skips: a key of arnet's own section, searched when method is 'videoiq'; use when: {method: arnet}",
-        "search.points_to_evaluate[4]: sets arnet.w_eff of a method's own section without naming the method; add "
+        f"search.points_to_evaluate[{last}]: sets arnet.w_eff of a method's own section without naming the method; add "
         "method: arnet to the point",
     ]
     problems = problems_of(tree)
@@ -111,7 +114,7 @@ def test_the_method_is_searched_only_with_each_methods_sections() -> None:
     tree = demo_all_tree()
     del tree["space"]["method"]
     assert "a cross-method sweep (methods: given) searches the method: add space.method: {choice: " \
-           "['videoiq', 'arnet']}" in problems_of(tree)
+           "['videoiq', 'arnet', 'vared']}" in problems_of(tree)
     single = yaml.safe_load((REPO / "spaces" / "demo.yaml").read_text())
     single["space"]["method"] = {"choice": ["videoiq", "arnet"]}
     assert "space.method: searching the method needs each method's own sections under a top-level methods: " \
@@ -134,7 +137,8 @@ def test_optuna_searches_the_method_and_only_its_own_sub_space() -> None:
     for point in sweep.search.points_to_evaluate:
         study.enqueue_trial(encode_point(point, sweep.space))
     space = functools.partial(suggest, space=sweep.space, base=sweep.base, bases=sweep.method_bases())
-    own = {"videoiq": {"stage2.w1", "stage2.decision_space"}, "arnet": {"arnet.w_eff", "arnet.lambda_u", "arnet.skips"}}
+    own = {"videoiq": {"stage2.w1", "stage2.decision_space"}, "arnet": {"arnet.w_eff", "arnet.lambda_u", "arnet.skips"},
+           "vared": {"vared.lambda_e", "vared.finetune_stage.lr"}}
     seen = set()
     for number in range(12):
         trial = study.ask()
@@ -147,17 +151,18 @@ def test_optuna_searches_the_method_and_only_its_own_sub_space() -> None:
             assert params["method"] == sweep.search.points_to_evaluate[number]["method"]
         seen.add(params["method"])
         study.tell(trial, [0.5 + 0.01 * number, 1.0 - 0.01 * number])
-    assert seen == {"videoiq", "arnet"}
+    assert seen == {"videoiq", "arnet", "vared"}
     assert study.trials[1].params["method"] == "arnet" and "arnet.w_eff" in study.trials[1].distributions
 
 
 def test_the_plan_and_the_snapshot_hold_every_methods_base(tmp_path: Path) -> None:
     sweep = load_sweep(DEMO_ALL)
     plan = describe_plan(sweep, run_dir=tmp_path / "demo-all")
-    assert "methods         videoiq, arnet" in plan and "stage graph     teacher -> stage1" in plan
+    assert "methods         videoiq, arnet, vared" in plan and "stage graph     teacher -> stage1" in plan
     assert "stage graph     backbone (per item of" in plan
     assert shared_stage_keys(sweep, method="videoiq") == {"teacher": [], "stage1": [], "outputs": []}
     assert shared_stage_keys(sweep, method="arnet") == {"backbone": []}
+    assert shared_stage_keys(sweep, method="vared") == {"base": [], "dynamic": []}
     searched = copy.deepcopy(demo_all_tree())
     searched["space"]["arnet.resolutions"] = {"choice": [[56, 32], [48, 32]], "when": {"method": "arnet"}}
     assert shared_stage_keys(parse_sweep(searched, source="x"), method="arnet") == {"backbone": ["arnet.resolutions"]}
