@@ -1,6 +1,6 @@
 """`python -m searchlab.rerun RUN_DIR --front --seeds N` on a tiny finished sweep (real Ray, real stages).
 
-One 2-trial sweep (`sweep_fixtures`, both trials completing) then one re-run of its front with 2 seeds
+One 2-trial sweep (`sweep_fixtures`, both trials completing, stages launched in-process) then one re-run of its front with 2 seeds
 and 2 evaluation clips, 2 runs at a time; the tests read what it wrote. `--shared-seeds` is checked on
 the plan and the keys (it would retrain the shared stages: minutes), and bad input without Ray.
 """
@@ -32,8 +32,11 @@ def reran(ray_local, synthetic_set, tmp_path_factory) -> dict[str, Any]:
     _, data_root = synthetic_set
     base = tmp_path_factory.mktemp("rerun")
     storage = base / "runs"
-    path = write_sweep(base / "tiny.yaml", sweep_tree(manifest=data_root / "manifest.parquet", storage=storage,
-                                                      name="tiny", trials=2, max_concurrent=2, failing_point=False))
+    tree = sweep_tree(manifest=data_root / "manifest.parquet", storage=storage, name="tiny", trials=2,
+                      max_concurrent=2, failing_point=False)
+    tree["base"]["resources"]["launch"] = "local"  # every stage in its trial's (or re-run task's) process: no
+    # Ray Train start-up per stage, so the sweep and the re-run fit the test's time (test_sweep_e2e runs distributed)
+    path = write_sweep(base / "tiny.yaml", tree)
     assert sweep_cli.main([str(path)]) == 0
     run_dir = storage / "tiny"
     ledger_before = ArtifactCache(storage / "cache").ledger()
