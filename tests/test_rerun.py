@@ -113,7 +113,9 @@ def test_front_on_means_is_a_subset_and_the_files_are_written(reran):
     assert not [p for p in reran["run_dir"].iterdir() if p.name.startswith(".rerun.")]  # no staging left
 
 
-def test_the_report_shows_the_rerun_next_to_the_front(reran):
+def test_the_report_shows_the_rerun_next_to_the_front(reran, capsys):
+    assert report.main([str(reran["run_dir"])]) == 0
+    assert f"front re-run with seeds: {reran['out'] / rerun.MARKDOWN}" in capsys.readouterr().out
     built = report.build_report(reran["run_dir"])
     page = built.html.read_text()
     assert "Front re-run with seeds" in page
@@ -153,6 +155,28 @@ def test_failed_runs_are_recorded_and_left_out_of_the_means(reran):
     assert entry["accuracy_mean"] == 0.5 and entry["accuracy_std"] == 0.0 and entry["on_front"] is True
     assert "Diverged" in rerun.markdown({"run": "x", "shared_note": "", "seeds": 2, "evaluation": "",
                                          "configurations": [entry]})
+
+
+def test_shared_seeds_retrains_the_shared_stages_and_replaces_the_earlier_rerun(reran, capsys):
+    """Last of the module's tests on the fixture: it replaces RUN_DIR/rerun (ours, marked) with its own."""
+    run_dir, storage = reran["run_dir"], reran["storage"]
+    before = ArtifactCache(storage / "cache").ledger()
+    assert rerun.main([str(run_dir), "--front", "--seeds", "1", "--shared-seeds", "--max-concurrent", "1"]) == 0
+    assert "--shared-seeds: the shared stages (teacher, stage1, outputs) were trained again" in capsys.readouterr().out
+    seeds = pd.read_parquet(run_dir / rerun.RERUN_DIR_NAME / rerun.SEEDS_TABLE)
+    assert len(seeds) == len(reran["front"]) and (seeds["status"] == "completed").all(), seeds["error"].tolist()
+    assert set(seeds["seed"]) == {1} and not set(seeds["rerun_id"]) & set(reran["seeds"]["rerun_id"])
+    trials = reran["trials"].set_index("trial_id")
+    after = ArtifactCache(storage / "cache").ledger()
+    for _, row in seeds.iterrows():
+        keys, search = json.loads(row["stage_keys"]), json.loads(trials.loc[row["trial_id"], "stage_keys"])
+        assert all(keys[stage] != search[stage] for stage in SHARED) and json.loads(row["reused_shared"]) == []
+        for stage in SHARED:  # built now, with the new seed
+            assert keys[stage] not in before.get(stage, {}) and after[stage][keys[stage]]["builds"] == 1
+    summary = rerun.read_rerun(run_dir)
+    assert summary["shared_seeds"] is True
+    assert all(c["accuracy_std"] == 0.0 for c in summary["configurations"])  # one seed: no spread
+    assert (run_dir / "mine.txt").read_text() == "the user's note"
 
 
 def _fake_run(root: Path, *, statuses: list[str]) -> Path:
