@@ -38,9 +38,14 @@ def data_fingerprint(manifest: str) -> str:
     return hashlib.sha256(Path(manifest).read_bytes()).hexdigest()[:16]
 
 
-def trial_stage_keys(method: Method, config: TrialConfig) -> dict[str, Any]:
-    """Each stage's cache key for this configuration (per-trial stages get one too, for the record)."""
-    return stage_keys(method, config.model_dump(mode="json"), data_fingerprint=data_fingerprint(config.data.manifest))
+def trial_stage_keys(method: Method, config: TrialConfig, *, shared_config: TrialConfig | None = None) -> dict[str, Any]:
+    """Each stage's cache key for this configuration (per-trial stages get one too, for the record);
+    with ``shared_config`` the shared stages are keyed by it instead (see `run_trial`)."""
+    tree = config.model_dump(mode="json")
+    if shared_config is None:
+        return stage_keys(method, tree, data_fingerprint=data_fingerprint(config.data.manifest))
+    return stage_keys(method, shared_config.model_dump(mode="json"), per_trial_tree=tree,
+                      data_fingerprint=data_fingerprint(config.data.manifest))
 
 
 def _build_task(stage: Stage, config: TrialConfig, inputs: Artifacts, target: Path) -> None:
@@ -66,22 +71,31 @@ def _execute(stage: Stage, config: TrialConfig, *, inputs: Artifacts, target: Pa
 
 
 def run_trial(config: TrialConfig, *, run_dir: Path, trial_id: str, eval_every: int = 0,
-              progress: Any = None) -> dict[str, Any]:
+              progress: Any = None, shared_config: TrialConfig | None = None,
+              cache_root: Path | None = None) -> dict[str, Any]:
     """Run one trial; returns its metrics (the objective names), details, stage keys and seconds.
-    ``eval_every`` and ``progress`` go to its last stage (per trial; ``run_stage``: a scheduler's rungs)."""
+    ``eval_every`` and ``progress`` go to its last stage (per trial; ``run_stage``: a scheduler's rungs).
+
+    ``shared_config``: the configuration the shared stages are keyed and built with, when it differs
+    from the per-trial stages' ``config`` (`searchlab.rerun`: per-trial stages with a new seed on the
+    search's cached shared artifacts); by default ``config`` for both. ``cache_root``: the stage cache
+    (default: ``run_dir``'s sibling ``cache``)."""
     per_trial = {"eval_every": eval_every, "progress": progress}
     started_trial = time.time()
     method = get_method(config.method)
-    cache_root = run_dir.parent / CACHE_DIR_NAME
+    if shared_config is not None and shared_config.method != config.method:
+        raise ValueError(f"shared_config is a {shared_config.method} configuration, config a {config.method} one")
+    shared_config = shared_config if shared_config is not None else config
+    cache_root = cache_root if cache_root is not None else run_dir.parent / CACHE_DIR_NAME
     cache = ArtifactCache(cache_root)
-    keys = trial_stage_keys(method, config)
+    keys = trial_stage_keys(method, config, shared_config=shared_config)
     artifacts: dict[str, Path | list[Path]] = {}
     seconds: dict[str, float] = {}
     log_dir: Path | None = None
 
     def shared(stage: Stage, key: str, inputs: Artifacts, item: int | None = None) -> Path:
         return cache.get_or_build(stage.name, key, lambda tmp: _execute(
-            stage, config, inputs=inputs, target=Path(tmp), storage=cache_root / "ray-train", name=f"{stage.name}-{key}",
+            stage, shared_config, inputs=inputs, target=Path(tmp), storage=cache_root / "ray-train", name=f"{stage.name}-{key}",
             item=item))
 
     for stage in method.stages:

@@ -59,6 +59,7 @@ from searchlab.report_html import (  # noqa: E402  (the page's pieces)
     image,
     param_columns,
     per_class_html,
+    rerun_html,
     export_command,
     format_usage,
 )
@@ -418,6 +419,7 @@ def build_report(run_dir: str | Path, *, objectives: Sequence[str] = DEFAULT_OBJ
 <h2>Pareto front ({len(front)} configurations)</h2>
 <p>Cheapest first. The commands run {esc(where)}; <code>--out</code> names the bundle folder to write.</p>
 {front_html(front, run_arg)}
+{_rerun_section(run_dir)}
 {_methods_section(summaries, history, styles)}
 <h2>Decision usage per class</h2>
 {per_class_html(front) if not front.empty else "<p><em>no front yet</em></p>"}
@@ -469,6 +471,17 @@ def _methods_section(summaries: list[MethodSummary], history: pd.DataFrame, styl
         return ""
     return ("<h2>Per method: best trade-offs against its own baselines</h2>"
             + methods_html(summaries, whole_hypervolume=float(history["hypervolume"].iloc[-1]), styles=styles))
+
+
+def _rerun_section(run_dir: Path) -> str:
+    """The front re-run with seeds beside the search's front, when RUN_DIR/rerun holds one."""
+    from searchlab.rerun import read_rerun
+
+    summary = read_rerun(run_dir)
+    if summary is None:
+        return ""
+    return f"<h2>Front re-run with seeds ({len(summary.get('configurations', []))} configurations)</h2>\n" + \
+        rerun_html(summary)
 
 
 def _front_columns(front: pd.DataFrame, directions: dict[str, str]) -> list[str]:
@@ -541,6 +554,10 @@ def _summary(report: Report) -> str:
             columns = [c for c in ("number", "accuracy", "gflops", "action usage", "vs baselines") if c in summary.front]
             shown = summary.front[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}")
             lines.append("\n".join("  " + line for line in shown.splitlines()))
+    from searchlab.rerun import MARKDOWN, RERUN_DIR_NAME, read_rerun
+
+    if read_rerun(report.html.parent) is not None:
+        lines.append(f"front re-run with seeds: {report.html.parent / RERUN_DIR_NAME / MARKDOWN} (in the report too)")
     note = cache_note(report.html.parent)
     lines += [note] if note else []
     lines += [f"report: {report.html}", f"figures: {report.pareto_png}, {report.hypervolume_png}"]

@@ -216,3 +216,41 @@ dl.terms { display: grid; grid-template-columns: max-content 1fr; gap: 0.3em 1em
 dl.terms dt { font-weight: bold; } dl.terms dd { margin: 0; }
 details { margin: 0.3em 0; } summary { cursor: pointer; }
 """
+
+
+def _mean_std(entry: Mapping[str, Any], name: str) -> str:
+    mean, std = entry.get(f"{name}_mean"), entry.get(f"{name}_std")
+    if mean is None or not np.isfinite(mean):
+        return ""
+    return f"{_num(mean)} ± {_num(std, 2)}"
+
+
+def rerun_html(summary: Mapping[str, Any]) -> str:
+    """The front re-run with seeds (RUN_DIR/rerun/summary.json, `searchlab.rerun`): per configuration the
+    mean ± std over its seeds, the search's own figures, each seed's, and the front rebuilt on the means."""
+    rows, classes = [], []
+    for entry in summary.get("configurations", []):
+        search = entry.get("search", {})
+        seeds = "<br>".join(
+            f'<span class="kv">seed {esc(s["seed"])}: '
+            + (f"{_num(s['accuracy'])} / {_num(s['gflops'])}" if s["status"] == "completed" else esc(s.get("error")))
+            + "</span>" for s in entry.get("per_seed", []))
+        on_front = entry.get("on_front")
+        rows.append([
+            f"<b>{esc(entry['number'])}</b><br><span class=\"dim id\">{esc(entry['trial_id'])}</span>",
+            esc(entry.get("method")),
+            f"{esc(entry.get('completed'))}/{esc(len(entry.get('seeds', [])))}",
+            _mean_std(entry, "accuracy"), _mean_std(entry, "gflops"), _mean_std(entry, "gflops_p95"),
+            _mean_std(entry, "memory_mb"),
+            "yes" if on_front else "no" if on_front is False else "",
+            f"{_num(search.get('accuracy'))} / {_num(search.get('gflops'))}",
+            seeds,
+            "<br>".join(f'<span class="kv">{esc(k)}={esc(v)}</span>' for k, v in entry.get("params", {}).items()),
+        ])
+        classes.append("" if on_front else "dominated")
+    table = grid(["trial", "method", "seeds ok", "accuracy", "GFLOPs", "p95 GFLOPs", "memory MiB", "front on means",
+                  "search acc. / GFLOPs", "each seed (acc. / GFLOPs)", "parameters"], rows, row_classes=classes,
+                 cls="front", kinds="nnnnnnnnntt")
+    note = (f"<p>{esc(summary.get('seeds'))} new seeds per configuration, evaluated on {esc(summary.get('evaluation'))}; "
+            f"mean ± sample std over the completed seeds. {esc(summary.get('shared_note'))}</p>")
+    return note + table

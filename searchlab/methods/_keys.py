@@ -57,14 +57,20 @@ def stage_fields(stage: Stage, tree: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def stage_keys(method: Method, tree: Mapping[str, Any], *, data_fingerprint: str) -> dict[str, Any]:
+def stage_keys(method: Method, tree: Mapping[str, Any], *, data_fingerprint: str,
+               per_trial_tree: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Each stage's key: a hash of its declared fields, its artifact format, the data's fingerprint
     (when it reads data) and the keys of the stages it needs, so a change reaches every stage
     downstream of it. A fanned-out stage has a list of keys, one per item, each hashing only its
-    own item (two trials that share an item share that training)."""
+    own item (two trials that share an item share that training).
+
+    ``per_trial_tree``: the configuration the per-trial stages run with, when it differs from the
+    shared stages' ``tree`` (a front re-run: a new seed or evaluation protocol for the per-trial
+    stages on the search's shared artifacts, `searchlab.rerun`)."""
     keys: dict[str, Any] = {}
     for stage in method.stages:
-        fields: dict[str, Any] = {"fields": stage_fields(stage, tree), "needs": {n: keys[n] for n in stage.needs},
+        own = tree if stage.shared or per_trial_tree is None else per_trial_tree
+        fields: dict[str, Any] = {"fields": stage_fields(stage, own), "needs": {n: keys[n] for n in stage.needs},
                                   "version": stage.version}
         if stage.reads_data:
             fields["data"] = data_fingerprint
@@ -72,5 +78,5 @@ def stage_keys(method: Method, tree: Mapping[str, Any], *, data_fingerprint: str
         if stage.fan_out is None:
             keys[stage.name] = stage_key(name, fields)
         else:
-            keys[stage.name] = [stage_key(name, {**fields, "item": item}) for item in fan_out_items(stage, tree)]
+            keys[stage.name] = [stage_key(name, {**fields, "item": item}) for item in fan_out_items(stage, own)]
     return keys

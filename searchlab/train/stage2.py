@@ -192,6 +192,9 @@ class Source:
         return len(self.loader)
 
 
+PER_TRIAL_META = ("seed", "eval_clips", "eval_crops")
+
+
 def _sources(config: TrialConfig, worker: Worker, loop_config: dict[str, Any], manifest: Any, root: Path) -> dict[str, Source]:
     """Train and val sources: the cache when ``cache_dir`` is given, else live backbone outputs."""
     hp, pin = config.stage2, worker.device.type == "cuda"
@@ -203,7 +206,12 @@ def _sources(config: TrialConfig, worker: Worker, loop_config: dict[str, Any], m
         live = LiveOutputs(backbone=backbone.to(worker.device), teacher=teacher.to(worker.device),
                            config=config, device=worker.device)
     else:
-        expected = cache_meta(config, stage1_dir=loop_config["stage1_dir"])
+        # Settings in which this per-trial stage may differ from the shared stage that built the cache:
+        # its own seed (a front re-run's new seed on the search's cached views, searchlab.rerun) and the
+        # evaluation protocol (the cache's val views serve the per-epoch curves only; the trial's figures
+        # decode the val videos with its own data.eval_clips x eval_crops, _final_metrics).
+        expected = {key: value for key, value in cache_meta(config, stage1_dir=loop_config["stage1_dir"]).items()
+                    if key not in PER_TRIAL_META}
     for split, train in (("train", True), ("val", False)):
         if cache_dir is None:
             dataset: Any = clip_dataset(config.data, manifest=manifest, root=root, split=split, train=train, seed=config.seed)
