@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 NOISE = (
     "Failed to query Ray Train Controller",  # the PlacementGroupCleaner's poll of the State API
     "To visualize your results with TensorBoard",  # Tune's hint naming its /tmp staging folder
-    "tensorboard --logdir /tmp",
+    "tensorboard --logdir /tmp/ray/",  # (searchlab's summary names the run's storage folder)
     "Trial status:",  # Tune's status table
     "started with configuration",  # Tune's per-trial config box
     "╭",  # any of Tune's boxes
