@@ -194,7 +194,7 @@ def _node_cpus() -> float:
 
 
 @contextlib.contextmanager
-def _reserved(resources: Any) -> Iterator[None]:
+def _reserved(resources: Any, *, who: str = "searchlab: a local stage") -> Iterator[None]:
     """Hold ``cpus_per_worker`` CPUs of this node while a local stage trains in this process.
 
     A trial's process reserves a sliver of a CPU (it only drives distributed stages); a stage it
@@ -211,7 +211,7 @@ def _reserved(resources: Any) -> Iterator[None]:
     group = placement_group([bundle], strategy="STRICT_PACK")
     try:
         while not group.wait(timeout_seconds=60):
-            print(f"searchlab: a local stage waits for {resources.cpus_per_worker:g} free CPU(s) on this node", flush=True)
+            print(f"{who} waits for {resources.cpus_per_worker:g} free CPU(s) on this node", flush=True)
         yield
     finally:
         remove_placement_group(group)
@@ -231,7 +231,7 @@ def _torch_threads(count: int) -> Iterator[None]:
 
 
 def _run_local(stage: Stage, loop_config: dict[str, Any], *, config: TrialConfig, run_dir: Path,
-               progress: Progress | None) -> tuple[Path, dict[str, Any]]:
+               progress: Progress | None, who: str) -> tuple[Path, dict[str, Any]]:
     """Train in this process; the final checkpoint's folder and this start's record."""
     assert stage.loop is not None
     run = LocalRun(run_dir / LOCAL_DIR, keep=2, progress=progress)
@@ -243,7 +243,7 @@ def _run_local(stage: Stage, loop_config: dict[str, Any], *, config: TrialConfig
     from searchlab.atomic_dir import write_text_atomic
 
     write_text_atomic(run_dir / LOCAL_DIR / f"start-{time.time_ns()}.json", json.dumps(start))  # when, where, from
-    with _reserved(config.resources), _torch_threads(max(1, int(config.resources.cpus_per_worker))):
+    with _reserved(config.resources, who=who), _torch_threads(max(1, int(config.resources.cpus_per_worker))):
         stage.loop(loop_config, run.worker())
     if not run.checkpoints:
         raise RuntimeError(f"stage {stage.name} finished without reporting a checkpoint")
@@ -301,7 +301,8 @@ def run_stage(
     label = stage.name if item is None else f"{stage.name}[{item}]"
     if launch_mode(stage, config) == "local":
         hook = EpochLines(tag, label, then=progress) if tag is not None else progress
-        final, start = _run_local(stage, loop_config, config=config, run_dir=storage / name, progress=hook)
+        final, start = _run_local(stage, loop_config, config=config, run_dir=storage / name, progress=hook,
+                                  who=f"{tag} {label}:" if tag is not None else f"searchlab: local stage {label}")
         _STAGE_RECORDS.append({"stage": stage.name, "name": name, "nodes": [start["node_id"]] if start["node_id"] else [],
                                "resumed_from": [start["resumed_from"]] if start["resumed_from"] > 0 else []})
         published = publish_directory(final / ARTIFACT_DIR, output_dir)
