@@ -95,20 +95,24 @@ def check_cluster(storage: Path, manifest: str, root: str | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import ray
-
     from searchlab import sweep as sweep_cli
     from searchlab.config import ConfigError, apply_run_options, load_sweep
+    from searchlab.ray_output import prepare_driver_env
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = sweep_cli.parse_args(argv)
+    prepare_driver_env(args.output)  # before Ray is imported
+    import ray
+
+    from searchlab.tune_driver import init_ray
+
     try:
         sweep = apply_run_options(load_sweep(args.file), trials=args.max_trials, storage=args.storage)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not args.dry_run:
-        ray.init(address=args.address or os.environ.get("RAY_ADDRESS") or "auto", log_to_driver=True)
+        init_ray(args.address or os.environ.get("RAY_ADDRESS") or "auto", output=args.output)
         storage = Path(sweep.storage).resolve()
         problems = check_cluster(storage, sweep.base.data.manifest, sweep.base.data.root)
         if problems:

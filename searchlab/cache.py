@@ -8,6 +8,10 @@ concurrent misses build once and the others wait and then hit. A build writes in
 directory that is renamed into place only when complete: a crash never leaves a half artifact, and
 a finished artifact is never written again.
 
+``notify(kind, key, event, seconds)`` (optional) hears each event as it happens: "hit", "wait" (another
+caller holds the key's lock: it is building), "build" (a miss this caller builds), "built" and "failed";
+a sweep prints them as progress lines (``searchlab.progress``).
+
 A ledger (``root/ledger.json``) counts hits, misses, builds and failures per kind and key, so a
 benchmark can compare stage-1 trainings with distinct stage-1 configurations.
 """
@@ -69,11 +73,17 @@ def stage_key(kind: str, fields: Mapping[str, Any]) -> str:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Exclusive flock on `path` (created if needed); released when the block ends or the process dies."""
+def _locked(path: Path, *, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Exclusive flock on `path` (created if needed); released when the block ends or the process dies.
+    ``on_wait()`` is called first if another holder makes this caller wait."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -83,8 +93,13 @@ def _locked(path: Path) -> Iterator[None]:
 class ArtifactCache:
     """Directories ``root/kind/key``, each built at most once by `get_or_build`."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, notify: Callable[[str, str, str, float], None] | None = None) -> None:
         self.root = Path(root)
+        self.notify = notify
+
+    def _tell(self, kind: str, key: str, event: str, seconds: float = 0.0) -> None:
+        if self.notify is not None:
+            self.notify(kind, key, event, seconds)
 
     def path(self, kind: str, key: str) -> Path:
         for name, value in (("kind", kind), ("key", key)):
@@ -101,12 +116,15 @@ class ArtifactCache:
         final = self.path(kind, key)
         if final.is_dir():
             self._count(kind, key, "hits")
+            self._tell(kind, key, "hit")
             return final
         self._count(kind, key, "misses")
-        with _locked(final.parent / f"{key}.lock"):
+        with _locked(final.parent / f"{key}.lock", on_wait=lambda: self._tell(kind, key, "wait")):
             if final.is_dir():  # another caller built it while we waited
                 self._count(kind, key, "hits")
+                self._tell(kind, key, "hit")
                 return final
+            self._tell(kind, key, "build")
             self._remove_stale_builds(final)
             tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{key}-", dir=final.parent))
             started = time.perf_counter()
@@ -119,8 +137,10 @@ class ArtifactCache:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 self._count(kind, key, "failures")
+                self._tell(kind, key, "failed", time.perf_counter() - started)
                 raise
             self._count(kind, key, "builds", seconds=time.perf_counter() - started)
+            self._tell(kind, key, "built", time.perf_counter() - started)
         return final
 
     def _remove_stale_builds(self, final: Path) -> None:

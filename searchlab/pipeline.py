@@ -6,8 +6,10 @@ that agree on those train it once, also when they run at the same time (the seco
 first's lock, then reuses its artifact). Trainings keep their Ray Train checkpoints under the
 cache, keyed the same way, so a sweep restarted after a crash resumes a half-trained stage instead
 of starting it over. A fanned-out stage (``Stage.fan_out``) goes through the cache once per item,
-each under its own key. Per-trial stages run in the trial's folder. The last stage's metrics are the
-trial's.
+each under its own key. Per-trial stages publish into ``RUN_DIR/trials/ID/<stage>`` and keep their
+Ray Train runs (checkpoints, TensorBoard) in ``RUN_DIR/ray-train/trial-N-ID/<stage>``: the trial's
+number and id as in Tune's folders and trials.parquet. The last stage's metrics are the trial's.
+Each cache event and each epoch prints one progress line tagged with the trial (``searchlab.progress``).
 """
 
 from __future__ import annotations
@@ -26,11 +28,18 @@ from searchlab.data.manifest import read_manifest
 from searchlab.methods import Method, Stage, get_method, stage_keys
 from searchlab.methods._contract import Artifacts
 from searchlab.objectives import METRICS
+from searchlab.progress import TrialTag
 from searchlab.results import BaselinesTable
 from searchlab.train.checkpointing import read_artifact_metrics
 from searchlab.train.launch import run_stage
 
 CACHE_DIR_NAME = "cache"
+RAY_TRAIN_DIR = "ray-train"  # RUN_DIR/ray-train/trial-N-ID/<stage>: a per-trial stage's Ray Train run
+
+
+def trial_train_dir(run_dir: Path, trial_name: str, stage: str) -> Path:
+    """The Ray Train run folder of a trial's per-trial stage (``trial_name``: Tune's ``trial-N-ID``)."""
+    return run_dir / RAY_TRAIN_DIR / trial_name / stage
 
 
 def data_fingerprint(manifest: str) -> str:
@@ -54,12 +63,12 @@ def _build_task(stage: Stage, config: TrialConfig, inputs: Artifacts, target: Pa
 
 
 def _execute(stage: Stage, config: TrialConfig, *, inputs: Artifacts, target: Path, storage: Path,
-             name: str, item: int | None = None, **per_trial: Any) -> Path | None:
+             name: str, trial: TrialTag, item: int | None = None, **per_trial: Any) -> Path | None:
     """Run one stage into ``target``; returns the folder of its TensorBoard logs (None for a build).
     ``per_trial``: ``eval_every`` and ``progress`` of a per-trial stage (``run_stage``)."""
     if stage.loop is not None:
         return run_stage(stage, config=config, inputs=inputs, output_dir=target, storage_path=storage, name=name,
-                         item=item, **per_trial).log_dir
+                         item=item, tag=str(trial) if trial.epochs else None, **per_trial).log_dir
     resources = config.resources
     # A task started inside a Tune trial would join the trial's placement group, which holds only the
     # trial driver's sliver of CPU: schedule it on the cluster's free resources instead.
@@ -70,11 +79,12 @@ def _execute(stage: Stage, config: TrialConfig, *, inputs: Artifacts, target: Pa
     return None
 
 
-def run_trial(config: TrialConfig, *, run_dir: Path, trial_id: str, eval_every: int = 0,
+def run_trial(config: TrialConfig, *, run_dir: Path, trial: TrialTag, eval_every: int = 0,
               progress: Any = None, shared_config: TrialConfig | None = None,
               cache_root: Path | None = None) -> dict[str, Any]:
-    """Run one trial; returns its metrics (the objective names), details, stage keys and seconds.
-    ``eval_every`` and ``progress`` go to its last stage (per trial; ``run_stage``: a scheduler's rungs).
+    """Run one trial (``trial``: its number and id); returns its metrics (the objective names), details,
+    stage keys and seconds. ``eval_every`` and ``progress`` go to its last stage (per trial; ``run_stage``:
+    a scheduler's rungs).
 
     ``shared_config``: the configuration the shared stages are keyed and built with, when it differs
     from the per-trial stages' ``config`` (`searchlab.rerun`: per-trial stages with a new seed on the
@@ -87,7 +97,7 @@ def run_trial(config: TrialConfig, *, run_dir: Path, trial_id: str, eval_every: 
         raise ValueError(f"shared_config is a {shared_config.method} configuration, config a {config.method} one")
     shared_config = shared_config if shared_config is not None else config
     cache_root = cache_root if cache_root is not None else run_dir.parent / CACHE_DIR_NAME
-    cache = ArtifactCache(cache_root)
+    cache = ArtifactCache(cache_root, notify=trial.cache_event)
     keys = trial_stage_keys(method, config, shared_config=shared_config)
     artifacts: dict[str, Path | list[Path]] = {}
     seconds: dict[str, float] = {}
@@ -95,8 +105,8 @@ def run_trial(config: TrialConfig, *, run_dir: Path, trial_id: str, eval_every: 
 
     def shared(stage: Stage, key: str, inputs: Artifacts, item: int | None = None) -> Path:
         return cache.get_or_build(stage.name, key, lambda tmp: _execute(
-            stage, shared_config, inputs=inputs, target=Path(tmp), storage=cache_root / "ray-train", name=f"{stage.name}-{key}",
-            item=item))
+            stage, shared_config, inputs=inputs, target=Path(tmp), storage=cache_root / "ray-train",
+            name=f"{stage.name}-{key}", trial=trial, item=item))
 
     for stage in method.stages:
         started = time.time()
@@ -106,9 +116,10 @@ def run_trial(config: TrialConfig, *, run_dir: Path, trial_id: str, eval_every: 
         elif stage.shared:
             artifacts[stage.name] = shared(stage, keys[stage.name], inputs)
         else:
-            target = run_dir / "trials" / trial_id / stage.name
-            log_dir = _execute(stage, config, inputs=inputs, target=target, storage=run_dir / "ray-train",
-                               name=f"{stage.name}-{trial_id}", **(per_trial if stage is method.stages[-1] else {}))
+            target = run_dir / "trials" / trial.trial_id / stage.name
+            trial.say(f"{stage.name}: {'training' if stage.loop is not None else 'building'} (per trial)")
+            log_dir = _execute(stage, config, inputs=inputs, target=target, storage=run_dir / RAY_TRAIN_DIR / trial.name,
+                               name=stage.name, trial=trial, **(per_trial if stage is method.stages[-1] else {}))
             artifacts[stage.name] = target
         seconds[stage.name] = time.time() - started
     BaselinesTable.in_run(run_dir).upsert(method.baselines(artifacts, keys))

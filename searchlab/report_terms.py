@@ -20,8 +20,9 @@ GLOSSARY: dict[str, str] = {
     "trial N": "the trial's number in the sweep (0, 1, ... in the order trials started), beside its id ID: "
                "trials.parquet's number and trial_id, Tune's folder and TensorBoard run tune/trial-N-ID (the "
                "figures it reported), optuna-dashboard's trial N (user attributes searchlab_number, "
-               "searchlab_trial_id), the trial's folders trials/ID and ray-train/stage2-ID (training curves), "
-               "and a bundle's card (source.number, source.trial_id).",
+               "searchlab_trial_id), the trial's folders trials/ID and ray-train/trial-N-ID/<stage> (training "
+               "curves: TensorBoard run ray-train/trial-N-ID/<stage>/tensorboard), the sweep's output lines "
+               "[trial N ID], and a bundle's card (source.number, source.trial_id).",
     "Pareto front": "the feasible completed trials that no other such trial beats on every objective "
                     "(more accurate and no more GFLOPs, or fewer GFLOPs and no less accurate).",
     "knee": "the front point farthest beyond the straight line joining the front's two extremes (most "

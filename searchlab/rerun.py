@@ -51,7 +51,6 @@ from searchlab.config import ConfigError, TrialConfig
 from searchlab.config._limits import MAX_SEED
 from searchlab.pareto import pareto_front
 from searchlab.pick import OBJECTIVES, PickError, candidates
-from searchlab.results import decoded_json
 from searchlab.run_dir import (
     CACHE_DIR_NAME,
     RUN_MARKER,
@@ -122,11 +121,13 @@ def plan(run_dir: Path, front: pd.DataFrame, *, seeds: int, eval_clips: int | No
 def _run_one(job: Job, rerun_dir: str, cache_root: str) -> dict[str, Any]:
     """The Ray task: one run's stages; a failure comes back as its reason (the other runs go on)."""
     from searchlab.pipeline import run_trial
+    from searchlab.progress import TrialTag
     from searchlab.tune_driver import NonFiniteMetric, failure_reason, nonfinite_problem, portable_details
 
     try:
-        outcome = run_trial(job.config, run_dir=Path(rerun_dir), trial_id=job.rerun_id, shared_config=job.shared_config,
-                            cache_root=Path(cache_root))
+        # the searched trial's number, the run's own id: its folders are trials/<rerun id>, ray-train/trial-N-<rerun id>
+        outcome = run_trial(job.config, run_dir=Path(rerun_dir), trial=TrialTag(number=job.number, trial_id=job.rerun_id),
+                            shared_config=job.shared_config, cache_root=Path(cache_root))
         problem = nonfinite_problem(outcome, after=outcome["final_stage"])
         if problem:
             raise NonFiniteMetric(problem)

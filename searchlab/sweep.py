@@ -8,6 +8,11 @@ streams one row per trial into RUN_DIR/trials.parquet. `--resume` continues an i
 The run folder is marked as searchlab's when the sweep starts and locked while it runs
 (`searchlab.run_dir`): `--overwrite` deletes only a marked run folder no live sweep holds, and a
 second sweep on a live run folder is refused. Exit codes: 0 done, 1 every trial failed, 2 refused.
+
+Output: the plan, then one line per trial event (``[trial N ID] ...``: start, each cache hit, wait or
+build, each epoch with its ETA, the end) and a summary; Ray's routine output is silenced where Ray is
+launched (``searchlab.ray_output``), its warnings, errors and the tracebacks of failed trials are not.
+``--quiet`` drops the epoch lines, ``--verbose`` adds Ray's own tables and logs.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from searchlab.cli import command_parser
 from searchlab.config import ConfigError, Sweep, apply_run_options, load_sweep
 from searchlab.data_check import DataMissing, check_manifest, ensure_data
 from searchlab.plan import describe_plan
+from searchlab.ray_output import prepare_driver_env
 from searchlab.run_dir import (
     CONFIG_PATH_FIELDS,
     TUNE_DIR_NAME,
@@ -50,6 +56,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     start.add_argument("--overwrite", action="store_true",
                         help="delete an earlier run of this sweep first (only a searchlab run folder that no "
                              "running sweep holds; cached stage artifacts are kept)")
+    amount = parser.add_mutually_exclusive_group()
+    amount.add_argument("--quiet", action="store_const", dest="output", const="quiet",
+                        help="print each trial's start and end and the stage cache's events, no line per epoch")
+    amount.add_argument("--verbose", action="store_const", dest="output", const="verbose",
+                        help="also print Ray's own output: Tune's trial tables and result boxes, Ray Train's logs")
+    parser.set_defaults(output="normal")
     return parser.parse_args(argv)
 
 
@@ -121,9 +133,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.overwrite:
                 clear_run_dir(run_dir, keep=_user_paths(sweep, args))
             mark_run_dir(run_dir, sweep_name=sweep.base.name)
+            prepare_driver_env(args.output)  # before Ray is imported: it reads some settings once
             from searchlab.tune_driver import run_sweep  # imports Ray: only when something runs
 
-            summary = run_sweep(sweep, run_dir=run_dir, address=args.address, resume=args.resume)
+            summary = run_sweep(sweep, run_dir=run_dir, address=args.address, resume=args.resume, output=args.output)
     except (RunDirError, DataMissing) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

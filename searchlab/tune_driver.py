@@ -27,6 +27,8 @@ from searchlab.atomic_dir import write_text_atomic
 from searchlab.config import Sweep, TrialConfig
 from searchlab.objectives import METRICS
 from searchlab.pareto_asha import EPOCH_KEY, PROGRESS_KEY, ParetoASHA, StoppedAsPruned
+from searchlab.progress import TrialTag, figures, output_level, parse_trial_name
+from searchlab.ray_output import ray_init_options
 from searchlab.results import TrialRecord, TrialsTable
 from searchlab.run_dir import SWEEP_SNAPSHOT as SWEEP_SNAPSHOT  # re-exported: bench/sweep_cost.py reads it here
 from searchlab.run_dir import TUNE_DIR_NAME, relative_path, write_sweep_snapshot
@@ -52,15 +54,16 @@ def trial_resources() -> dict[str, Any]:
     return {"cpu": TRIAL_DRIVER_CPUS}
 
 
-def init_ray(address: str | None) -> None:
-    """Join a cluster (address, or RAY_ADDRESS from `ray job submit`) or start a local Ray."""
+def init_ray(address: str | None, *, output: str = "normal") -> None:
+    """Join a cluster (address, or RAY_ADDRESS from `ray job submit`) or start a local Ray; ``output``:
+    how much the job's processes print (``searchlab.ray_output``)."""
     if ray.is_initialized():
         return
     target = address or os.environ.get("RAY_ADDRESS")
     if target:
-        ray.init(address=target, log_to_driver=True)
+        ray.init(address=target, **ray_init_options(output))
     else:
-        ray.init(include_dashboard=False, log_to_driver=True)
+        ray.init(include_dashboard=False, **ray_init_options(output))
 
 
 def trial_main(params: dict[str, Any], *, sweep_json: str, run_dir: str) -> None:
@@ -72,6 +75,7 @@ def trial_main(params: dict[str, Any], *, sweep_json: str, run_dir: str) -> None
     overrides = dict(params)  # already decoded: `suggest` returns real values, which Ray passes on
     config: TrialConfig = sweep.trial_config(overrides)
     trial_id = tune.get_context().get_trial_id()
+    tag = parse_trial_name(tune.get_context().get_trial_name(), trial_id, epochs=output_level() != "quiet")
     take_stage_records()  # this process's earlier trials' stages are not this trial's
     rungs: dict[str, Any] = {}
     if sweep.search.scheduler == "pareto_asha":  # the per-trial stage reports its rungs (searchlab.pareto_asha)
@@ -81,7 +85,7 @@ def trial_main(params: dict[str, Any], *, sweep_json: str, run_dir: str) -> None
         rungs = {"eval_every": asha.grace_period, "progress": make_relay(
             list(sweep.search.objectives), grace_period=asha.grace_period, reduction_factor=asha.reduction_factor)}
     try:
-        outcome = run_trial(config, run_dir=Path(run_dir), trial_id=trial_id, **rungs)
+        outcome = run_trial(config, run_dir=Path(run_dir), trial=tag, **rungs)
         # A diverged stage can end "successfully" with NaN metrics; reported, they would rank on the
         # front (or make Optuna fail the trial without a reason). It fails here, with one.
         problem = nonfinite_problem(outcome, after=outcome["final_stage"])
@@ -186,6 +190,9 @@ class TrialsTableCallback(tune.Callback):
         TrialsTable.in_run(self.run_dir).upsert(record)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        params = ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                           for key, value in (trial.config or {}).items())
+        _tag(trials, trial).say(f"started{': ' + params if params else ''}")
         self._started[trial.trial_id] = datetime.now(timezone.utc)
         self._upsert(TrialRecord(trial_id=trial.trial_id, number=_number(trials, trial), status="running",
                                  params=dict(trial.config or {}), started=self._started[trial.trial_id]))
@@ -195,12 +202,15 @@ class TrialsTableCallback(tune.Callback):
         if not any(name in result for name in METRICS):
             return  # ended without a report: on_trial_error records it
         if result.get(PROGRESS_KEY):  # stopped by the scheduler at a rung: its figures there, not a result
+            _tag(trials, trial).say(f"stopped by the scheduler after epoch {result.get(EPOCH_KEY)}: "
+                                    + figures(result, tuple(METRICS)))
             self._upsert(TrialRecord(
                 trial_id=trial.trial_id, number=_number(trials, trial), status="stopped",
                 params=dict(trial.config or {}),
                 metrics={**{name: result[name] for name in METRICS if name in result}, "stopped_at_epoch": result.get(EPOCH_KEY)},
                 started=self._started.get(trial.trial_id), finished=datetime.now(timezone.utc)))
             return
+        _tag(trials, trial).say(f"completed in {result.get('total_s', 0):.0f} s: {figures(result, tuple(METRICS))}")
         self._upsert(TrialRecord(
             trial_id=trial.trial_id,
             number=_number(trials, trial),
@@ -220,14 +230,20 @@ class TrialsTableCallback(tune.Callback):
         ))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        reason = _reason(self.run_dir, trial)
+        _tag(trials, trial).say(f"failed: {reason} (traceback: {getattr(trial, 'error_file', None) or 'above'})")
         self._upsert(TrialRecord(trial_id=trial.trial_id, number=_number(trials, trial), status="failed",
-                                 params=dict(trial.config or {}), error=_reason(self.run_dir, trial),
+                                 params=dict(trial.config or {}), error=reason,
                                  started=self._started.get(trial.trial_id), finished=datetime.now(timezone.utc)))
 
 
 def _number(trials: list, trial: Any) -> int:
     """The trial's place in the sweep: Tune lists trials in creation order (restored ones too)."""
     return next(i for i, other in enumerate(trials) if other.trial_id == trial.trial_id)
+
+
+def _tag(trials: list, trial: Any) -> TrialTag:
+    return TrialTag(number=_number(trials, trial), trial_id=trial.trial_id)
 
 
 def reason_path(run_dir: Path, trial_id: str) -> Path:
@@ -317,9 +333,14 @@ class SweepSummary:
         )
 
 
-def run_sweep(sweep: Sweep, *, run_dir: Path, address: str | None, resume: bool) -> SweepSummary:
-    """Run (or resume) the sweep to its trial budget in ``run_dir`` (an existing run folder)."""
-    init_ray(address)
+def run_sweep(sweep: Sweep, *, run_dir: Path, address: str | None, resume: bool,
+              output: str = "normal") -> SweepSummary:
+    """Run (or resume) the sweep to its trial budget in ``run_dir`` (an existing run folder).
+
+    ``output`` (``searchlab.ray_output``): "normal" and "quiet" print searchlab's progress lines and
+    Tune's legacy engine at verbosity 0 (nothing routine; errors and tracebacks still); "verbose" Tune's
+    own trial tables and result boxes too."""
+    init_ray(address, output=output)
     if not resume:
         write_sweep_snapshot(run_dir, sweep)
     trainable = tune.with_resources(
@@ -346,7 +367,7 @@ def run_sweep(sweep: Sweep, *, run_dir: Path, address: str | None, resume: bool)
                 name=TUNE_DIR_NAME,
                 callbacks=[TrialsTableCallback(str(run_dir), sweep.search.constraints)],
                 failure_config=tune.FailureConfig(max_failures=0),
-                verbose=1,
+                verbose=1 if output == "verbose" else 0,
             ),
         )
     started = time.time()

@@ -28,7 +28,8 @@ from searchlab.space import record_constraints
 VIOLATIONS_KEY = "constraint_violations"
 #: Optuna trial user attribute -> what it holds.
 TRIAL_ATTRS = {
-    "searchlab_trial_id": "the trial's id (Tune's), as in trials.parquet and the folder trials/ID",
+    "searchlab_trial_id": "the trial's id (Tune's), as in trials.parquet, the folders trials/ID and "
+                          "ray-train/trial-N-ID, and the sweep's [trial N ID] lines",
     "searchlab_number": "the trial's number in trials.parquet, the report, Tune's folder tune/trial-N-ID and bundles",
     "params": "the trial's parameters as the trial used them (choices as their values, e.g. [32, 4, 2, 0])",
     "gflops_p5": "5th percentile of GFLOPs per video",

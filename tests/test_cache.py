@@ -133,3 +133,37 @@ def test_a_published_artifact_has_the_default_mode_not_mkdtemps(tmp_path: Path) 
     finally:
         os.umask(previous)
     assert stat.S_IMODE(path.stat().st_mode) == 0o750
+
+
+def test_notify_hears_each_cache_event_as_it_happens(tmp_path: Path) -> None:
+    """build then built for the builder, wait then hit for a caller that met the builder's lock, hit after."""
+    heard: list[tuple[str, str, str]] = []
+    lock = threading.Lock()
+
+    def notify(kind: str, key: str, event: str, seconds: float) -> None:
+        with lock:
+            heard.append((threading.current_thread().name, event, f"{kind}/{key}"))
+        assert seconds >= 0
+
+    cache = ArtifactCache(tmp_path / "cache", notify=notify)
+    started = threading.Event()
+
+    def build(tmp: Path) -> None:
+        started.set()
+        time.sleep(0.5)  # the second caller arrives while this one holds the key's lock
+        (tmp / "w").write_text("w")
+
+    builder = threading.Thread(target=cache.get_or_build, args=("stage1", "k", build), name="builder")
+    builder.start()
+    started.wait(5)
+    waiter = threading.Thread(target=cache.get_or_build, args=("stage1", "k", build), name="waiter")
+    waiter.start()
+    builder.join()
+    waiter.join()
+    cache.get_or_build("stage1", "k", build)
+    assert [event for name, event, _ in heard if name == "builder"] == ["build", "built"]
+    assert [event for name, event, _ in heard if name == "waiter"] == ["wait", "hit"]
+    assert heard[-1][1:] == ("hit", "stage1/k")
+    with pytest.raises(RuntimeError, match="wrote nothing"):
+        cache.get_or_build("stage1", "empty", lambda tmp: None)
+    assert heard[-2:] == [("MainThread", "build", "stage1/empty"), ("MainThread", "failed", "stage1/empty")]

@@ -184,7 +184,11 @@ def test_only_a_client_with_the_token_gets_in(cluster, tmp_path):
 
 
 def _stage2_runs(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / "ray-train").glob("stage2-*"))
+    return sorted((run_dir / "ray-train").glob("trial-*/stage2"))  # ray-train/trial-N-ID/stage2
+
+
+def _trial_id(run: Path) -> str:
+    return run.parent.name.split("-", 2)[2]
 
 
 def _starts(run: Path) -> list[dict[str, Any]]:
@@ -250,7 +254,7 @@ def test_a_stage_whose_node_dies_resumes_on_the_other_node(cluster, storage, syn
     # one searchlab line says what happened, in the sweep's output
     assert f"lost a worker (node {cluster.nodes[victim].node_id[:12]} is gone); restarting it from its latest " \
            "checkpoint" in log_path.read_text()
-    killed_trial = frame[frame["trial_id"] == run.name.removeprefix("stage2-")].iloc[0]
+    killed_trial = frame[frame["trial_id"] == _trial_id(run)].iloc[0]
     assert set(json.loads(killed_trial["nodes"])["stage2"]) == {first["node_id"], again[-1]["node_id"]}
     print(f"stage 2 killed on {victim}, resumed on {cluster.node_named(again[-1]['node_id'])} "
           f"from epoch {resumed} of {epochs}; 2 completed, 0 lost, 0 duplicated")
@@ -275,7 +279,7 @@ def test_a_trial_whose_node_is_lost_for_good_fails_with_the_reason(cluster, stor
     status, logs = _follow(cluster, job_id)
     assert status == "SUCCEEDED", logs[-3000:]
     frame = TrialsTable.in_run(run_dir).read().set_index("trial_id")
-    lost_trial = frame.loc[run.name.removeprefix("stage2-")]
+    lost_trial = frame.loc[_trial_id(run)]
     assert lost_trial["status"] == "failed"
     assert lost_trial["error"].startswith("StageNodeLost: a worker of stage stage2 died with its node")
     assert f"node {cluster.nodes[victim].node_id[:12]} is gone" in lost_trial["error"], lost_trial["error"]

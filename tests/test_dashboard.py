@@ -43,7 +43,7 @@ def _get(url: str) -> bytes:
 def _report(trial_id: str) -> dict:
     details = {"action_usage": {"0": 0.25, "2": 0.25, "32": 0.25, "4": 0.25},  # as stored: keys sorted
                "artifacts": {"stage1": "../cache/stage1/k", "stage2": f"trials/{trial_id}/stage2"},
-               "tensorboard": f"ray-train/stage2-{trial_id}/tensorboard"}
+               "tensorboard": f"ray-train/trial-0-{trial_id}/stage2/tensorboard"}
     return {"accuracy": 0.9, "gflops": 0.15, "gflops_p5": 0.1, "gflops_p95": 0.2, "memory_mb": 22.7,
             "skip_fraction": 0.25, "feasible": True, "method": "videoiq", "details_json": json.dumps(details),
             VIOLATIONS_KEY: []}
@@ -97,7 +97,7 @@ def test_optuna_dashboard_serves_the_sweeps_study(study_db: Path) -> None:
         assert attrs["gflops_p95"] == "0.2" and attrs["memory_mb"] == "22.7"
         assert attrs["action_usage"] == "32b 25%, 4b 25%, 2b 25%, skip 25%"
         assert attrs["trial_folder"] == "trials/aaaa0000"
-        assert attrs["tensorboard"] == "ray-train/stage2-aaaa0000/tensorboard"
+        assert attrs["tensorboard"] == "ray-train/trial-0-aaaa0000/stage2/tensorboard"
         # the starting point: the decision space as its value, in the params attribute and in the params
         assert json.loads(attrs["params"])["stage2.decision_space"] == [32, 4, 2, 0]
         params = {p["name"]: p["param_external_value"] for p in first["params"]}

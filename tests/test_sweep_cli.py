@@ -8,6 +8,7 @@ run folder (refusals, --overwrite, exit codes) is checked with the Ray part repl
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -156,8 +157,13 @@ def stub_run_sweep(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     from searchlab import tune_driver
 
     seen: dict[str, Any] = {"completed": 1, "failed": 1}
+    for name in ("SEARCHLAB_OUTPUT", "RAY_AIR_NEW_OUTPUT", "RAY_DEDUP_LOGS", "RAY_DEDUP_LOGS_ALLOW_REGEX"):
+        monkeypatch.delenv(name, raising=False)  # the sweep sets them for Ray: restored after the test
 
-    def run_sweep(sweep: Sweep, *, run_dir: Path, address: str | None, resume: bool) -> tune_driver.SweepSummary:
+    def run_sweep(sweep: Sweep, *, run_dir: Path, address: str | None, resume: bool,
+                  output: str = "normal") -> tune_driver.SweepSummary:
+        seen["output"] = output
+        seen["env"] = {name: os.environ.get(name) for name in ("SEARCHLAB_OUTPUT", "RAY_AIR_NEW_OUTPUT")}
         seen["files"] = sorted(p.name for p in run_dir.iterdir())
         seen["marker"] = json.loads((run_dir / RUN_MARKER).read_text())
         return tune_driver.SweepSummary(run_dir=run_dir, completed=seen["completed"], failed=seen["failed"],
@@ -211,6 +217,22 @@ def test_overwrite_empties_the_run_but_never_the_cache_beside_it(tmp_path: Path,
     assert stub_run_sweep["marker"]["sweep"] == "tiny"
     assert contents(storage / "cache") == cache
     assert "2 trials, 1 completed, 1 failed" in capsys.readouterr().out
+
+
+def test_quiet_and_verbose_choose_how_much_the_sweep_and_its_ray_processes_print(
+        tmp_path: Path, synthetic_set: Any, stub_run_sweep: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    path = tiny_sweep(tmp_path, synthetic_set)
+    storage = tmp_path / "runs"
+    for flags, output, tune_engine in (([], "normal", "0"), (["--quiet"], "quiet", "0"), (["--verbose"], "verbose", None)):
+        for name in ("RAY_AIR_NEW_OUTPUT",):
+            os.environ.pop(name, None)  # restored by the fixture
+        assert main([str(path), "--storage", str(storage), "--overwrite", *flags]) == 0
+        assert stub_run_sweep["output"] == output
+        # Tune's legacy engine at verbosity 0 unless --verbose; the level reaches the Ray processes
+        assert stub_run_sweep["env"] == {"SEARCHLAB_OUTPUT": output, "RAY_AIR_NEW_OUTPUT": tune_engine}
+    with pytest.raises(SystemExit):
+        main([str(path), "--quiet", "--verbose"])
+    assert "not allowed with argument" in capsys.readouterr().err
 
 
 def test_overwrite_never_deletes_the_sweep_file_inside_a_run(tmp_path: Path, synthetic_set: Any,

@@ -130,7 +130,7 @@ def test_the_optuna_study_records_every_trial(sweep_run):
 def test_tensorboard_has_the_curves_of_every_stage(sweep_run):
     run_dir, storage = sweep_run["run_dir"], sweep_run["storage"]
     for row in _completed(sweep_run["trials"]).itertuples():
-        log_dir = run_dir / "ray-train" / f"stage2-{row.trial_id}" / "tensorboard"
+        log_dir = run_dir / "ray-train" / f"trial-{row.number}-{row.trial_id}" / "stage2" / "tensorboard"
         assert list(log_dir.glob("events.out.tfevents.*")), log_dir
         events = EventAccumulator(str(log_dir))
         events.Reload()

@@ -249,7 +249,8 @@ def test_method_code_imports_neither_ray_nor_optuna() -> None:
     assert any(name.endswith(".method") for name in method_modules)  # every method's declaration is among them
     modules = ["searchlab.train.teacher", "searchlab.train.stage1", "searchlab.train.stage2",
                "searchlab.train.worker", "searchlab.train.backbone_cache", "searchlab.models", "searchlab.data",
-               "searchlab.flops", "searchlab.evaluate", "searchlab.deploy", "searchlab.methods", *method_modules]
+               "searchlab.flops", "searchlab.evaluate", "searchlab.deploy", "searchlab.methods", "searchlab.progress",
+               "searchlab.cache", *method_modules]
     code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
             + "print(sorted(m for m in ('ray', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

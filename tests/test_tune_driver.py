@@ -101,10 +101,10 @@ def test_details_name_artifacts_relative_to_the_run_folder(tmp_path: Path) -> No
     run_dir = tmp_path / "runs" / "demo"
     details = {"artifacts": {"teacher": str(tmp_path / "runs" / "cache" / "teacher" / "k"),
                              "stage2": str(run_dir / "trials" / "t0" / "stage2")},
-               "tensorboard": str(run_dir / "ray-train" / "stage2-t0" / "tensorboard"), "top1": 0.5}
+               "tensorboard": str(run_dir / "ray-train" / "trial-0-t0" / "stage2" / "tensorboard"), "top1": 0.5}
     assert portable_details(details, run_dir=run_dir) == {
         "artifacts": {"teacher": "../cache/teacher/k", "stage2": "trials/t0/stage2"},
-        "tensorboard": "ray-train/stage2-t0/tensorboard", "top1": 0.5}
+        "tensorboard": "ray-train/trial-0-t0/stage2/tensorboard", "top1": 0.5}
 
 
 def test_the_summary_counts_completed_and_failed_trials(tmp_path: Path) -> None:

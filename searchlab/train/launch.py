@@ -34,6 +34,7 @@ stages a process ran are kept for its trial's row (``take_stage_records``: the `
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -47,11 +48,12 @@ from typing import Any, Literal
 import ray
 import ray.exceptions
 import ray.train
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from searchlab.config import TrialConfig
 from searchlab.methods._contract import Artifacts, Loop, Stage
+from searchlab.progress import EpochLines, output_level
 from searchlab.train import ray_compat
 from searchlab.train.checkpointing import publish_directory, read_artifact_metrics
 from searchlab.train.worker import ARTIFACT_DIR, LocalRun
@@ -122,11 +124,16 @@ def read_starts(run_dir: Path) -> tuple[dict[str, Any], ...]:
     return tuple(json.loads(p.read_text()) for p in files)
 
 
-def _in_ray_worker(loop_config: dict[str, Any], *, loop: Loop, starts_dir: str | None = None) -> None:
-    """Ray Train's per-worker entry point: the stage's plain loop, given Ray's context."""
+def _in_ray_worker(loop_config: dict[str, Any], *, loop: Loop, starts_dir: str | None = None,
+                   tag: str | None = None, stage: str = "") -> None:
+    """Ray Train's per-worker entry point: the stage's plain loop, given Ray's context (and, with a
+    ``tag``, a progress line per epoch from the writing rank, which Ray forwards to the driver)."""
     if starts_dir is not None:
         _record_start(Path(starts_dir))
-    loop(loop_config, ray_compat.worker())
+    worker = ray_compat.worker()
+    if tag is not None:
+        worker = dataclasses.replace(worker, progress=EpochLines(tag, stage))
+    loop(loop_config, worker)
 
 
 def _worker_lost(error: BaseException) -> bool:
@@ -187,7 +194,7 @@ def _node_cpus() -> float:
 
 
 @contextlib.contextmanager
-def _reserved(resources: Any) -> Iterator[None]:
+def _reserved(resources: Any, *, who: str = "searchlab: a local stage") -> Iterator[None]:
     """Hold ``cpus_per_worker`` CPUs of this node while a local stage trains in this process.
 
     A trial's process reserves a sliver of a CPU (it only drives distributed stages); a stage it
@@ -204,7 +211,7 @@ def _reserved(resources: Any) -> Iterator[None]:
     group = placement_group([bundle], strategy="STRICT_PACK")
     try:
         while not group.wait(timeout_seconds=60):
-            print(f"searchlab: a local stage waits for {resources.cpus_per_worker:g} free CPU(s) on this node", flush=True)
+            print(f"{who} waits for {resources.cpus_per_worker:g} free CPU(s) on this node", flush=True)
         yield
     finally:
         remove_placement_group(group)
@@ -224,7 +231,7 @@ def _torch_threads(count: int) -> Iterator[None]:
 
 
 def _run_local(stage: Stage, loop_config: dict[str, Any], *, config: TrialConfig, run_dir: Path,
-               progress: Progress | None) -> tuple[Path, dict[str, Any]]:
+               progress: Progress | None, who: str) -> tuple[Path, dict[str, Any]]:
     """Train in this process; the final checkpoint's folder and this start's record."""
     assert stage.loop is not None
     run = LocalRun(run_dir / LOCAL_DIR, keep=2, progress=progress)
@@ -236,7 +243,7 @@ def _run_local(stage: Stage, loop_config: dict[str, Any], *, config: TrialConfig
     from searchlab.atomic_dir import write_text_atomic
 
     write_text_atomic(run_dir / LOCAL_DIR / f"start-{time.time_ns()}.json", json.dumps(start))  # when, where, from
-    with _reserved(config.resources), _torch_threads(max(1, int(config.resources.cpus_per_worker))):
+    with _reserved(config.resources, who=who), _torch_threads(max(1, int(config.resources.cpus_per_worker))):
         stage.loop(loop_config, run.worker())
     if not run.checkpoints:
         raise RuntimeError(f"stage {stage.name} finished without reporting a checkpoint")
@@ -256,6 +263,7 @@ def run_stage(
     max_failures: int = 0,
     inject_failure_after_epoch: int | None = None,
     progress: Progress | None = None,
+    tag: str | None = None,
 ) -> StageResult:
     """Train ``stage`` (a method's stage with a loop) and publish its artifact into ``output_dir``.
 
@@ -266,6 +274,8 @@ def run_stage(
     (fault-tolerance tests); ``fit`` then raises ``ray.train.TrainingFailedError`` (a local launch raises
     the loop's own ``InjectedFailure``). ``progress(epoch, metrics, final)`` hears every epoch of a local
     launch (``Worker.progress``); a distributed one does not call it. ``launch_mode`` decides which.
+    ``tag`` (a trial's ``[trial N ID]``): print one progress line per epoch (``searchlab.progress``), from
+    this process (local) or the writing worker (distributed).
     """
     if stage.loop is None or stage.loop_config is None:
         raise ValueError(f"run_stage: stage {stage.name} is a build step, not a training; call its build function")
@@ -288,8 +298,11 @@ def run_stage(
         "eval_every": eval_every,
         "inject_failure_after_epoch": inject_failure_after_epoch,
     }
+    label = stage.name if item is None else f"{stage.name}[{item}]"
     if launch_mode(stage, config) == "local":
-        final, start = _run_local(stage, loop_config, config=config, run_dir=storage / name, progress=progress)
+        hook = EpochLines(tag, label, then=progress) if tag is not None else progress
+        final, start = _run_local(stage, loop_config, config=config, run_dir=storage / name, progress=hook,
+                                  who=f"{tag} {label}:" if tag is not None else f"searchlab: local stage {label}")
         _STAGE_RECORDS.append({"stage": stage.name, "name": name, "nodes": [start["node_id"]] if start["node_id"] else [],
                                "resumed_from": [start["resumed_from"]] if start["resumed_from"] > 0 else []})
         published = publish_directory(final / ARTIFACT_DIR, output_dir)
@@ -298,7 +311,7 @@ def run_stage(
     os.environ.setdefault(HEALTH_CHECK_ENV, HEALTH_CHECK_S)  # read by the controller (Ray propagates it there)
     starts_dir = storage / name / STARTS_DIR
     trainer = lambda: TorchTrainer(  # noqa: E731  (a fresh trainer per attempt)
-        functools.partial(_in_ray_worker, loop=stage.loop, starts_dir=str(starts_dir)),
+        functools.partial(_in_ray_worker, loop=stage.loop, starts_dir=str(starts_dir), tag=tag, stage=label),
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -309,6 +322,10 @@ def run_stage(
             storage_path=str(storage),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=max_failures),
+            # Ray Train's INFO lines ("Reporting training result ...", "Checkpoint successfully created ...",
+            # worker group starts) are per-epoch noise beside searchlab's progress lines; its warnings and
+            # errors stay. A sweep run with --verbose (SEARCHLAB_OUTPUT=verbose) keeps them all.
+            logging_config=LoggingConfig(log_level="INFO" if output_level() == "verbose" else "WARNING"),
         ),
     )
     retries = _node_retries()
@@ -325,8 +342,8 @@ def run_stage(
                     f"a worker of stage {stage.name} died with its node or process ({where}) "
                     f"and {retries} restart(s) from its checkpoint are spent ({NODE_RETRIES_ENV}); "
                     f"Ray said: {' '.join(str(error).split())[:300]}") from error
-            print(f"searchlab: stage {stage.name} ({name}) lost a worker ({where}); restarting it from its latest "
-                  f"checkpoint on the remaining nodes (restart {attempt + 1} of {retries})", flush=True)
+            print(f"{tag or 'searchlab:'} stage {stage.name} ({storage.name}/{name}) lost a worker ({where}); restarting "
+                  f"it from its latest checkpoint on the remaining nodes (restart {attempt + 1} of {retries})", flush=True)
     starts = read_starts(storage / name)
     _STAGE_RECORDS.append({"stage": stage.name, "name": name, "nodes": sorted({s["node_id"] for s in starts}),
                            "resumed_from": [s["resumed_from"] for s in starts if s["resumed_from"] > 0]})

@@ -144,7 +144,7 @@ def stage1_loop(loop_config: dict[str, Any], worker: Worker) -> None:
             worker, stage="stage1", epoch=epoch + 1, metrics={"epoch": epoch + 1, **scalars, **_flat(metrics)}, models=models,
             optimizer=optimizer, scheduler=scheduler, extra={}, write_artifact=artifact if last else None,
             inject_failure_after_epoch=loop_config["inject_failure_after_epoch"],
-            save=last or (epoch + 1) % config.stage1.checkpoint_every == 0,
+            save=last or (epoch + 1) % config.stage1.checkpoint_every == 0, epochs=hp.epochs,
         )
 
 

@@ -289,7 +289,7 @@ def stage2_loop(loop_config: dict[str, Any], worker: Worker) -> None:
             models=models, optimizer=optimizer, scheduler=scheduler, extra={"tau": taus[-1]},
             write_artifact=artifact if last else None,
             inject_failure_after_epoch=loop_config["inject_failure_after_epoch"],
-            save=last or (epoch + 1) % config.stage2.checkpoint_every == 0,
+            save=last or (epoch + 1) % config.stage2.checkpoint_every == 0, epochs=hp.epochs,
         )
 
 

@@ -218,7 +218,7 @@ def teacher_loop(loop_config: dict[str, Any], worker: Worker) -> None:
             optimizer=optimizer, scheduler=scheduler, extra={"phase": "teacher" if in_teacher_phase else "policy"},
             write_artifact=artifact if last else None,
             inject_failure_after_epoch=loop_config["inject_failure_after_epoch"],
-            save=last or (epoch + 1) % config.teacher.checkpoint_every == 0,
+            save=last or (epoch + 1) % config.teacher.checkpoint_every == 0, epochs=total_epochs,
         )
 
 

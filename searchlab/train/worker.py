@@ -198,6 +198,7 @@ def checkpoint_epoch(
     write_artifact: Callable[[Path], None] | None = None,
     inject_failure_after_epoch: int | None = None,
     save: bool = True,
+    epochs: int | None = None,
 ) -> None:
     """Checkpoint after ``epoch`` completed epochs (1-based count) and report ``metrics``.
 
@@ -207,12 +208,14 @@ def checkpoint_epoch(
 
     ``write_artifact(folder)`` (rank 0, last epoch) fills the artifact folder inside the checkpoint.
     ``inject_failure_after_epoch``: raise ``InjectedFailure`` once that many epochs are saved.
-    ``worker.progress`` (if set) hears every epoch on the writing rank, saved or not.
+    ``worker.progress`` (if set) hears every epoch on the writing rank, saved or not, with the stage's
+    epoch count ``epochs`` (if given) added to the metrics as ``"epochs"`` (``searchlab.progress``: k/N, ETA).
     A non-finite scalar or weight raises ``Diverged`` before anything is saved (``check_finite``).
     """
     check_finite(stage=stage, epoch=epoch, metrics=metrics, models=models)
     if worker.progress is not None and worker.is_writer:
-        worker.progress(epoch, dict(metrics), write_artifact is not None)
+        heard = {**metrics, "epochs": epochs} if epochs is not None else dict(metrics)
+        worker.progress(epoch, heard, write_artifact is not None)
     if not save:
         return
     rng_states = gather_objects(worker, capture_rng_state())

@@ -111,7 +111,7 @@ def backbone_loop(loop_config: dict[str, Any], worker: Worker) -> None:
             models=models, optimizer=optimizer, scheduler=scheduler, extra={},
             write_artifact=artifact if last else None,
             inject_failure_after_epoch=inputs.inject_failure_after_epoch,
-            save=last or (epoch + 1) % recipe.checkpoint_every == 0,
+            save=last or (epoch + 1) % recipe.checkpoint_every == 0, epochs=recipe.epochs,
         )
 
 

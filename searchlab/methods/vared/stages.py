@@ -197,5 +197,5 @@ def _train(
             models=models, optimizer=optimizer, scheduler=scheduler, extra={},
             write_artifact=artifact if last else None,
             inject_failure_after_epoch=inputs.inject_failure_after_epoch,
-            save=last or (epoch + 1) % recipe.checkpoint_every == 0,
+            save=last or (epoch + 1) % recipe.checkpoint_every == 0, epochs=recipe.epochs,
         )
