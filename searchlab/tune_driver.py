@@ -30,7 +30,6 @@ from searchlab.pareto_asha import EPOCH_KEY, PROGRESS_KEY, ParetoASHA, StoppedAs
 from searchlab.progress import TrialTag, figures, output_level, parse_trial_name
 from searchlab.ray_output import ray_init_options
 from searchlab.results import TrialRecord, TrialsTable
-from searchlab.run_dir import SWEEP_SNAPSHOT as SWEEP_SNAPSHOT  # re-exported: bench/sweep_cost.py reads it here
 from searchlab.run_dir import TUNE_DIR_NAME, relative_path, write_sweep_snapshot
 from searchlab.space import constraint_violations, encode_point, make_sampler, suggest
 from searchlab.tune_search import VIOLATIONS_KEY, ConstrainedOptunaSearch

@@ -5,7 +5,6 @@ that `searchlab.deploy.load` runs (see `sweep_fixtures.cross_method_sweep_tree`)
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import optuna
