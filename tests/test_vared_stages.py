@@ -13,7 +13,7 @@ from searchlab.config import DataConfig
 from searchlab.methods import get_method
 from searchlab.methods.vared.build import BASE_FILE, build_network
 from searchlab.methods.vared.config import VaredConfig
-from searchlab.methods.vared.stages import base_loop, dynamic_loop, finetune_loop, start_from_base
+from searchlab.methods.vared.stages import base_loop, dynamic_loop, finetune_loop, forced_network, start_from_base
 from searchlab.train.checkpointing import read_artifact_metrics
 from searchlab.train.worker import LocalRun
 
@@ -90,3 +90,24 @@ def test_a_dynamic_network_started_from_the_base_is_the_base_when_forced_full(tm
     torch.save(other.state_dict(), tmp_path / BASE_FILE)
     with pytest.raises(ValueError, match="does not fit the dynamic network"):
         start_from_base(dynamic, base_dir=tmp_path)
+
+
+def test_a_forced_baseline_gets_its_own_batchnorm_statistics_and_leaves_the_network_alone() -> None:
+    torch.manual_seed(0)
+    network = build_network(TINY, num_classes=4, frames=4, size=28).eval()
+    clips = torch.randn(4, 4, 3, 28, 28)
+    batches = [{"frames": torch.randn(4, 4, 3, 28, 28)} for _ in range(3)]
+    kept = forced_network(network, alternative=(1, 1), batches=batches, calibration_batches=0, device=torch.device("cpu"))
+    with network.force((1, 1)):
+        assert torch.equal(kept(clips), network(clips))  # no calibration: the trained statistics
+    fixed = forced_network(network, alternative=(1, 1), batches=batches, calibration_batches=2,
+                           device=torch.device("cpu"))
+    assert network.forced is None and not network.training  # the network itself is untouched
+    assert fixed.forced == (1, 1) and not fixed.training
+    # the statistics are those of the forced network's own outputs on the calibration batches: a cumulative
+    # mean over exactly two of them (momentum None), so the stem's BatchNorm holds their average
+    stem = fixed.backbone.bn1
+    with torch.no_grad():
+        means = [fixed.backbone.conv1(b["frames"].flatten(0, 1)).mean(dim=(0, 2, 3)) for b in batches[:2]]
+    assert torch.allclose(stem.running_mean, torch.stack(means).mean(dim=0), atol=1e-5)
+    assert not torch.equal(fixed(clips), kept(clips))

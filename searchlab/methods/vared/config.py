@@ -96,6 +96,10 @@ class VaredConfig(_Strict):
     dynamic_init: Literal["scratch", "base"] = Field(
         "scratch", description="the dynamic network's start: random (the thesis), or the trained base network's weights"
     )
+    calibration_batches: int = Field(
+        16, ge=0, le=10_000,
+        description="training batches re-estimating each forced-alternative baseline's BatchNorm statistics (0: none)",
+    )
     lambda_e: float = Field(0.8, ge=0, description="weight λ_e of the efficiency loss in fine-tuning")
     surrogate: Literal["expected", "largest"] = Field(
         "expected", description="differentiable stand-in for r^s/R^s in L_e"

@@ -90,7 +90,7 @@ VARED = Method(
         # needs the base network even when it starts from scratch: its key then follows the base's recipe
         # too, which costs a retraining only when that recipe changes (the base is trained for its baseline anyway)
         Stage(name="dynamic", needs=("base",), depends_on=(*_TRAINING, *_GATES, "vared.dynamic_init",
-                                                         "vared.dynamic_stage"), ignores=_IGNORED,
+                                                         "vared.calibration_batches", "vared.dynamic_stage"), ignores=_IGNORED,
               shared=True, loop=dynamic_loop, loop_config=_dynamic_config,
               description="gates on, alternatives mixed, no efficiency loss"),
         Stage(name="finetune", needs=("dynamic",), depends_on=("vared", "data", "resources.workers", "seed"),

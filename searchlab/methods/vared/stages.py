@@ -2,8 +2,9 @@
 
 * ``base_loop``: the backbone without gates, trained on cross-entropy (the "base" baseline);
 * ``dynamic_loop`` (stage a): the dynamic network, gates on, alternatives mixed by their weights
-  (eq. 3.5), cross-entropy only, from scratch or from the base network (``vared.dynamic_init``); it also scores the forced-alternative baselines (every gate forced
-  to full, 1/2 and, when S = 3, 1/4);
+  (eq. 3.5), cross-entropy only, from scratch or from the base network (``vared.dynamic_init``); it
+  also scores the forced-alternative baselines (every gate forced to full, 1/2 and, when S = 3, 1/4),
+  each with its BatchNorm statistics re-estimated on training batches (``forced_network``);
 * ``finetune_loop`` (stage b): from stage a's weights, L = L_acc + λ_e·L_e (eq. 3.6 with the
   configured differentiable surrogate; μ0 = 1 only for correctly classified clips).
 
@@ -15,7 +16,8 @@ writes the artifact: ``base.pt`` or ``vared.pt``, ``metrics.json``, ``config.yam
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import copy
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ from searchlab.train.schedules import warmup_cosine_scheduler
 from searchlab.train.tblog import ScalarLog
 from searchlab.train.worker import Worker, check_finite, checkpoint_epoch, resume, run_epoch, seed_worker
 
-__all__ = ["base_loop", "dynamic_loop", "finetune_loop", "start_from_base", "vared_step"]
+__all__ = ["base_loop", "dynamic_loop", "finetune_loop", "forced_network", "start_from_base", "vared_step"]
 
 #: What a stage scores on val at its evaluation epochs: (network, inputs, worker, data) -> metrics.
 Evaluation = Callable[[VaredNetwork, LoopInputs, Worker, TrainData], dict[str, Any]]
@@ -99,11 +101,13 @@ def dynamic_loop(loop_config: dict[str, Any], worker: Worker) -> None:
         costs = vared_costs(net)
         forced = {}
         for t_index, c_index in inputs.vared.forced_alternatives():
-            with net.force((t_index, c_index)):
-                forced[inputs.vared.alternative_names()[t_index * inputs.vared.channel_options + c_index]] = (
-                    fixed_metrics(net, worker=worker, data=inputs.data, manifest=data.manifest, root=data.root,
-                                  seed=inputs.seed, clip_gflops=costs.forced_gflops(t_index, c_index),
-                                  batch_size=inputs.vared.dynamic_stage.batch_size))
+            name = inputs.vared.alternative_names()[t_index * inputs.vared.channel_options + c_index]
+            fixed = forced_network(net, alternative=(t_index, c_index), batches=data.epoch(0),
+                                   calibration_batches=inputs.vared.calibration_batches, device=worker.device)
+            forced[name] = fixed_metrics(fixed, worker=worker, data=inputs.data, manifest=data.manifest,
+                                         root=data.root, seed=inputs.seed,
+                                         clip_gflops=costs.forced_gflops(t_index, c_index),
+                                         batch_size=inputs.vared.dynamic_stage.batch_size)
         return {**metrics, "forced": forced}
 
     _train(inputs, worker, data=data, network=network, recipe=inputs.vared.dynamic_stage, stage="dynamic",
@@ -120,6 +124,31 @@ def finetune_loop(loop_config: dict[str, Any], worker: Worker) -> None:
     _train(inputs, worker, data=data, network=network, recipe=inputs.vared.finetune_stage, stage="finetune",
            lambda_e=inputs.vared.lambda_e, evaluate=_gated_metrics, weights_file=MODEL_FILE,
            sources={"dynamic": str(loop_config["dynamic_dir"])})
+
+
+def forced_network(
+    network: VaredNetwork, *, alternative: tuple[int, int], batches: Iterable[Mapping[str, Tensor]],
+    calibration_batches: int, device: torch.device,
+) -> VaredNetwork:
+    """A copy of ``network`` with every gate forced to ``alternative``, in eval mode, its BatchNorm
+    statistics re-estimated on ``calibration_batches`` training batches (none: kept as trained).
+
+    The mixed training sums the alternatives with gate weights that are not normalised (eq. 3.5), so
+    the BatchNorm statistics it accumulates describe outputs several times larger than one alternative
+    alone; scored with them, a forced network is far below what its weights can do. Re-estimating the
+    statistics (as weight-shared networks do for each sub-network) makes the baselines fair."""
+    fixed = copy.deepcopy(network)
+    fixed.force(alternative)
+    if calibration_batches:
+        norms = [m for m in fixed.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative average over the calibration batches
+        fixed.train()
+        with torch.no_grad():
+            for _, batch in zip(range(calibration_batches), batches):
+                fixed(batch["frames"].to(device))
+    return fixed.eval()
 
 
 def start_from_base(network: VaredNetwork, *, base_dir: str | Path) -> None:
