@@ -1,8 +1,9 @@
-"""`python -m searchlab.pick RUN_DIR (--max-gflops X | --min-accuracy Y | --knee | --trial N) --out DIR`.
+"""`python -m searchlab.pick RUN_DIR (--max-gflops X | --min-accuracy Y | --knee | --trial N [--cost-bias λ]) --out DIR`.
 
-Chooses one configuration from a sweep's completed, feasible trials (the first three among the
-accuracy/GFLOPs front; ``--trial N`` the trial numbered N, as the report and optuna-dashboard number
-it) and exports a bundle that `searchlab.deploy.load(DIR)` runs: the resolved configuration, the
+Chooses one operating point from a sweep's completed, feasible trials and their curves (the first
+three among the accuracy/GFLOPs front of every point; ``--trial N`` the trial numbered N, as the
+report and optuna-dashboard number it, as trained or, with ``--cost-bias``, at that point of its curve)
+and exports a bundle that `searchlab.deploy.load(DIR)` runs: the resolved configuration, the
 weights its method declares (`Method.bundle.files`), the class names and a card (JSON and Markdown)
 with accuracy, GFLOPs mean/p5/p95, memory, action usage, the input contract (frames, sampling, short
 side, crop, normalisation, channel order, dtype), how the configuration was chosen, the data set and
@@ -25,9 +26,10 @@ import pandas as pd
 
 from searchlab.atomic_dir import staged_directory
 from searchlab.cli import command_parser
+from searchlab.curve import COST_BIAS
 from searchlab.methods import get_method
 from searchlab.pareto import knee_point, pareto_front
-from searchlab.results import TrialsTable, decoded_json
+from searchlab.results import PointsTable, TrialsTable, decoded_json, with_points
 from searchlab.run_dir import (
     BUNDLE_MARKER,
     has_marker,
@@ -45,11 +47,12 @@ class PickError(RuntimeError):
 
 
 def candidates(run_dir: Path) -> pd.DataFrame:
-    """Completed, feasible trials whose objectives are finite numbers, and their decoded details."""
+    """The feasible operating points of completed trials (``with_points``: each trial as trained and its
+    curve) whose objectives are finite numbers, and their decoded details."""
     table = TrialsTable.in_run(run_dir)
     if not table.path.is_file():
         raise PickError(f"{table.path} does not exist: run a sweep first (python -m searchlab.sweep FILE)")
-    frame = table.read()
+    frame = with_points(table.read(), PointsTable.in_run(run_dir).read())
     frame = frame[(frame["status"] == "completed") & (frame["feasible"].fillna(True).astype(bool))]
     frame = frame[np.isfinite(frame[list(OBJECTIVES)].to_numpy(dtype=float)).all(axis=1)]
     if frame.empty:
@@ -58,11 +61,17 @@ def candidates(run_dir: Path) -> pd.DataFrame:
     return frame
 
 
-def trial_row(frame: pd.DataFrame, number: int, *, run_dir: Path) -> pd.Series:
-    """The completed, feasible trial numbered ``number``; PickError says why another one cannot be exported."""
+def trial_row(frame: pd.DataFrame, number: int, *, run_dir: Path, cost_bias: float = 0.0) -> pd.Series:
+    """The completed, feasible trial numbered ``number`` at the point ``cost_bias`` of its curve (0: as
+    trained); PickError says why another one cannot be exported."""
     rows = frame[frame["number"] == number]
+    point = rows[rows["cost_bias"] == cost_bias]
+    if not point.empty:
+        return point.iloc[0]
     if not rows.empty:
-        return rows.iloc[0]
+        known = ", ".join(f"{b:g}" for b in sorted(rows["cost_bias"]))
+        raise PickError(f"trial {number} has no feasible point at cost_bias {cost_bias:g}; its feasible points: "
+                        f"cost_bias {known} (the report's front table and points.parquet list them)")
     every = TrialsTable.in_run(run_dir).read()
     found = every[every["number"] == number]
     if found.empty:
@@ -84,26 +93,31 @@ def _ranges(numbers: list[int]) -> str:
     return f"{numbers[0]}..{numbers[-1]}" if numbers == list(range(numbers[0], numbers[-1] + 1)) else str(numbers)
 
 
+def point_name(row: pd.Series) -> str:
+    """"trial 7" (as trained) or "trial 7 at cost_bias 2" (a point of its curve)."""
+    return f"trial {int(row['number'])}" + (f" at cost_bias {row['cost_bias']:g}" if row["cost_bias"] else "")
+
+
 def choose(frame: pd.DataFrame, *, max_gflops: float | None, min_accuracy: float | None, knee: bool) -> pd.Series:
-    """The trial the request asks for, chosen among the Pareto front (ties: the earlier trial)."""
+    """The point the request asks for, chosen among the Pareto front of every point (ties: the earlier
+    trial, then its smaller cost_bias)."""
     front = frame[pareto_front(frame, OBJECTIVES)]
     if knee:
         return front.loc[knee_point(front, OBJECTIVES)]
     if max_gflops is not None:
         within = front[front["gflops"] <= max_gflops]
         if within.empty:
-            cheapest = front.sort_values(["gflops", "number"]).iloc[0]
-            raise PickError(f"no trial runs within {max_gflops:g} GFLOPs; the cheapest, trial "
-                            f"{int(cheapest['number'])}, needs {cheapest['gflops']:.3g} GFLOPs "
+            cheapest = front.sort_values(["gflops", "number", "cost_bias"]).iloc[0]
+            raise PickError(f"nothing runs within {max_gflops:g} GFLOPs; the cheapest, {point_name(cheapest)}, needs {cheapest['gflops']:.3g} GFLOPs "
                             f"(accuracy {cheapest['accuracy']:.4g})")
-        return within.sort_values(["accuracy", "number"], ascending=[False, True]).iloc[0]
+        return within.sort_values(["accuracy", "number", "cost_bias"], ascending=[False, True, True]).iloc[0]
     assert min_accuracy is not None
     good = front[front["accuracy"] >= min_accuracy]
     if good.empty:
-        best = front.sort_values(["accuracy", "number"], ascending=[False, True]).iloc[0]
-        raise PickError(f"no trial reaches accuracy {min_accuracy:g}; the best, trial {int(best['number'])}, reaches "
+        best = front.sort_values(["accuracy", "number", "cost_bias"], ascending=[False, True, True]).iloc[0]
+        raise PickError(f"nothing reaches accuracy {min_accuracy:g}; the best, {point_name(best)}, reaches "
                         f"{best['accuracy']:.4g} at {best['gflops']:.3g} GFLOPs")
-    return good.sort_values(["gflops", "number"]).iloc[0]
+    return good.sort_values(["gflops", "number", "cost_bias"]).iloc[0]
 
 
 def selection_of(frame: pd.DataFrame, row: pd.Series, *, rule: str, run_dir: Path) -> dict[str, Any]:
@@ -120,11 +134,13 @@ def selection_of(frame: pd.DataFrame, row: pd.Series, *, rule: str, run_dir: Pat
         pass
     return {
         "rule": rule,
-        "on_front": bool(row["number"] in set(front["number"])),
-        "knee": bool(not front.empty and front.loc[knee_point(front, OBJECTIVES), "number"] == row["number"]),
-        "front_numbers": sorted(int(n) for n in front["number"]),
+        "on_front": bool(row["point"] in set(front["point"])),
+        "knee": bool(not front.empty and front.loc[knee_point(front, OBJECTIVES), "point"] == row["point"]),
+        "front_numbers": sorted({int(n) for n in front["number"]}),
+        "front_points": list(front.sort_values(["number", "cost_bias"])["point"]),
         "trials": len(every),
-        "completed_feasible": len(frame),
+        "completed_feasible": int(frame["number"].nunique()),
+        "points_feasible": len(frame),
         **search,
     }
 
@@ -191,7 +207,8 @@ def card_of(row: pd.Series, *, run_dir: Path, config: dict[str, Any] | None = No
     details = row["details"] or {}
     card: dict[str, Any] = {
         # the run by its folder's name: a path would name the machine that exported the bundle
-        "source": {"run": run_dir.resolve().name, "trial_id": row["trial_id"], "number": int(row["number"])},
+        "source": {"run": run_dir.resolve().name, "trial_id": row["trial_id"], "number": int(row["number"]),
+                   "cost_bias": float(row["cost_bias"])},
         "method": row["method"],
         "accuracy": float(row["accuracy"]),
         "accuracy_metric": "mAP" if "map" in details else "top-1",
@@ -216,13 +233,19 @@ def _selection_text(card: dict[str, Any]) -> str:
     if not sel:
         return ""
     where = "the knee of the front" if sel["knee"] else "on the front" if sel["on_front"] else "not on the front"
+    cost_bias = card["source"].get("cost_bias", 0.0)
+    point = (f"trial {card['source']['number']}" if not cost_bias
+             else f"trial {card['source']['number']} at cost_bias {cost_bias:g}")
+    front = sel.get("front_points", sel["front_numbers"])
+    among = f"{sel['completed_feasible']} completed feasible trials"
+    if sel.get("points_feasible", 0) > sel["completed_feasible"]:
+        among = f"{sel['points_feasible']} feasible operating points (their curves) of {sel['completed_feasible']} trials"
     sampler = f" by the {sel['sampler']} sampler" if sel.get("sampler") else ""
     searched = f" over {', '.join(sel['searched'])}" if sel.get("searched") else ""
     objectives = ", ".join(f"{k} ({v})" for k, v in sel.get("objectives", {}).items())
-    return (f"Chosen with `{sel['rule']}` among {sel['completed_feasible']} completed feasible trials of "
-            f"{sel['trials']}{sampler}{searched}; objectives {objectives or 'accuracy (max), gflops (min)'}; "
-            f"trial {card['source']['number']} is {where} (front: trials "
-            f"{', '.join(str(n) for n in sel['front_numbers'])}).")
+    return (f"Chosen with `{sel['rule']}` among {among} of {sel['trials']}{sampler}{searched}; "
+            f"objectives {objectives or 'accuracy (max), gflops (min)'}; {point} is {where} (front: "
+            f"{', '.join(str(p) for p in front)}).")
 
 
 #: Lines card.md's snippet adds for a method whose deployed model names its decisions (e.g. VideoIQ's
@@ -260,6 +283,9 @@ def card_markdown(card: dict[str, Any], config: dict[str, Any]) -> str:
         f"# searchlab bundle: trial {card['source']['number']} of run {card['source']['run']}",
         "",
         f"{method.name}: {method.description}. Trial {card['source']['number']} (id {card['source']['trial_id']}).",
+        *([f"Operating point: `inference.cost_bias` {card['source']['cost_bias']:g} (config.yaml), a point of the "
+           "trial's curve: the trained network, each decision's relative cost times this value subtracted "
+           "before deciding; no retraining.", ""] if card["source"].get("cost_bias") else []),
         *([selection, ""] if selection else [""]),
         "| | |",
         "|---|---|",
@@ -342,7 +368,8 @@ def export_bundle(row: pd.Series, *, run_dir: Path, out: Path, selection: dict[s
     # the trial's configuration is the sweep's base with the trial's parameters, as the trial had it
     sweep = read_sweep_snapshot(run_dir)
     base = sweep.base
-    config = sweep.trial_config(row["params_decoded"] or {}).model_dump(mode="json")
+    config = sweep.trial_config(row["params_decoded"] or {}).with_overrides(
+        {COST_BIAS: float(row["cost_bias"])}).model_dump(mode="json")  # the point's operating point
     card = card_of(row, run_dir=run_dir, config=config, selection=selection, manifest=base.data.manifest)
     with staged_directory(out) as staging:
         # copyfile, not copy2: the bundle's files get the default mode, not the (maybe private) source's
@@ -362,7 +389,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "Choose one configuration of a sweep (a front point by budget, accuracy or the knee, or any "
         "completed trial) and export it as a deployable bundle that searchlab.deploy.load runs."),
         examples=["python -m searchlab.pick runs/demo --knee --out runs/bundle",
-                  "python -m searchlab.pick runs/demo --max-gflops 0.1 --out runs/bundle-small"])
+                  "python -m searchlab.pick runs/demo --max-gflops 0.1 --out runs/bundle-small",
+                  "python -m searchlab.pick runs/demo --trial 3 --cost-bias 2 --out runs/bundle-3-cheaper"])
     parser.add_argument("run_dir", type=Path, help="a sweep's run directory (holds trials.parquet)")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--max-gflops", type=float, help="most accurate front point within this GFLOPs budget")
@@ -370,8 +398,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     which.add_argument("--knee", action="store_true", help="the knee of the accuracy/GFLOPs front")
     which.add_argument("--trial", type=int, metavar="N",
                        help="the completed feasible trial numbered N (the report's and optuna-dashboard's numbers)")
+    parser.add_argument("--cost-bias", type=float, default=0.0, metavar="λ",
+                        help="with --trial: the point of the trial's curve at this inference.cost_bias (0: as trained)")
     parser.add_argument("--out", type=Path, required=True, help="bundle folder to write")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.cost_bias != 0 and args.trial is None:
+        parser.error("--cost-bias chooses a point of one trial's curve: give --trial N with it")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -379,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         frame = candidates(args.run_dir)
         if args.trial is not None:
-            row, rule = trial_row(frame, args.trial, run_dir=args.run_dir), f"--trial {args.trial}"
+            row = trial_row(frame, args.trial, run_dir=args.run_dir, cost_bias=args.cost_bias)
+            rule = f"--trial {args.trial}" + (f" --cost-bias {args.cost_bias:g}" if args.cost_bias else "")
         else:
             row = choose(frame, max_gflops=args.max_gflops, min_accuracy=args.min_accuracy, knee=args.knee)
             rule = ("--knee" if args.knee else f"--max-gflops {args.max_gflops:g}" if args.max_gflops is not None
@@ -390,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     card = json.loads((out / "card.json").read_text())
-    print(f"picked trial {card['source']['number']}: accuracy {card['accuracy']:.4f}, "
+    at = f" at cost_bias {card['source']['cost_bias']:g}" if card["source"]["cost_bias"] else ""
+    print(f"picked trial {card['source']['number']}{at}: accuracy {card['accuracy']:.4f}, "
           f"{card['gflops_mean']:.3f} GFLOPs (p95 {card['gflops_p95']:.3f}), {card['memory_mb']:.2f} MiB")
     print(f"bundle: {out} (load with searchlab.deploy.load('{out}'))")
     return 0

@@ -10,6 +10,8 @@ each under its own key. Per-trial stages publish into ``RUN_DIR/trials/ID/<stage
 Ray Train runs (checkpoints, TensorBoard) in ``RUN_DIR/ray-train/trial-N-ID/<stage>``: the trial's
 number and id as in Tune's folders and trials.parquet. The last stage's metrics are the trial's.
 Each cache event and each epoch prints one progress line tagged with the trial (``searchlab.progress``).
+Then the trained network is measured at the other operating points of ``search.curve``
+(``searchlab.curve``), by a Ray task with a stage worker's resources: the trial's curve.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from searchlab.cache import ArtifactCache
 from searchlab.config import TrialConfig
+from searchlab.curve import curve_points
 from searchlab.data.manifest import read_manifest
 from searchlab.methods import Method, Stage, get_method, stage_keys
 from searchlab.methods._contract import Artifacts
@@ -79,12 +82,31 @@ def _execute(stage: Stage, config: TrialConfig, *, inputs: Artifacts, target: Pa
     return None
 
 
+def _curve_task(method: Method, config: TrialConfig, artifacts: Artifacts, cost_biases: list[float]) -> list[dict[str, Any]]:
+    import torch
+
+    device = torch.device("cuda" if config.resources.use_gpu else "cpu")
+    return curve_points(method, config, artifacts=artifacts, cost_biases=cost_biases, device=device,
+                        loader_workers=config.data.loader_workers)
+
+
+def _measure_curve(method: Method, config: TrialConfig, *, artifacts: Artifacts, cost_biases: list[float]) -> list[dict[str, Any]]:
+    """The curve's points (``searchlab.curve``), measured by a Ray task with a stage worker's resources:
+    the trial's own process holds a sliver of a CPU (and on a cluster may sit on a head without any)."""
+    resources = config.resources
+    task = ray.remote(num_cpus=resources.cpus_per_worker,
+                      num_gpus=resources.gpus_per_worker if resources.use_gpu else 0)(_curve_task).options(
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
+    return ray.get(task.remote(method, config, artifacts, cost_biases))
+
+
 def run_trial(config: TrialConfig, *, run_dir: Path, trial: TrialTag, eval_every: int = 0,
               progress: Any = None, shared_config: TrialConfig | None = None,
-              cache_root: Path | None = None) -> dict[str, Any]:
+              cache_root: Path | None = None, curve: list[float] | None = None) -> dict[str, Any]:
     """Run one trial (``trial``: its number and id); returns its metrics (the objective names), details,
-    stage keys and seconds. ``eval_every`` and ``progress`` go to its last stage (per trial; ``run_stage``:
-    a scheduler's rungs).
+    stage keys and seconds, and its curve's ``points``. ``eval_every`` and ``progress`` go to its last
+    stage (per trial; ``run_stage``: a scheduler's rungs). ``curve``: the cost_bias values at which the
+    trained network is measured again (``searchlab.curve``); the trial's own point (0) comes first.
 
     ``shared_config``: the configuration the shared stages are keyed and built with, when it differs
     from the per-trial stages' ``config`` (`searchlab.rerun`: per-trial stages with a new seed on the
@@ -124,6 +146,13 @@ def run_trial(config: TrialConfig, *, run_dir: Path, trial: TrialTag, eval_every
         seconds[stage.name] = time.time() - started
     BaselinesTable.in_run(run_dir).upsert(method.baselines(artifacts, keys))
     metrics = dict(read_artifact_metrics(artifacts[method.stages[-1].name]))
+    points = [{"cost_bias": 0.0, **metrics}]
+    curve_seconds = 0.0
+    if curve:
+        started = time.time()
+        trial.say(f"curve: measuring {len(curve)} more operating points (cost_bias {', '.join(f'{v:g}' for v in curve)})")
+        points += _measure_curve(method, config, artifacts=artifacts, cost_biases=list(curve))
+        curve_seconds = time.time() - started
     objectives = {name: float(metrics.pop(name)) for name in METRICS if name in metrics}
     return {
         "metrics": objectives,
@@ -134,10 +163,12 @@ def run_trial(config: TrialConfig, *, run_dir: Path, trial: TrialTag, eval_every
             "artifacts": {name: [str(p) for p in path] if isinstance(path, list) else str(path)
                           for name, path in artifacts.items()},
             "tensorboard": str(log_dir) if log_dir is not None else None,
+            "curve_seconds": curve_seconds,  # measuring the curve's other points (not a stage)
         },
         "method": method.name,
         "final_stage": method.stages[-1].name,
         "stage_keys": keys,
         "stage_seconds": seconds,
+        "points": points,
         "total_s": time.time() - started_trial,
     }

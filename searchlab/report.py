@@ -69,8 +69,10 @@ from searchlab.results import (  # noqa: E402
     ACTION_USAGE,
     PARAM_PREFIX,
     BaselinesTable,
+    PointsTable,
     TrialsTable,
     decoded_json,
+    with_points,
 )
 
 __all__ = ["GLOSSARY", "Report", "ReportError", "build_report", "cache_note", "comparable_baselines", "export_command",
@@ -115,7 +117,8 @@ class Report:
 # Reading the run
 
 
-def _load(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _load(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The trials, the baselines and the trials' operating points (``with_points``)."""
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir}: no such run directory; run a sweep first (python -m searchlab.sweep FILE)")
     trials = TrialsTable.in_run(run_dir)
@@ -125,10 +128,12 @@ def _load(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if frame.empty:
         raise ReportError(f"{trials.path}: no trials yet; wait for the sweep to record some")
     baselines = BaselinesTable.in_run(run_dir)
-    return frame, _read_table(baselines) if baselines.path.exists() else baselines.read()
+    points = PointsTable.in_run(run_dir)
+    return (frame, _read_table(baselines) if baselines.path.exists() else baselines.read(),
+            with_points(frame, _read_table(points) if points.path.exists() else points.read()))
 
 
-def _read_table(table: TrialsTable | BaselinesTable) -> pd.DataFrame:
+def _read_table(table: TrialsTable | BaselinesTable | PointsTable) -> pd.DataFrame:
     """A run's table; ReportError naming the file and the fix when it is not one a sweep wrote
     (every fixed column present with its type: the report reads them all)."""
     fix = ("a sweep writes it (python -m searchlab.sweep FILE): restore the file, or run the sweep again "
@@ -177,14 +182,16 @@ def _flat_keys(keys: object) -> list[str]:
 # Figures
 
 
-def _plot_pareto(frame: pd.DataFrame, baselines: pd.DataFrame, knee: object | None, dominated: set[int],
+def _plot_pareto(points: pd.DataFrame, baselines: pd.DataFrame, knee: object | None, dominated: set[str],
                  path: Path, styles: dict[str, MethodStyle]) -> None:  # fmt: skip
-    """Every completed trial coloured by its method, the front over all methods joined by one line,
-    and each method's baselines in its colour with its own marker."""
-    done = frame[(frame["status"] == "completed") & frame["accuracy"].notna() & frame["gflops"].notna()]
+    """Every completed trial's trained point coloured by its method, the curves of the front's trials
+    (their other operating points, joined), the front over all points joined by one line, and each
+    method's baselines in its colour with its own marker."""
+    done = points[(points["status"] == "completed") & points["accuracy"].notna() & points["gflops"].notna()]
     feasible = done[_feasible(done)]
     infeasible = done.drop(feasible.index)
     front = feasible[pareto_front(feasible, DEFAULT_OBJECTIVES)].sort_values("gflops")
+    trained = done["cost_bias"].fillna(0).eq(0)
     several = len(styles) > 1
     fig, ax = plt.subplots(figsize=(9.5, 5.2), dpi=110)
     spread = done.dropna(subset=["gflops_p5", "gflops_p95"])
@@ -193,29 +200,37 @@ def _plot_pareto(frame: pd.DataFrame, baselines: pd.DataFrame, knee: object | No
         high = (rows["gflops_p95"] - rows["gflops"]).clip(lower=0)
         ax.errorbar(rows["gflops"], rows["accuracy"], xerr=[low, high], fmt="none", ecolor=styles[method].colour,
                     alpha=0.35, lw=1, capsize=2, zorder=1)  # fmt: skip
+    curve_label = "a front trial's curve (cost_bias)"
+    for number in sorted(set(front["number"])):
+        curve = done[done["number"] == number].sort_values("gflops")
+        if len(curve) > 1:
+            ax.plot(curve["gflops"], curve["accuracy"], ls="--", lw=0.9, alpha=0.7, marker=".", ms=5,
+                    c=styles[curve["method"].iloc[0]].colour, zorder=2, label=curve_label)
+            curve_label = "_nolegend_"
     ax.scatter(infeasible["gflops"], infeasible["accuracy"], c="0.7", s=22, label="infeasible")
-    for method, rows in feasible.groupby("method"):
+    for method, rows in feasible[trained[feasible.index]].groupby("method"):
         ax.scatter(rows["gflops"], rows["accuracy"], c=styles[method].colour, s=22, alpha=0.55,
-                   label=f"{method} trials" if several else "trials")
+                   label=f"{method} trials" if several else "trials (as trained)")
     if not front.empty:
         ax.step(front["gflops"], front["accuracy"], where="post", c="black", lw=1.2, alpha=0.8,
                 label="Pareto front" + (" (all methods)" if several else ""))
         for method, rows in front.groupby("method"):
-            solid, hollow = rows[~rows["number"].isin(dominated)], rows[rows["number"].isin(dominated)]
+            solid, hollow = rows[~rows["point"].isin(dominated)], rows[rows["point"].isin(dominated)]
             ax.scatter(solid["gflops"], solid["accuracy"], c=styles[method].colour, edgecolors="black", s=50,
                        lw=1, zorder=3)
             ax.scatter(hollow["gflops"], hollow["accuracy"], facecolors="white", edgecolors=styles[method].colour,
                        s=50, lw=1.5, zorder=3)
-        if front["number"].isin(dominated).any():
+        if front["point"].isin(dominated).any():
             ax.scatter([], [], facecolors="white", edgecolors="black", s=50, lw=1.5,
                        label="front point a baseline dominates")
     if knee is not None and knee in front.index:
         ax.scatter(front.at[knee, "gflops"], front.at[knee, "accuracy"], s=180, facecolors="none",
                    edgecolors="black", lw=1.5, zorder=4, label="knee")  # fmt: skip
-    labelled = done if len(done) <= LABEL_ALL_TRIALS_UP_TO else front
-    for _, row in labelled.iterrows():
+    # trained points carry their trial number (all of them while few), curve points only on the front: "7@2"
+    labelled = done[trained] if trained.sum() <= LABEL_ALL_TRIALS_UP_TO else done[trained & done.index.isin(front.index)]
+    for _, row in pd.concat([labelled, front[~front.index.isin(labelled.index)]]).iterrows():
         on_front = row.name in front.index
-        ax.annotate(str(int(row["number"])), (row["gflops"], row["accuracy"]), textcoords="offset points",
+        ax.annotate(str(row["point"]), (row["gflops"], row["accuracy"]), textcoords="offset points",
                     xytext=(4, 4), fontsize=8 if on_front else 7, color="black" if on_front else "0.35",
                     fontweight="bold" if on_front else "normal", zorder=5)  # fmt: skip
     # a label two baselines of a method share (measured on different shared stages) gets its stage key
@@ -233,7 +248,8 @@ def _plot_pareto(frame: pd.DataFrame, baselines: pd.DataFrame, knee: object | No
                         fontsize=8, color=style.colour if several else "black")
     ax.set_xlabel("GFLOPs per video (mean; bars: p5-p95 over the held-out videos)")
     ax.set_ylabel("accuracy")
-    ax.set_title("accuracy vs compute" + (", coloured by method" if several else "") + " (numbers: trial numbers)")
+    ax.set_title("accuracy vs compute" + (", coloured by method" if several else "")
+                 + " (numbers: trials; N@λ: trial N at cost_bias λ)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: never over a point
     fig.tight_layout()
@@ -348,25 +364,26 @@ def build_report(run_dir: str | Path, *, objectives: Sequence[str] = DEFAULT_OBJ
                  reference: Sequence[float] | None = None) -> Report:  # fmt: skip
     """Write the figures and report.html into `run_dir`; raises ReportError when there is nothing to show."""
     run_dir = Path(run_dir)
-    frame, baselines = _load(run_dir)
+    frame, baselines, points = _load(run_dir)
     directions = objective_directions(list(objectives))
     counts = {status: int((frame["status"] == status).sum()) for status in ("completed", "failed", "running", "pruned",
                                                                            "stopped")}
     counts["total"] = len(frame)
-    completed = frame[frame["status"] == "completed"].dropna(subset=list(directions))
+    completed = points[points["status"] == "completed"].dropna(subset=list(directions))
+    counts["points"] = len(completed)  # every completed trial's operating points (its curve)
     counts["infeasible"] = int(completed["feasible"].eq(False).sum())
-    front, knee = _front_table(frame, directions)
+    front, knee = _front_table(points, directions)
     front = _with_baseline_comparison(front, baselines)
     counts["front"] = len(front)
-    dominated = {int(n) for n in front.loc[front.get("baseline dominated", pd.Series(False, index=front.index))
-                                           .astype(bool), "number"]} if not front.empty else set()  # fmt: skip
+    dominated = set(front.loc[front.get("baseline dominated", pd.Series(False, index=front.index)).astype(bool),
+                              "point"]) if not front.empty else set()  # fmt: skip
 
     if reference is None and not completed.empty:
         reference = default_reference(completed[list(directions)].to_numpy(dtype=float), list(directions.values()))
     if reference is not None and len(reference) != len(directions):
         raise ReportError(f"reference has {len(reference)} values for {len(directions)} objectives {list(directions)}")
     history = (
-        hypervolume_history(frame, directions, reference)
+        _per_trial(hypervolume_history(points, directions, reference))
         if reference is not None
         else pd.DataFrame({"number": frame["number"], "hypervolume": 0.0})
     )
@@ -374,11 +391,11 @@ def build_report(run_dir: str | Path, *, objectives: Sequence[str] = DEFAULT_OBJ
     two_d = list(directions) == list(DEFAULT_OBJECTIVES)
     normalised = normalised_hypervolume(front, comparable_baselines(frame, baselines)) if two_d else None
     styles = method_styles([*frame["method"].dropna(), *baselines["method"].dropna()])
-    summaries, curves = _method_summaries(frame, baselines, directions, reference, front=front) if len(styles) > 1 \
+    summaries, curves = _method_summaries(points, baselines, directions, reference, front=front) if len(styles) > 1 \
         else ([], {})
 
     pareto_png, hv_png = run_dir / "pareto.png", run_dir / "hypervolume.png"
-    _plot_pareto(frame, baselines, knee if two_d else None, dominated, _tmp(pareto_png), styles)
+    _plot_pareto(points, baselines, knee if two_d else None, dominated, _tmp(pareto_png), styles)
     _plot_hypervolume(history, reference, list(directions), _tmp(hv_png), curves, styles)
     _tmp(pareto_png).replace(pareto_png)
     _tmp(hv_png).replace(hv_png)
@@ -400,7 +417,7 @@ def build_report(run_dir: str | Path, *, objectives: Sequence[str] = DEFAULT_OBJ
     knee_text = ""
     if knee is not None and not front.empty and two_d:
         k = front.loc[knee]
-        knee_text = (f"<p>Knee: trial {int(k['number'])}, accuracy {k['accuracy']:.4g} at {k['gflops']:.4g} GFLOPs. "
+        knee_text = (f"<p>Knee: {_point_name(k)}, accuracy {k['accuracy']:.4g} at {k['gflops']:.4g} GFLOPs. "
                      f"Export it: <code>{esc(f'python -m searchlab.pick {shlex.quote(run_arg)} --knee --out bundle')}"
                      "</code></p>")
     page = f"""<!DOCTYPE html>
@@ -442,6 +459,16 @@ def build_report(run_dir: str | Path, *, objectives: Sequence[str] = DEFAULT_OBJ
                   normalised, tuple(summaries))
 
 
+def _per_trial(history: pd.DataFrame) -> pd.DataFrame:
+    """One hypervolume per trial (its last point's): a trial's curve adds its points at once."""
+    return history.groupby("number", as_index=False, sort=True).last()
+
+
+def _point_name(row: pd.Series) -> str:
+    return f"trial {int(row['number'])}" if not row.get("cost_bias") else \
+        f"trial {int(row['number'])} at cost_bias {row['cost_bias']:g} (point {row['point']})"
+
+
 def _method_summaries(frame: pd.DataFrame, baselines: pd.DataFrame, directions: dict[str, str],
                       reference: Sequence[float], *, front: pd.DataFrame,
                       ) -> tuple[list[MethodSummary], dict[str, pd.DataFrame]]:  # fmt: skip
@@ -449,17 +476,17 @@ def _method_summaries(frame: pd.DataFrame, baselines: pd.DataFrame, directions: 
     reference point, and its hypervolume curve (for a run whose trials train several methods)."""
     summaries, curves = [], {}
     two_d = list(directions) == list(DEFAULT_OBJECTIVES)
-    whole = set(int(n) for n in front["number"]) if not front.empty else set()
+    whole = set(front["point"]) if not front.empty else set()
     for method in sorted(frame["method"].dropna().unique()):
         own = frame[frame["method"] == method]
         own_baselines = baselines[baselines["method"] == method]
         own_front, _ = _front_table(own, directions)
         own_front = _with_baseline_comparison(own_front, own_baselines)
-        curves[method] = hypervolume_history(own, directions, reference)
+        curves[method] = _per_trial(hypervolume_history(own, directions, reference))
         completed = own[(own["status"] == "completed") & _feasible(own)].dropna(subset=list(directions))
         summaries.append(MethodSummary(
-            method=method, completed=len(completed), front=own_front,
-            on_whole_front=tuple(sorted(whole & set(int(n) for n in own["number"]))),
+            method=method, completed=completed["number"].nunique(), front=own_front,
+            on_whole_front=tuple(point for point in own["point"] if point in whole),
             hypervolume=float(curves[method]["hypervolume"].iloc[-1]),
             normalised=normalised_hypervolume(own_front, comparable_baselines(own, own_baselines)) if two_d else None,
             baselines=len(comparable_baselines(own, own_baselines))))
@@ -488,7 +515,7 @@ def _front_columns(front: pd.DataFrame, directions: dict[str, str]) -> list[str]
     metrics = list(directions) + [m for m in METRICS if m not in directions and front[m].notna().any()]
     params = param_columns(front)
     verdict = ["vs baselines"] if "vs baselines" in front.columns else []
-    return ["number", "trial_id", "method", "knee", *metrics, "action usage", *verdict, *params]
+    return ["point", "number", "cost_bias", "trial_id", "method", "knee", *metrics, "action usage", *verdict, *params]
 
 
 def cache_note(run_dir: Path) -> str:
@@ -539,6 +566,9 @@ def _summary(report: Report) -> str:
         f"{counts['infeasible']} infeasible)",
         f"hypervolume: {report.hypervolume:.6g} (reference {', '.join(f'{v:.4g}' for v in report.reference)})",
     ]
+    if counts["points"] > counts["completed"]:
+        lines.insert(1, f"operating points: {counts['points']} (the completed trials as trained and along their curves, "
+                        "search.curve)")
     if report.normalised is not None:
         n = report.normalised
         lines.append(f"normalised hypervolume (baselines' box): front {n.front:.3f}, baselines {n.baselines:.3f}")
@@ -547,11 +577,12 @@ def _summary(report: Report) -> str:
         columns = [c for c in report.front.columns if not c.startswith(PARAM_PREFIX)]
         lines.append(report.front[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         run_arg, _ = _run_argument(report.html.parent)
-        lines.append(f"export a front point: python -m searchlab.pick {shlex.quote(run_arg)} --trial N --out DIR")
+        lines.append(f"export a front point: python -m searchlab.pick {shlex.quote(run_arg)} --trial N "
+                     "[--cost-bias λ] --out DIR")
     for summary in report.methods:
         lines.append(summary_text(summary, whole_hypervolume=report.hypervolume))
         if not summary.front.empty:
-            columns = [c for c in ("number", "accuracy", "gflops", "action usage", "vs baselines") if c in summary.front]
+            columns = [c for c in ("point", "accuracy", "gflops", "action usage", "vs baselines") if c in summary.front]
             shown = summary.front[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}")
             lines.append("\n".join("  " + line for line in shown.splitlines()))
     from searchlab.rerun import MARKDOWN, RERUN_DIR_NAME, read_rerun

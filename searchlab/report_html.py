@@ -41,9 +41,12 @@ def _usage_items(usage: Mapping[str, Any]) -> list[tuple[str, float]]:
             for label, share in items]
 
 
-def export_command(run_arg: str, number: int) -> str:
-    """The command that exports trial ``number`` of the run as a bundle."""
-    return f"python -m searchlab.pick {shlex.quote(run_arg)} --trial {number} --out bundle-trial-{number}"
+def export_command(run_arg: str, number: int, cost_bias: float = 0.0) -> str:
+    """The command that exports trial ``number``'s point at ``cost_bias`` (0: as trained) as a bundle."""
+    if cost_bias == 0:
+        return f"python -m searchlab.pick {shlex.quote(run_arg)} --trial {number} --out bundle-trial-{number}"
+    return (f"python -m searchlab.pick {shlex.quote(run_arg)} --trial {number} --cost-bias {cost_bias:g} "
+            f"--out bundle-trial-{number}-cost-bias-{cost_bias:g}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,16 +122,17 @@ def front_html(front: pd.DataFrame, run_arg: str) -> str:
     if front.empty:
         return "<p><em>none</em></p>"
     params = param_columns(front)
-    headers = ["trial", "method", "accuracy", "GFLOPs mean (p5–p95)", "memory MiB", "skip", "action usage",
+    headers = ["point", "method", "accuracy", "GFLOPs mean (p5–p95)", "memory MiB", "skip", "action usage",
                "vs baselines", "parameters", "export as a bundle"]
     rows, classes = [], []
     for _, row in front.iterrows():
-        number = int(row["number"])
+        number, cost_bias = int(row["number"]), _cost_bias(row)
         flag = bool(row.get("baseline dominated", False))
         verdict = esc(row.get("vs baselines", ""))
         rows.append([
-            f"<b>{number}</b>{' <span class=knee>knee</span>' if row['knee'] else ''}"
-            f'<br><span class="dim id">{esc(row["trial_id"])}</span>',
+            f"<b>{esc(row.get('point', number))}</b>{' <span class=knee>knee</span>' if row['knee'] else ''}"
+            f'<br><span class="dim id">{esc(row["trial_id"])}</span>'
+            + (f'<br><span class="dim">cost_bias {cost_bias:g}</span>' if cost_bias else ""),
             esc(row["method"]),
             _num(row["accuracy"]),
             _gflops_cell(row),
@@ -137,10 +141,16 @@ def front_html(front: pd.DataFrame, run_arg: str) -> str:
             "<br>".join(f'<span class="kv">{esc(part)}</span>' for part in str(row["action usage"]).split(" · ")),
             (f'<span class="flag">⚠ {verdict}</span>' if flag else verdict),
             _params_cell(row, params),
-            f"<code>{esc(export_command(run_arg, number))}</code>",
+            f"<code>{esc(export_command(run_arg, number, cost_bias))}</code>",
         ])
         classes.append("dominated" if flag else "")
     return grid(headers, rows, row_classes=classes, cls="front", kinds="nnnnnnttcc")
+
+
+def _cost_bias(row: pd.Series) -> float:
+    """The operating point of a front row (0: the trial as trained, also for a run made before curves)."""
+    value = row.get("cost_bias", 0.0)
+    return float(value) if pd.notna(value) else 0.0
 
 
 def per_class_html(front: pd.DataFrame) -> str:
@@ -156,7 +166,8 @@ def per_class_html(front: pd.DataFrame) -> str:
         if overall:
             rows.append(["<b>all classes</b>", *(f"<b>{100 * share:.0f}%</b>" for _, share in overall)])
         knee = " (knee)" if row["knee"] else ""
-        blocks.append(f"<details{' open' if row['knee'] else ''}><summary>trial {int(row['number'])}{knee}: {esc(row['action usage'])}</summary>"
+        name = f"point {row['point']}" if _cost_bias(row) else f"trial {int(row['number'])}"
+        blocks.append(f"<details{' open' if row['knee'] else ''}><summary>{esc(name)}{knee}: {esc(row['action usage'])}</summary>"
                       f"{grid(['class', *actions], rows, cls='narrow', kinds='t')}</details>")
     if not blocks:
         return "<p><em>the trials recorded no per-class usage</em></p>"

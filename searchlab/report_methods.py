@@ -40,7 +40,7 @@ class MethodSummary:
     method: str
     completed: int  # completed feasible trials with finite objectives
     front: pd.DataFrame  # its own front, cheapest first, with "vs baselines" and "action usage"
-    on_whole_front: tuple[int, ...]  # its trial numbers on the front over every method
+    on_whole_front: tuple[str, ...]  # its points on the front over every method ("7", "7@2": trial 7 at cost_bias 2)
     hypervolume: float  # against the whole front's reference point
     normalised: NormalisedHypervolume | None  # in its own baselines' box
     baselines: int  # its baselines drawn (those on shared stages its trials used)
@@ -50,7 +50,7 @@ def summary_text(summary: MethodSummary, *, whole_hypervolume: float) -> str:
     """One line on a method: trials, front, hypervolume (share of the whole front's) and the box figure."""
     share = f" ({summary.hypervolume / whole_hypervolume:.0%} of the whole front's)" if whole_hypervolume > 0 else ""
     text = (f"{summary.method}: {summary.completed} completed trials, own front {len(summary.front)} "
-            f"(trials {', '.join(str(int(n)) for n in summary.front['number']) or 'none'}), on the whole front: "
+            f"(points {', '.join(summary.front['point']) or 'none'}), on the whole front: "
             f"{', '.join(map(str, summary.on_whole_front)) or 'none'}; hypervolume {summary.hypervolume:.6g}{share}")
     if summary.normalised is not None:
         text += (f"; normalised to its baselines' box: front {summary.normalised.front:.3f}, "
@@ -62,7 +62,7 @@ def methods_html(summaries: list[MethodSummary], *, whole_hypervolume: float, st
     """Each method's best trade-offs (its own front) against its own baselines."""
     blocks = []
     for summary in summaries:
-        rows = [[f"<b>{int(row['number'])}</b>{' ★' if int(row['number']) in summary.on_whole_front else ''}",
+        rows = [[f"<b>{row['point']}</b>{' ★' if row['point'] in summary.on_whole_front else ''}",
                  _num(row["accuracy"]), _gflops_cell(row), esc(row.get("action usage", "")),
                  esc(row.get("vs baselines", ""))]
                 for _, row in summary.front.iterrows()]

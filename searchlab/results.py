@@ -1,4 +1,5 @@
-"""The run's tables: one row per trial (trials.parquet) and the methods' reference points (baselines).
+"""The run's tables: one row per trial (trials.parquet), one per operating point of each completed
+trial's curve (points.parquet) and the methods' reference points (baselines).
 
 A sweep's driver upserts a row whenever a trial starts, finishes or fails; the report, `pick` and
 analysis scripts read the same file. Each upsert rewrites the whole (small) file through a temp
@@ -26,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,6 +36,7 @@ from searchlab.objectives import METRICS
 
 TRIALS_FILE = "trials.parquet"
 BASELINES_FILE = "baselines.parquet"
+POINTS_FILE = "points.parquet"
 PARAM_PREFIX = "param."
 ACTION_USAGE = "action_usage"  # metrics_extra key: {action label: fraction of frames}
 STATUSES = ("completed", "failed", "running", "pruned", "stopped")  # stopped: by the scheduler at a rung
@@ -58,6 +61,18 @@ TRIAL_SCHEMA = pa.schema(
         ("started", _TIME),
         ("finished", _TIME),
         ("nodes", pa.string()),
+    ]
+)
+POINT_SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.string()),
+        ("number", pa.int64()),
+        ("method", pa.string()),
+        ("cost_bias", pa.float64()),
+        *[(name, pa.float64()) for name in METRICS],
+        ("metrics_extra", pa.string()),
+        ("feasible", pa.bool_()),
+        ("violations", pa.string()),
     ]
 )
 BASELINE_SCHEMA = pa.schema(
@@ -241,6 +256,48 @@ class TrialsTable(_KeyedParquet):
 
 
 @dataclass(frozen=True)
+class PointRecord:
+    """One operating point of a completed trial's curve (``searchlab.curve``): its network measured at
+    ``inference.cost_bias`` = ``cost_bias``; 0 is the trial's own, trained point."""
+
+    trial_id: str
+    number: int
+    method: str | None
+    cost_bias: float
+    metrics: Mapping[str, Any]  # METRICS names -> float, other keys -> extra
+    violations: Mapping[str, float] = field(default_factory=dict)
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "trial_id": self.trial_id,
+            "number": self.number,
+            "method": self.method,
+            "cost_bias": float(self.cost_bias),
+            **{name: _float(self.metrics.get(name)) for name in METRICS},
+            "metrics_extra": _dumps({k: v for k, v in self.metrics.items() if k not in METRICS}),
+            "feasible": all(v <= 0 for v in self.violations.values()),
+            "violations": _dumps(self.violations),
+        }
+
+
+class PointsTable(_KeyedParquet):
+    """RUN_DIR/points.parquet: every completed trial's curve, one row per (trial_id, cost_bias)."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path, schema=POINT_SCHEMA, keys=("trial_id", "cost_bias"), kind="points")
+
+    @classmethod
+    def in_run(cls, run_dir: str | Path) -> PointsTable:
+        return cls(Path(run_dir) / POINTS_FILE)
+
+    def upsert(self, points: Iterable[PointRecord]) -> None:
+        self._upsert_rows([point.to_row() for point in points])
+
+    def read(self) -> pd.DataFrame:
+        return super().read().sort_values(["number", "cost_bias"], kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
 class Baseline:
     """A method's reference point, measured on one of its shared stage artifacts: e.g. VideoIQ's
     "uniform 4-bit" (every frame at 4 bits through stage 1's network). ``key`` is that stage's cache
@@ -266,6 +323,36 @@ class BaselinesTable(_KeyedParquet):
 
     def upsert(self, baselines: Iterable[Baseline]) -> None:
         self._upsert_rows([dict(vars(b)) for b in baselines])
+
+
+#: The point's columns that replace its trial's in ``with_points``.
+_POINT_COLUMNS = ("cost_bias", *METRICS, "metrics_extra", "feasible", "violations")
+
+
+def point_label(number: int, cost_bias: float) -> str:
+    """How the report, pick and the card name an operating point: "7" (trial 7 as trained), "7@2" (λ = 2)."""
+    return str(int(number)) if cost_bias == 0 else f"{int(number)}@{cost_bias:g}"
+
+
+def with_points(trials: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
+    """The trials with each completed trial's curve: one row per operating point, its trial's columns
+    with the point's metrics, feasibility and extras (``action_usage`` = the point's ``usage``), and
+    ``cost_bias`` and ``point`` (its label). A completed trial without points (a run made before curves)
+    is its trained point, cost_bias 0; other trials keep their row, cost_bias NaN."""
+    completed = trials["status"] == "completed"
+    measured = trials["trial_id"].isin(set(points["trial_id"])) & completed
+    unmeasured = trials[~measured].assign(cost_bias=np.where(completed[~measured], 0.0, np.nan))
+    curve = trials[measured].drop(columns=[c for c in _POINT_COLUMNS if c in trials.columns and c != "cost_bias"])
+    curve = curve.merge(points[["trial_id", *_POINT_COLUMNS]], on="trial_id", how="inner")
+    if not curve.empty:
+        extras = {trial_id: extra or {} for trial_id, extra in zip(trials["trial_id"], decoded_json(trials, "metrics_extra"))}
+        curve["metrics_extra"] = [
+            json.dumps({**extras[trial_id], **(extra or {}), ACTION_USAGE: (extra or {}).get("usage", {})}, sort_keys=True)
+            for trial_id, extra in zip(curve["trial_id"], decoded_json(curve, "metrics_extra"))]
+    frame = pd.concat([unmeasured, curve], ignore_index=True) if not curve.empty else unmeasured.reset_index(drop=True)
+    frame = frame.sort_values(["number", "cost_bias"], kind="stable").reset_index(drop=True)
+    frame["point"] = [point_label(n, b) if b == b else str(int(n)) for n, b in zip(frame["number"], frame["cost_bias"])]
+    return frame
 
 
 def decoded_json(frame: pd.DataFrame, column: str) -> list[Any]:

@@ -29,7 +29,7 @@ from searchlab.objectives import METRICS
 from searchlab.pareto_asha import EPOCH_KEY, PROGRESS_KEY, ParetoASHA, StoppedAsPruned
 from searchlab.progress import TrialTag, figures, output_level, parse_trial_name
 from searchlab.ray_output import ray_init_options
-from searchlab.results import TrialRecord, TrialsTable
+from searchlab.results import PointRecord, PointsTable, TrialRecord, TrialsTable
 from searchlab.run_dir import TUNE_DIR_NAME, relative_path, write_sweep_snapshot
 from searchlab.space import constraint_violations, encode_point, make_sampler, suggest
 from searchlab.tune_search import VIOLATIONS_KEY, ConstrainedOptunaSearch
@@ -84,7 +84,7 @@ def trial_main(params: dict[str, Any], *, sweep_json: str, run_dir: str) -> None
         rungs = {"eval_every": asha.grace_period, "progress": make_relay(
             list(sweep.search.objectives), grace_period=asha.grace_period, reduction_factor=asha.reduction_factor)}
     try:
-        outcome = run_trial(config, run_dir=Path(run_dir), trial=tag, **rungs)
+        outcome = run_trial(config, run_dir=Path(run_dir), trial=tag, curve=list(sweep.search.curve), **rungs)
         # A diverged stage can end "successfully" with NaN metrics; reported, they would rank on the
         # front (or make Optuna fail the trial without a reason). It fails here, with one.
         problem = nonfinite_problem(outcome, after=outcome["final_stage"])
@@ -95,7 +95,10 @@ def trial_main(params: dict[str, Any], *, sweep_json: str, run_dir: str) -> None
         # trial dies so the driver's callback can read it.
         write_text_atomic(reason_path(Path(run_dir), trial_id), failure_reason(error))
         raise
-    violations = constraint_violations(sweep.search.parsed_constraints(), outcome["metrics"])
+    constraints = sweep.search.parsed_constraints()
+    violations = constraint_violations(constraints, outcome["metrics"])
+    points = [{**point, VIOLATIONS_KEY: list(constraint_violations(constraints, point).values())}
+              for point in outcome["points"]]
     tune.report(
         {
             **outcome["metrics"],
@@ -109,6 +112,7 @@ def trial_main(params: dict[str, Any], *, sweep_json: str, run_dir: str) -> None
             "total_s": outcome["total_s"],
             "params_json": json.dumps(overrides),
             "nodes_json": json.dumps(_trial_nodes(take_stage_records())),
+            "points_json": json.dumps(points),
         }
     )
 
@@ -188,6 +192,13 @@ class TrialsTableCallback(tune.Callback):
     def _upsert(self, record: TrialRecord) -> None:
         TrialsTable.in_run(self.run_dir).upsert(record)
 
+    def _upsert_points(self, trial_id: str, number: int, method: str | None, points: list[dict[str, Any]]) -> None:
+        """The completed trial's curve; its points first, so a trial row marked completed has them."""
+        PointsTable.in_run(self.run_dir).upsert(PointRecord(
+            trial_id=trial_id, number=number, method=method, cost_bias=point.pop("cost_bias"),
+            violations=dict(zip(self.constraint_names, point.pop(VIOLATIONS_KEY))), metrics=point)
+            for point in points)
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         params = ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
                            for key, value in (trial.config or {}).items())
@@ -210,6 +221,8 @@ class TrialsTableCallback(tune.Callback):
                 started=self._started.get(trial.trial_id), finished=datetime.now(timezone.utc)))
             return
         _tag(trials, trial).say(f"completed in {result.get('total_s', 0):.0f} s: {figures(result, tuple(METRICS))}")
+        self._upsert_points(trial.trial_id, _number(trials, trial), result.get("method"),
+                            json.loads(result.get("points_json", "[]")))
         self._upsert(TrialRecord(
             trial_id=trial.trial_id,
             number=_number(trials, trial),

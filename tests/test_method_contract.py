@@ -696,3 +696,37 @@ def test_a_bundle_round_trips_and_reproduces_the_recorded_metrics(name: str, cha
         assert measured[key] == pytest.approx(recorded[key], rel=0, abs=1e-9), key
     assert set(CONTRACT) <= set(measured)
     assert json.loads(json.dumps({k: measured[k] for k in CONTRACT})) == {k: recorded[k] for k in CONTRACT}
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_the_curve_trades_cost_for_accuracy_and_its_bundles_reproduce_each_point(name: str, chains, tmp_path) -> None:
+    """The operating-point knob (inference.cost_bias): 0 is the trained network (the recorded
+    figures), a large λ makes every decision the cheapest, a large negative one the costliest, and a
+    bundle exported at a point measures that point again exactly."""
+    from searchlab.curve import COST_BIAS, curve_points
+    from searchlab.deploy import load
+    from searchlab.train.evaluate import eval_dataset, uses_map
+
+    chain = chains(name)
+    cheapest, costliest = 100.0, -100.0
+    points = {p["cost_bias"]: p for p in curve_points(chain.method, chain.config, artifacts=chain.artifacts,
+                                                      cost_biases=[0.0, cheapest, costliest],
+                                                      device=torch.device("cpu"), loader_workers=0)}
+    recorded = chain.metrics
+    assert points[0.0]["accuracy"] == pytest.approx(recorded["accuracy"], rel=0, abs=1e-9)
+    assert points[0.0]["gflops"] == pytest.approx(recorded["gflops"], rel=0, abs=1e-9)
+    assert points[cheapest]["gflops"] <= points[0.0]["gflops"] <= points[costliest]["gflops"]
+    assert points[cheapest]["gflops"] < points[costliest]["gflops"]
+
+    chain_at_point = Chain(config=chain.config.with_overrides({COST_BIAS: cheapest}), method=chain.method,
+                           artifacts=chain.artifacts, runs=chain.runs, manifest=chain.manifest, root=chain.root)
+    _write_bundle(chain_at_point, tmp_path / "bundle")
+    deployed = load(tmp_path / "bundle")
+    assert deployed.config.inference.cost_bias == cheapest
+    data = deployed.config.data
+    dataset = eval_dataset(data, manifest=chain.manifest, root=chain.root, split="val", seed=deployed.config.seed)
+    measured = chain.method.bundle.measure(
+        deployed, dataset, device=torch.device("cpu"), loader_workers=0,
+        multi_label=uses_map(data.metric, manifest_multi_label=chain.manifest.multi_label))
+    assert json.loads(json.dumps({k: measured[k] for k in CONTRACT})) == \
+        json.loads(json.dumps({k: points[cheapest][k] for k in CONTRACT}))

@@ -277,7 +277,7 @@ def test_a_trial_with_a_non_finite_objective_is_never_picked(tmp_path: Path) -> 
 def test_trial_exports_that_trial_even_off_the_front(run_dir: Path, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     card = picked(run_dir, tmp_path / "bundle", "--trial", "4")  # dominated by trial 2, still exportable
-    assert card["source"] == {"run": "demo", "trial_id": "trial_004", "number": 4}
+    assert card["source"] == {"run": "demo", "trial_id": "trial_004", "number": 4, "cost_bias": 0.0}
     assert card["selection"]["rule"] == "--trial 4"
     assert card["selection"]["on_front"] is False and card["selection"]["front_numbers"] == [0, 1, 2, 3]
     assert "picked trial 4" in capsys.readouterr().out
@@ -336,3 +336,55 @@ def test_the_cards_snippet_runs(run_dir: Path, tmp_path: Path, synthetic_set, ca
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].split()[0] in CLASSES
     assert sum(line.split()[-1] in {"32b", "4b", "2b", "skip"} for line in printed) == 4  # one per sampled frame
+
+
+# --- curves: every trial's operating points (points.parquet) -------------------------------------
+
+#: trial 4's curve (cost_bias: accuracy, GFLOPs): at 2 it beats trial 1 (0.75 at 2.0), at 9 it is infeasible
+CURVE_4 = {-1.0: (0.62, 6.0), 0.0: (0.60, 5.0), 2.0: (0.78, 1.8), 9.0: (0.99, 0.2)}
+
+
+@pytest.fixture(scope="module")
+def curve_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from searchlab.results import PointRecord, PointsTable
+
+    run_dir = write_run_dir(tmp_path_factory.mktemp("pick_curves"))
+    PointsTable.in_run(run_dir).upsert(
+        PointRecord(trial_id="trial_004", number=4, method="videoiq", cost_bias=bias,
+                    metrics={"accuracy": accuracy, "gflops": gflops, "gflops_p5": gflops / 2, "gflops_p95": gflops * 2,
+                             "memory_mb": 8.0, "skip_fraction": 0.25, "usage": {"32": 0.5, "2": 0.25, "0": 0.25}},
+                    violations={"gflops <= 20": gflops - 20.0} if bias != 9.0 else {"gflops <= 20": 1.0})
+        for bias, (accuracy, gflops) in CURVE_4.items())
+    return run_dir
+
+
+def test_a_curve_point_joins_the_front_and_is_picked_with_its_operating_point(curve_run_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    card = picked(curve_run_dir, tmp_path / "bundle", "--max-gflops", "1.9")  # trial 4 at 2: 0.78 at 1.8
+    assert card["source"] == {"run": "demo", "trial_id": "trial_004", "number": 4, "cost_bias": 2.0}
+    assert (card["accuracy"], card["gflops_mean"], card["gflops_p95"]) == (0.78, 1.8, 3.6)
+    assert card["action_usage"] == {"32": 0.5, "2": 0.25, "0": 0.25}
+    config = yaml.safe_load((tmp_path / "bundle" / "config.yaml").read_text())
+    assert config["inference"] == {"cost_bias": 2.0}
+    assert deploy.load(tmp_path / "bundle").config.inference.cost_bias == 2.0
+    selection = card["selection"]
+    assert selection["on_front"] and "4@2" in selection["front_points"] and "1" not in selection["front_points"]
+    markdown = (tmp_path / "bundle" / "card.md").read_text()
+    assert "Operating point: `inference.cost_bias` 2" in markdown
+    assert "among 7 feasible operating points (their curves) of 5 trials of 8" in markdown
+
+
+def test_trial_and_cost_bias_export_that_point_and_name_the_others(curve_run_dir: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    card = picked(curve_run_dir, tmp_path / "bundle", "--trial", "4", "--cost-bias", "-1")
+    assert (card["source"]["cost_bias"], card["accuracy"], card["gflops_mean"]) == (-1.0, 0.62, 6.0)
+    assert main([str(curve_run_dir), "--trial", "4", "--cost-bias", "9", "--out", str(tmp_path / "b2")]) == 2
+    assert "no feasible point at cost_bias 9; its feasible points: cost_bias -1, 0, 2" in capsys.readouterr().err
+    assert picked(curve_run_dir, tmp_path / "b3", "--trial", "4")["source"]["cost_bias"] == 0.0
+
+
+def test_cost_bias_without_trial_is_a_usage_error(curve_run_dir: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(curve_run_dir), "--knee", "--cost-bias", "2", "--out", str(tmp_path / "bundle")])
+    assert exit_info.value.code == 2 and "give --trial N with it" in capsys.readouterr().err

@@ -273,8 +273,8 @@ def test_a_cross_method_report_compares_each_method_with_its_own_baselines(
     by_method = {summary.method: summary for summary in report.methods}
     assert set(by_method) == {"videoiq", "arnet"}
     arnet, videoiq = by_method["arnet"], by_method["videoiq"]
-    assert list(arnet.front["number"]) == [3, 2, 4] and arnet.on_whole_front == (2, 4)
-    assert list(videoiq.front["number"]) == [0] and videoiq.on_whole_front == (0,)
+    assert list(arnet.front["number"]) == [3, 2, 4] and arnet.on_whole_front == ("2", "4")
+    assert list(videoiq.front["number"]) == [0] and videoiq.on_whole_front == ("0",)
     # each method against its own baselines only: AR-Net's 3 beats 32 px, VideoIQ's 0 is cheaper than 32-bit
     assert list(arnet.front["vs baselines"])[0].startswith("not dominated: fewer GFLOPs than every baseline")
     assert "over 32 px" in list(arnet.front["vs baselines"])[1]
@@ -290,7 +290,7 @@ def test_a_cross_method_report_compares_each_method_with_its_own_baselines(
     assert main([str(run_dir)]) == 0
     out = capsys.readouterr().out
     assert "Pareto front: 3 configurations over every method" in out
-    assert "arnet: 3 completed trials, own front 3 (trials 3, 2, 4), on the whole front: 2, 4" in out
+    assert "arnet: 3 completed trials, own front 3 (points 3, 2, 4), on the whole front: 2, 4" in out
 
 
 def test_a_single_method_report_has_no_per_method_section(tmp_path: Path) -> None:
@@ -298,3 +298,32 @@ def test_a_single_method_report_has_no_per_method_section(tmp_path: Path) -> Non
 
     report = build_report(_run_dir(tmp_path))
     assert report.methods == () and "Per method" not in report.html.read_text()
+
+
+def test_curves_join_the_front_and_the_hypervolume_and_each_point_gets_its_export_command(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """Trial 3 (0.60 at 6.0, dominated as trained) has a curve: at cost_bias 2 it reaches 0.70 at 3.0,
+    which joins the front between trials 0 and 2; at 4 (0.40 at 2.5) it is dominated by trial 0."""
+    from searchlab.results import PointRecord, PointsTable
+
+    run_dir = _run_dir(tmp_path)
+    assert main([str(run_dir), "--reference", "0", "12"]) == 0
+    without = capsys.readouterr().out
+    PointsTable.in_run(run_dir).upsert(
+        PointRecord(trial_id="trial_003", number=3, method="videoiq", cost_bias=bias,
+                    metrics={"accuracy": accuracy, "gflops": gflops, "memory_mb": 5.0,
+                             "usage": {"32": share, "0": 1 - share}},
+                    violations={"gflops <= 12": gflops - 12.0})
+        for bias, accuracy, gflops, share in [(0.0, 0.60, 6.0, 0.5), (2.0, 0.70, 3.0, 0.3), (4.0, 0.40, 2.5, 0.1)])
+    assert main([str(run_dir), "--reference", "0", "12"]) == 0
+    out = capsys.readouterr().out
+    page = (run_dir / "report.html").read_text()
+    assert _rows_of_front_table(page) == ["trial_000", "trial_003", "trial_002", "trial_004"]
+    front = page.split("<h2>Pareto front")[1].split("<h2>")[0]
+    assert "<b>3@2</b>" in front and "cost_bias 2" in front
+    assert "python -m searchlab.pick demo --trial 3 --cost-bias 2 --out bundle-trial-3-cost-bias-2" in front
+    assert '<span class="kv">32b 30%</span><br><span class="kv">skip 70%</span>' in front  # the point's own usage
+    # front (.5, 2), (.70, 3), (.78, 4), (.82, 10) under (0, 12): .82*2 + .78*6 + .70*1 + .5*1 = 7.52 (7.32 before)
+    assert "hypervolume: 7.32 " in without and "hypervolume: 7.52 " in out
+    assert "Pareto front: 4 configurations" in out
+    assert '<th class="n">points</th>' in page.split("<h2>Trials</h2>")[1].split("<h2>")[0]

@@ -298,17 +298,39 @@ def test_a_killed_sweep_resumes_without_running_a_trial_twice(sweep_run):
     assert [entry["builds"] for entry in ledger["teacher"].values()] == [1]
 
 
+def test_each_completed_trial_has_its_curve(sweep_run):
+    """points.parquet: the trained point (the trial's own figures) and one point per search.curve value;
+    VideoIQ decides each frame from its own logits, so a larger cost_bias never costs more."""
+    from searchlab.config import SearchConfig
+    from searchlab.results import PointsTable
+
+    points = PointsTable.in_run(sweep_run["run_dir"]).read()
+    curve = SearchConfig().curve
+    for _, trial in _completed(sweep_run["trials"]).iterrows():
+        own = points[points["trial_id"] == trial["trial_id"]].sort_values("cost_bias")
+        assert sorted(own["cost_bias"]) == sorted([0.0, *curve]) and (own["number"] == trial["number"]).all()
+        trained = own[own["cost_bias"] == 0].iloc[0]
+        for name in METRICS:
+            assert trained[name] == trial[name], name
+        assert own["gflops"].is_monotonic_decreasing, own[["cost_bias", "gflops"]]
+        assert own["gflops"].iloc[0] > own["gflops"].iloc[-1]  # the knob moved the cost
+    assert set(points["trial_id"]) == set(_completed(sweep_run["trials"])["trial_id"])
+
+
 def test_every_trials_published_artifacts_reproduce_its_recorded_figures(sweep_run, tmp_path, capsys):
-    """Each completed trial exported as a bundle and evaluated again from the videos (searchlab.evaluate)
-    gives exactly the accuracy, decisions and GFLOPs its row in trials.parquet records."""
+    """Each operating point of each completed trial (as trained and along its curve) exported as a bundle
+    and evaluated again from the videos (searchlab.evaluate) gives exactly the accuracy, decisions and
+    GFLOPs its row records."""
     from searchlab.evaluate import main as evaluate_main
+    from searchlab.results import PointsTable
 
     run_dir = sweep_run["run_dir"]
     rows = pick.candidates(run_dir)
-    assert len(rows) == len(_completed(sweep_run["trials"]))
+    points = PointsTable.in_run(run_dir).read()
+    assert len(rows) == int(points["feasible"].sum()) > len(_completed(sweep_run["trials"]))
     manifest = sweep_run["data_root"] / "manifest.parquet"
     for _, row in rows.iterrows():
-        bundle = pick.export_bundle(row, run_dir=run_dir, out=tmp_path / row["trial_id"])
+        bundle = pick.export_bundle(row, run_dir=run_dir, out=tmp_path / f"{row['trial_id']}-{row['cost_bias']:g}")
         capsys.readouterr()
         assert evaluate_main([str(bundle), "--manifest", str(manifest), "--workers", "0", "--json"]) == 0
         measured = json.loads(capsys.readouterr().out)

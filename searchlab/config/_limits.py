@@ -25,6 +25,8 @@ MAX_SIDE = 2_048  # pixels: crop, scales, evaluation short side, policy input, s
 MAX_EPOCHS = 10_000
 MAX_BATCH = 4_096  # clips per worker and step
 MAX_VIEWS = 64  # evaluation clips per video; cached augmentation views per training clip
+MAX_COST_BIAS = 100.0  # the operating-point knob, in logit (or gate pre-activation) units
+MAX_CURVE_POINTS = 32  # operating points per trial's curve
 MAX_SEED = 2**32 - 1  # NumPy's RandomState (Optuna's samplers) takes seeds in [0, 2**32)
 
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from searchlab.config._limits import MAX_CONCURRENT, MAX_TRIALS, Seed
+from searchlab.config._limits import MAX_CONCURRENT, MAX_COST_BIAS, MAX_CURVE_POINTS, MAX_TRIALS, Seed
 from searchlab.sections import Strict as _Strict
 from searchlab.objectives import METRICS
 
@@ -65,6 +65,11 @@ class SearchConfig(_Strict):
     max_concurrent: int = Field(1, ge=1, le=MAX_CONCURRENT)
     scheduler: Scheduler = "none"
     pareto_asha: ParetoASHAConfig | None = None  # its defaults when scheduler: pareto_asha
+    curve: list[Annotated[float, Field(ge=-MAX_COST_BIAS, le=MAX_COST_BIAS)]] = Field(
+        default_factory=lambda: [-1.0, 0.5, 1.0, 2.0, 4.0], max_length=MAX_CURVE_POINTS,
+        description="inference.cost_bias values at which each completed trial's network is evaluated again, "
+        "without retraining: its curve of operating points (points.parquet); the trained point (0) is the "
+        "trial's own; [] turns curves off")
 
     @property
     def rungs(self) -> ParetoASHAConfig:
@@ -82,6 +87,15 @@ class SearchConfig(_Strict):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    @field_validator("curve")
+    @classmethod
+    def _distinct_points(cls, curve: list[float]) -> list[float]:
+        repeated = sorted({value for value in curve if curve.count(value) > 1 or value == 0})
+        if repeated:
+            raise ValueError(f"curve values {repeated} are repeated or 0 (the trained point, always measured); "
+                             "list each other cost_bias once")
+        return curve
 
     @field_validator("objectives")
     @classmethod

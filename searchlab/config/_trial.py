@@ -13,6 +13,7 @@ from searchlab.config._dotted import set_dotted
 from searchlab.config._errors import ConfigError, _format_pydantic
 from searchlab.config._limits import (
     MAX_BATCH,
+    MAX_COST_BIAS,
     MAX_CONCURRENT,
     MAX_DENSE_WINDOW,
     MAX_EPOCHS,
@@ -244,6 +245,17 @@ class ResourcesConfig(_Strict):
         return self
 
 
+class InferenceConfig(_Strict):
+    """The operating point of a trained network: an inference-time knob every method has, turned
+    without retraining (a trial's curve, `search.curve`; a bundle picked from a curve carries its value)."""
+
+    cost_bias: float = Field(
+        0.0, ge=-MAX_COST_BIAS, le=MAX_COST_BIAS,
+        description="λ: each decision's relative cost (the most expensive = 1) times λ is subtracted from the "
+        "policy's logits (VideoIQ, AR-Net) or from the gates' pre-activations (VA-RED²) before deciding; "
+        "0 is the network as trained, > 0 cheaper, < 0 costlier")
+
+
 #: The configuration sections of each method (searchlab.methods' registry names the same methods).
 #: VideoIQ's sections are always present (with defaults), so that its dotted keys stay as they were;
 #: another method's section is present only in that method's trials.
@@ -267,6 +279,7 @@ class TrialConfig(_Strict):
     arnet: ARNetConfig | None = Field(None, description="AR-Net's section (method: arnet); defaults when omitted")
     vared: VaredConfig | None = Field(None, description="VA-RED²'s section (method: vared); defaults when omitted")
     resources: ResourcesConfig = ResourcesConfig()
+    inference: InferenceConfig = InferenceConfig()
 
     @model_validator(mode="before")
     @classmethod

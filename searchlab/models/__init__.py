@@ -9,7 +9,7 @@ from searchlab.models.quant import (
     quantize_activation,
     quantize_weight,
 )
-from searchlab.models.policy import PolicyNetwork, PolicyOutput, select_actions
+from searchlab.models.policy import PolicyNetwork, PolicyOutput, cost_offsets, select_actions
 from searchlab.models.registry import (
     create_backbone,
     create_teacher,
@@ -35,6 +35,7 @@ __all__ = [
     "validate_bit_widths",
     "PolicyNetwork",
     "PolicyOutput",
+    "cost_offsets",
     "select_actions",
     "TemperatureSchedule",
     "VideoIQ",

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import mobilenet_v2
 
-__all__ = ["PolicyNetwork", "PolicyOutput", "LSTMState", "MODES", "select_actions"]
+__all__ = ["PolicyNetwork", "PolicyOutput", "LSTMState", "MODES", "cost_offsets", "select_actions"]
 
 #: How logits become actions: straight-through Gumbel sample (training), argmax (evaluation
 #: default, deterministic), categorical sample (what the official code does at test time).
@@ -66,6 +66,18 @@ def select_actions(logits: Tensor, *, mode: str, tau: float | None = None) -> Te
     else:
         raise ValueError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
     return F.one_hot(index, num_actions).to(logits.dtype)
+
+
+def cost_offsets(action_costs: Sequence[float], *, cost_bias: float) -> Tensor | None:
+    """What the operating-point knob (``inference.cost_bias`` λ) subtracts from a policy's logits
+    before it decides: λ × each action's cost relative to the most expensive one (so λ is in logit
+    units whatever the network's size); None when λ is 0, the network as trained."""
+    if cost_bias == 0:
+        return None
+    costs = torch.tensor([float(c) for c in action_costs], dtype=torch.float32)
+    if costs.numel() == 0 or not bool(torch.isfinite(costs).all()) or bool((costs < 0).any()) or costs.max() <= 0:
+        raise ValueError(f"action costs {list(action_costs)} must be finite, >= 0, one of them > 0")
+    return cost_bias * costs / costs.max()
 
 
 class PolicyNetwork(nn.Module):

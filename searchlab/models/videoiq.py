@@ -21,12 +21,12 @@ denominator would multiply the policy's gradient on an all-skipped video by 1/ε
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from searchlab.models.policy import PolicyNetwork, select_actions
+from searchlab.models.policy import PolicyNetwork, cost_offsets, select_actions
 
 __all__ = ["VideoIQ", "combine_frame_logits", "action_usage", "validate_decision_space"]
 
@@ -132,6 +132,14 @@ class VideoIQ(nn.Module):
         self.policy = policy
         #: The precisions the backbone runs at (Ω without skip), in decision-space order.
         self.precisions: tuple[int, ...] = tuple(b for b in self.decision_space if b != 0)
+        #: Subtracted from the policy's logits at inference (``set_cost_bias``); None: as trained.
+        self.logit_offsets: Tensor | None = None
+
+    def set_cost_bias(self, cost_bias: float, *, action_gflops: Mapping[int, float]) -> None:
+        """The operating point of ``infer``: λ × each action's GFLOPs relative to the costliest
+        subtracted from the policy's logits (``policy.cost_offsets``); 0 decides as trained."""
+        offsets = cost_offsets([action_gflops[b] for b in self.decision_space], cost_bias=cost_bias)
+        self.logit_offsets = None if offsets is None else offsets.to(next(self.parameters()).device)
 
     def frame_logits(self, frames: Tensor) -> Tensor:
         """Backbone logits (N, T, |precisions|, C) of every frame at every precision of Ω."""
@@ -197,6 +205,8 @@ class VideoIQ(nn.Module):
         steps = []
         for i in range(frames.shape[1]):
             logits_i, state = self.policy.step(features[:, i], state)
+            if self.logit_offsets is not None:
+                logits_i = logits_i - self.logit_offsets
             steps.append(select_actions(logits_i, mode=mode))
         return torch.stack(steps, dim=1)
 

@@ -38,6 +38,7 @@ from searchlab.config import DataConfig  # first: searchlab.config imports the a
 from searchlab.data.eval_video import decode_video, open_eval_video
 from searchlab.deploy import BundleError, check_clip, load_weights
 from searchlab.methods.arnet.build import MODEL_FILE, build_model
+from searchlab.methods.arnet.costs import arnet_costs
 from searchlab.methods.arnet.config import ARNetConfig
 from searchlab.methods.arnet.model import ARNet, resize_frames
 from searchlab.models import select_actions
@@ -208,5 +209,7 @@ def load_arnet_bundle(
         model = build_model(bare, num_classes=len(class_names))
     load_weights(model, path)
     model = model.to(device).eval()
+    if config is not None and config.inference.cost_bias != 0:  # the bundle's operating point (a point of its trial's curve)
+        model.set_cost_bias(config.inference.cost_bias, action_gflops=arnet_costs(model).action_gflops)
     return DeployedARNet(model=model, arnet=arnet, data=data, class_names=tuple(class_names), card=dict(card or {}),
                          config=config)

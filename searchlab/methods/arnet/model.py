@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from searchlab.methods.arnet.decisions import ActionLayout, Decisions, run_decisions
-from searchlab.models import PolicyNetwork, select_actions
+from searchlab.models import PolicyNetwork, cost_offsets, select_actions
 
 __all__ = ["RESIZE_MODES", "ARNet", "fuse_logits", "resize_frames"]
 
@@ -108,16 +108,27 @@ class ARNet(nn.Module):
         self.resize_mode = resize_mode
         # The 84 action's classifier reads the LSTM state (512 → classes in the paper).
         self.head = nn.Linear(policy.lstm.hidden_size, num_classes) if use_84 else None
+        #: Subtracted from the policy's logits by ``infer`` (``set_cost_bias``); None: as trained.
+        self.logit_offsets: Tensor | None = None
+
+    def set_cost_bias(self, cost_bias: float, *, action_gflops: Sequence[float]) -> None:
+        """The operating point of ``infer``: λ × each action's GFLOPs per frame relative to the
+        costliest (a skip costs 0) subtracted from the policy's logits; 0 decides as trained."""
+        offsets = cost_offsets(action_gflops, cost_bias=cost_bias)
+        self.logit_offsets = None if offsets is None else offsets.to(next(self.parameters()).device)
 
     @property
     def resolutions(self) -> tuple[int, ...]:
         return self.layout.resolutions
 
     def decide(
-        self, frames: Tensor, *, mode: str, tau: float | None = None, actions: Tensor | None = None
+        self, frames: Tensor, *, mode: str, tau: float | None = None, actions: Tensor | None = None,
+        logit_offsets: Tensor | None = None,
     ) -> Decisions:
         """The decision loop over frames (N, T, 3, H, W). ``actions`` (N, T, |A|) replays given
-        one-hot decisions (the skip rule still applies, so the returned actions are those taken)."""
+        one-hot decisions (the skip rule still applies, so the returned actions are those taken);
+        ``logit_offsets`` (|A|) are subtracted from the logits before choosing (the returned logits
+        are the policy's own)."""
         _check_frames(frames)
         features = self.policy.extract(resize_frames(frames, self.policy.input_size, mode=self.resize_mode))
         if actions is not None:
@@ -126,6 +137,9 @@ class ARNet(nn.Module):
                                  f"got {tuple(actions.shape)}")
             given = actions.to(features.dtype)
             return run_decisions(self.policy, features, layout=self.layout, choose=lambda step, _: given[:, step])
+        if logit_offsets is not None:
+            return run_decisions(self.policy, features, layout=self.layout,
+                                 choose=lambda _, logits: select_actions(logits - logit_offsets, mode=mode, tau=tau))
         return run_decisions(self.policy, features, layout=self.layout,
                              choose=lambda _, logits: select_actions(logits, mode=mode, tau=tau))
 
@@ -155,7 +169,7 @@ class ARNet(nn.Module):
         Each backbone runs once on the frames that chose its resolution (resized from the input);
         the head runs on the LSTM states of the frames that chose it; skipped frames run nothing.
         """
-        decisions = self.decide(frames, mode=mode, actions=actions)
+        decisions = self.decide(frames, mode=mode, actions=actions, logit_offsets=self.logit_offsets)
         flat_frames = frames.reshape(-1, *frames.shape[2:])
         return self.fuse_chosen(decisions.actions, decisions.hidden, lambda rows: flat_frames[rows]), decisions.actions
 

@@ -81,5 +81,7 @@ def load_vared_bundle(
         model = build_network(vared, num_classes=len(class_names), frames=data.frames, size=data.crop_size)
     load_weights(model, path)
     model = model.to(device).eval()
+    if config is not None:  # the bundle's operating point (a point of its trial's curve)
+        model.set_cost_bias(config.inference.cost_bias)
     return DeployedVared(model=model, vared=vared, data=data, class_names=tuple(class_names), card=dict(card or {}),
                          config=config)

@@ -59,6 +59,18 @@ class Gate(nn.Module):
         self.bn = nn.BatchNorm1d(hidden)
         self.fc2 = nn.Linear(hidden, outputs, bias=False)  # β is its bias
         self.beta = nn.Parameter(torch.full((outputs,), float(beta_init)))
+        #: Subtracted from the pre-activations (``set_cost_bias``); None: the gate as trained.
+        self.offsets: Tensor | None = None
+
+    def set_cost_bias(self, cost_bias: float) -> None:
+        """The operating point: λ × each alternative's nominal cost relative to the full one (temporal
+        alternative j computes 1/2^j of the frames, channel alternative i 1/2^i of the filters)
+        subtracted from its pre-activation, so a larger λ turns the costly alternatives off first."""
+        if cost_bias == 0:
+            self.offsets = None
+            return
+        relative = ([0.5**j for j in range(self._temporal_outputs)] + [0.5**i for i in range(self._channel_outputs)])
+        self.offsets = cost_bias * torch.tensor(relative, dtype=self.beta.dtype, device=self.beta.device)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x (N, C_in, T, H, W) → (v_t (N, S_t), v_c (N, S_c)), each weight in [0, 1)."""
@@ -67,6 +79,8 @@ class Gate(nn.Module):
                              f"{self.frames} frames), got {tuple(x.shape)}")
         features = x.mean(dim=(-2, -1)).flatten(1)  # (N, C_in·T): pooled over space only
         z = self.fc2(torch.tanh(self.bn(self.fc1(features)))) + self.beta
+        if self.offsets is not None:
+            z = z - self.offsets
         weights = torch.relu(torch.tanh(z))
         v_t = weights[:, : self._temporal_outputs] if self._temporal_outputs else self._ones(x)
         v_c = weights[:, self._temporal_outputs :] if self._channel_outputs else self._ones(x)

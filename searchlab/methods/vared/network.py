@@ -170,6 +170,12 @@ class VaredNetwork(nn.Module):
             layer.forced = alternative
         return _Forcing(self, previous)
 
+    def set_cost_bias(self, cost_bias: float) -> None:
+        """Every gate's operating point (``Gate.set_cost_bias``); 0: the gates as trained."""
+        for _, layer in self.gated_layers():
+            if layer.gate is not None:
+                layer.gate.set_cost_bias(cost_bias)
+
     def _check(self, frames: Tensor) -> None:
         if frames.dim() != 5 or frames.shape[1] != self.frames or frames.shape[2] != 3:
             raise ValueError(f"expected clips (N, {self.frames}, 3, H, W) (the gates are built for "

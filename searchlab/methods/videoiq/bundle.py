@@ -136,6 +136,9 @@ def load_bundle(folder: Path, *, config: Any, class_names: tuple[str, ...], card
     load_weights(backbone, folder / "backbone.pt", device=device)
     load_weights(policy, folder / "policy.pt", device=device)
     model = VideoIQ(backbone=backbone, policy=policy, decision_space=config.stage2.decision_space).to(device).eval()
+    if config.inference.cost_bias != 0:  # the bundle's operating point (a point of its trial's curve)
+        costs = videoiq_costs(model, backbone=model_cfg.backbone, size=config.data.crop_size)
+        model.set_cost_bias(config.inference.cost_bias, action_gflops=costs.action_gflops)
     return DeployedVideoIQ(model=model, config=config, class_names=class_names, card=card)
 
 
