@@ -395,3 +395,24 @@ def test_ray_chunks_are_a_few_per_cpu_and_capped() -> None:
     assert chunk_size_for(1000, 8.0) == 32  # 4 chunks per CPU
     assert chunk_size_for(1_000_000, 8.0) == MAX_CHUNK
     assert chunk_size_for(5, 0.0) == 2  # no CPU reported yet: as if one
+
+
+def test_the_prepare_job_refuses_folders_its_driver_cannot_see(activitynet: tuple[Path, Path], tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    """jobs/prepare.py checks the folders before it joins any cluster (exit 2, as prepare's own refusals)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("prepare_job", Path(__file__).parents[1] / "jobs" / "prepare.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    annotations, videos = activitynet
+    common = ["activitynet", "--annotations", str(annotations), "--no-progress"]
+    assert job.main([*common, "--videos", str(tmp_path / "absent"), "--out", str(tmp_path / "no" / "m.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert f"--videos {tmp_path / 'absent'}: no such folder on the job's driver" in err
+    assert f"its folder {tmp_path / 'no'} does not exist on the job's driver" in err
+    assert job.main([*common, "--videos", "videos", "--out", str(tmp_path / "m.parquet")]) == 2
+    assert "--videos videos: give an absolute path" in capsys.readouterr().err
+    assert job.main(["synthetic", "--out", str(tmp_path / "syn")]) == 2
+    assert "the synthetic source probes no videos" in capsys.readouterr().err
+    assert not (tmp_path / "syn").exists()

@@ -46,6 +46,7 @@ __all__ = [
     "main",
     "minikinetics_candidates",
     "mit_candidates",
+    "parse_args",
     "prepare_manifest",
     "read_list_file",
     "read_mit_categories",
@@ -751,9 +752,14 @@ def _run(args: argparse.Namespace) -> str:
     return result.summary()
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The CLI's arguments (also read by the Ray Job entry, jobs/prepare.py, before it runs `main`)."""
+    return _build_parser().parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; exit code 2 on bad input, with every problem found printed."""
-    args = _build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         print(_run(args))
     except (PrepareError, ManifestError, ValueError) as err:
