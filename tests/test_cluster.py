@@ -5,14 +5,18 @@ way cluster.yaml builds one (`tests/local_cluster.py`): a head with no CPU that 
 and the trials' processes (`searchlab_trial_driver`), and worker nodes with 3 CPUs each; stages ask for
 2 CPUs per worker, so two stages never share a node. Every process runs with RAY_AUTH_MODE=token.
 The sweeps are the tiny ones of test_sweep_e2e (sweep_fixtures) and share one storage folder (every
-node sees it: one machine), so later sweeps reuse the first one's teacher and stage 1.
+node sees it: one machine), so later sweeps reuse the first one's teacher and stage 1. A data set is
+prepared through the Jobs API too (jobs/prepare.py), its videos probed on the worker nodes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -26,6 +30,7 @@ from sweep_fixtures import sweep_tree, write_sweep
 
 from searchlab import pick, report
 from searchlab.cache import ArtifactCache
+from searchlab.data import prepare
 from searchlab.results import TrialsTable, decoded_json
 
 pytestmark = pytest.mark.skipif(os.environ.get("SEARCHLAB_CLUSTER_TESTS") != "1",
@@ -78,12 +83,12 @@ def _client(cluster: LocalCluster):
     return JobSubmissionClient(cluster.dashboard_url)
 
 
-def _submit(cluster: LocalCluster, argv: list[str], env_vars: dict[str, str] | None = None) -> str:
+def _submit(cluster: LocalCluster, argv: list[str], env_vars: dict[str, str] | None = None, *,
+            entry: str = "jobs/sweep.py") -> str:
     runtime_env: dict[str, Any] = {"working_dir": str(REPO)}
     if env_vars:
         runtime_env["env_vars"] = env_vars
-    return _client(cluster).submit_job(entrypoint=" ".join(["python", "jobs/sweep.py", *argv]),
-                                       runtime_env=runtime_env)
+    return _client(cluster).submit_job(entrypoint=" ".join(["python", entry, *argv]), runtime_env=runtime_env)
 
 
 def _follow(cluster: LocalCluster, job_id: str) -> tuple[str, str]:
@@ -181,6 +186,47 @@ def test_only_a_client_with_the_token_gets_in(cluster, tmp_path):
     assert refused.returncode != 0 and "joined" not in refused.stdout
     joined = _client_check(cluster, cluster.env(home=home), join)
     assert joined.returncode == 0 and "joined" in joined.stdout, joined.stderr[-2000:]
+
+
+def _fcvid_lists(synthetic_set, folder: Path) -> list[str]:
+    """The synthetic set as `PATH LABEL` list files (paths under its videos/ folder): prepare's fcvid arguments."""
+    manifest, _ = synthetic_set
+    arguments = ["--num-classes", str(manifest.num_classes)]
+    for split in ("train", "val"):
+        rows = manifest.split(split).rows()
+        lines = [f"{row['path'].removeprefix('videos/')} {row['label']}" for row in rows]
+        (folder / f"{split}.txt").write_text("\n".join(lines) + "\n")
+        arguments += [f"--{split}", str(folder / f"{split}.txt")]
+    return arguments
+
+
+def test_a_job_prepares_a_data_set_probing_on_the_worker_nodes(cluster, synthetic_set, tmp_path):
+    """jobs/prepare.py: the same manifest as the local process pool, the corrupt video reported, probed on both workers."""
+    _, data_root = synthetic_set
+    videos = shutil.copytree(data_root / "videos", tmp_path / "videos")
+    corrupt = sorted(videos.glob("train/*.mp4"))[0]
+    corrupt.write_bytes(b"not an mp4 " * 200)
+    lists = _fcvid_lists(synthetic_set, tmp_path)
+    local, job = tmp_path / "local" / "manifest.parquet", tmp_path / "job" / "manifest.parquet"
+    common = ["fcvid", *lists, "--videos", str(videos), "--no-progress"]
+    assert prepare.main([*common, "--out", str(local), "--workers", "2"]) == 0
+    job.parent.mkdir()  # the job refuses an --out folder its driver does not see
+    started = time.monotonic()
+    status, logs = _follow(cluster, _submit(cluster, [*common, "--out", str(job)], entry="jobs/prepare.py"))
+    assert status == "SUCCEEDED", logs[-3000:]
+    assert f"searchlab: the driver sees --videos {videos}" in logs
+    assert job.read_bytes() == local.read_bytes()
+    report_path = prepare.report_path_for(job)
+    assert report_path.read_bytes() == prepare.report_path_for(local).read_bytes()
+    with report_path.open(newline="") as handle:
+        reasons = {row["video_id"]: row["reason"] for row in csv.DictReader(handle)}
+    assert list(reasons) == [corrupt.stem] and reasons[corrupt.stem].startswith("unreadable ("), reasons
+    assert "skipped 1: unreadable 1" in logs
+    probed = {node: int(n) for n, node in re.findall(r"^probed (\d+) video\(s\) on node (\w+)$", logs, re.MULTILINE)}
+    assert set(probed) <= _worker_nodes(cluster) and len(probed) >= 2, logs[-3000:]
+    assert sum(probed.values()) == len(list(videos.rglob("*.mp4")))  # every video probed once, the corrupt one too
+    print(f"probed per node: {sorted((cluster.node_named(n), k) for n, k in probed.items())}; "
+          f"job {time.monotonic() - started:.0f} s")
 
 
 def _stage2_runs(run_dir: Path) -> list[Path]:

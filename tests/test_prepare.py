@@ -359,3 +359,60 @@ def test_unreadable_or_empty_class_file_exits_2(tmp_path: Path, capsys: pytest.C
         assert main(["fcvid", "--train", str(tmp_path / "train.txt"), "--classes", str(classes),
                      "--videos", str(tmp_path), "--out", str(tmp_path / "m.parquet")]) == 2
         assert f"error: {classes}: {expected}" in capsys.readouterr().err
+
+
+def test_the_ray_probe_path_writes_the_local_manifest(ray_local, activitynet: tuple[Path, Path], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """--ray probes in Ray tasks (here the session's local Ray): same manifest and report, byte for byte."""
+    import ray
+
+    annotations, videos = activitynet
+    outs = {way: tmp_path / way / "anet.parquet" for way in ("local", "ray")}
+    common = ["activitynet", "--annotations", str(annotations), "--videos", str(videos), "--no-progress"]
+    assert main([*common, "--out", str(outs["local"]), "--workers", "2"]) == 0
+    assert "probed" not in capsys.readouterr().out
+    assert main([*common, "--out", str(outs["ray"]), "--ray", "auto"]) == 0
+    printed = capsys.readouterr().out
+    assert outs["ray"].read_bytes() == outs["local"].read_bytes()
+    assert _report(outs["ray"]) == _report(outs["local"])
+    # the 5 videos found (3 good, 1 empty, 1 corrupt; the missing one is never probed) on the one node
+    assert f"probed 5 video(s) on node {ray.get_runtime_context().get_node_id()}\n" in printed
+
+
+def test_the_ray_probe_path_refuses_a_node_that_does_not_see_the_videos(ray_local, tmp_path: Path) -> None:
+    from searchlab.data.prepare import PrepareError
+    from searchlab.ray_probe import probe_on_ray
+
+    absent = tmp_path / "not-mounted"
+    with pytest.raises(PrepareError, match=f"does not see the videos folder {absent}: mount the shared storage"):
+        probe_on_ray([str(absent / "a.mp4")], root=str(absent), address="auto", progress=False)
+
+
+def test_ray_chunks_are_a_few_per_cpu_and_capped() -> None:
+    from searchlab.ray_probe import MAX_CHUNK, chunk_size_for
+
+    assert chunk_size_for(12, 6.0) == 1  # a small set: one video per task, every node gets some
+    assert chunk_size_for(1000, 8.0) == 32  # 4 chunks per CPU
+    assert chunk_size_for(1_000_000, 8.0) == MAX_CHUNK
+    assert chunk_size_for(5, 0.0) == 2  # no CPU reported yet: as if one
+
+
+def test_the_prepare_job_refuses_folders_its_driver_cannot_see(activitynet: tuple[Path, Path], tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    """jobs/prepare.py checks the folders before it joins any cluster (exit 2, as prepare's own refusals)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("prepare_job", Path(__file__).parents[1] / "jobs" / "prepare.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    annotations, videos = activitynet
+    common = ["activitynet", "--annotations", str(annotations), "--no-progress"]
+    assert job.main([*common, "--videos", str(tmp_path / "absent"), "--out", str(tmp_path / "no" / "m.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert f"--videos {tmp_path / 'absent'}: no such folder on the job's driver" in err
+    assert f"its folder {tmp_path / 'no'} does not exist on the job's driver" in err
+    assert job.main([*common, "--videos", "videos", "--out", str(tmp_path / "m.parquet")]) == 2
+    assert "--videos videos: give an absolute path" in capsys.readouterr().err
+    assert job.main(["synthetic", "--out", str(tmp_path / "syn")]) == 2
+    assert "the synthetic source probes no videos" in capsys.readouterr().err
+    assert not (tmp_path / "syn").exists()

@@ -5,7 +5,9 @@ candidates (id, split, labels, where the video should be), the videos are locate
 probed with decord in parallel (frames, fps, size; a first frame is decoded so unreadable files are
 caught here rather than in week two of a sweep), and the manifest is written with a bad-videos
 report (CSV next to it: video_id, path, reason) for everything left out. The CLI then prints what it
-kept and what it skipped, by reason.
+kept and what it skipped, by reason. With --ray the probing runs in Ray tasks over a cluster's nodes
+instead of local processes (`searchlab.ray_probe`, which alone imports Ray; the Ray Job entry is
+jobs/prepare.py): same manifest, plus one line per node saying how many videos it probed.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = [
     "main",
     "minikinetics_candidates",
     "mit_candidates",
+    "parse_args",
     "prepare_manifest",
     "read_list_file",
     "read_mit_categories",
@@ -90,6 +93,7 @@ class PrepareResult:
     report_path: Path
     skipped: Counter = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
+    probed_on: Counter = field(default_factory=Counter)  # node id -> videos probed there (--ray only)
 
     def summary(self) -> str:
         kept = len(self.manifest) if self.manifest is not None else 0
@@ -104,6 +108,7 @@ class PrepareResult:
             lines.append(f"skipped {total}: {reasons}; details in {self.report_path}")
         else:
             lines.append("skipped 0")
+        lines.extend(f"probed {n} video(s) on node {node}" for node, n in sorted(self.probed_on.items()))
         lines.extend(self.notes)
         return "\n".join(lines)
 
@@ -527,6 +532,7 @@ def probe_video(path: str) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def _probe_all(paths: list[str], workers: int, progress: bool) -> list[tuple[dict[str, Any] | None, str | None]]:
+    """Probe in this machine's processes (the Ray path is `searchlab.ray_probe.probe_on_ray`)."""
     bar = dict(total=len(paths), desc="probing videos", unit="video", disable=not progress)
     if workers <= 1 or len(paths) <= 1:
         return [probe_video(p) for p in tqdm(paths, **bar)]
@@ -562,8 +568,13 @@ def prepare_manifest(
     workers: int = 1,
     progress: bool = True,
     notes: Sequence[str] = (),
+    ray_address: str | None = None,
 ) -> PrepareResult:
-    """Locate, probe, and write the manifest (paths relative to `videos`) and the bad-videos report."""
+    """Locate, probe, and write the manifest (paths relative to `videos`) and the bad-videos report.
+
+    With `ray_address` ('auto' or a head's address) the probing runs in Ray tasks over that cluster's
+    nodes (`workers` is then unused) and `result.probed_on` says how many videos each node probed.
+    """
     root = Path(videos)
     if not root.is_dir():
         raise PrepareError(f"--videos {root}: not a folder; point it at the folder holding the videos")
@@ -586,7 +597,13 @@ def prepare_manifest(
             bad.append((cand.video_id, wanted, "missing (no such file under --videos)"))
         else:
             located.append((cand, rel))
-    probes = _probe_all([str(root / rel) for _, rel in located], workers, progress)
+    paths = [str(root / rel) for _, rel in located]
+    if ray_address is None:
+        probes = _probe_all(paths, workers, progress)
+    else:
+        from searchlab.ray_probe import probe_on_ray  # the launch layer: imports Ray
+
+        probes, result.probed_on = probe_on_ray(paths, root=str(root), address=ray_address, progress=progress)
     rows = []
     for (cand, rel), (info, reason) in zip(located, probes):
         if info is None:
@@ -621,6 +638,9 @@ def _add_common(parser: argparse.ArgumentParser, *, out_help: str) -> None:
     parser.add_argument("--videos", required=True, type=Path, help="folder holding the videos (searched recursively); manifest paths are relative to it")
     parser.add_argument("--out", required=True, type=Path, help=out_help)
     parser.add_argument("--workers", type=_positive, default=max(1, (os.cpu_count() or 1)), help="probe processes (default: CPU count)")
+    parser.add_argument("--ray", metavar="ADDRESS", help="probe in Ray tasks spread over the nodes of the cluster at ADDRESS "
+                        "(HOST:PORT, or auto: RAY_ADDRESS or the Ray started on this machine) instead of --workers "
+                        "local processes; every node must see --videos at the same path")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -727,14 +747,19 @@ def _run(args: argparse.Namespace) -> str:
         )
     result = prepare_manifest(
         candidates, class_names=names, dataset=args.source, videos=args.videos, out=args.out,
-        workers=args.workers, progress=progress, notes=notes,
+        workers=args.workers, progress=progress, notes=notes, ray_address=args.ray,
     )
     return result.summary()
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The CLI's arguments (also read by the Ray Job entry, jobs/prepare.py, before it runs `main`)."""
+    return _build_parser().parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; exit code 2 on bad input, with every problem found printed."""
-    args = _build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         print(_run(args))
     except (PrepareError, ManifestError, ValueError) as err:
