@@ -15,6 +15,7 @@ from PIL import Image
 
 from searchlab.report import format_usage, main
 from searchlab.results import ACTION_USAGE, Baseline, BaselinesTable, TrialRecord, TrialsTable
+from searchlab.space import encode_value
 
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
 
@@ -218,6 +219,8 @@ def test_report_explains_itself_and_gives_each_front_row_its_export_command(
     for number in (0, 2, 4):
         assert f"python -m searchlab.pick demo --trial {number} --out bundle-trial-{number}" in front
     assert str(tmp_path) not in page
+    # the decision space reads as optuna-dashboard shows the study's parameter (searchlab.space.encode_value)
+    assert f"decision_space&nbsp;=&nbsp;{encode_value([32, 4, 2, 0])}</span>" in front
     # the baseline-dominated flag: trials 0 and 2 are dominated by uniform 4-bit (0.80 at 1.0 GFLOPs)
     assert front.count('class="dominated"') == 2 and "⚠ dominated by uniform 4-bit" in front
     # p5-p95 beside the mean; per-class usage of the knee, open
