@@ -41,6 +41,11 @@ def _usage_items(usage: Mapping[str, Any]) -> list[tuple[str, float]]:
             for label, share in items]
 
 
+def usage_html(usage_text: str) -> str:
+    """format_usage's text with each action kept whole ("skip2 15%" never split across lines)."""
+    return " · ".join(f'<span class="kv">{esc(part)}</span>' for part in usage_text.split(" · ") if part)
+
+
 def export_command(run_arg: str, number: int) -> str:
     """The command that exports trial ``number`` of the run as a bundle."""
     return f"python -m searchlab.pick {shlex.quote(run_arg)} --trial {number} --out bundle-trial-{number}"
@@ -260,7 +265,7 @@ def rerun_html(summary: Mapping[str, Any]) -> str:
             "yes" if on_front else "no" if on_front is False else "",
             f"{_num(search.get('accuracy'))} / {_num(search.get('gflops'))}",
             seeds,
-            "<br>".join(f'<span class="kv">{esc(k)}={esc(v)}</span>' for k, v in entry.get("params", {}).items()),
+            "<br>".join(f'<span class="param">{esc(k)}&nbsp;= {esc(v)}</span>' for k, v in entry.get("params", {}).items()),
         ])
         classes.append("" if on_front else "dominated")
     table = grid(["trial", "method", "seeds ok", "accuracy", "GFLOPs", "p95 GFLOPs", "memory MiB", "front on means",
