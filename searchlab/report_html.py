@@ -41,12 +41,24 @@ def _usage_items(usage: Mapping[str, Any]) -> list[tuple[str, float]]:
             for label, share in items]
 
 
+def usage_html(usage_text: str) -> str:
+    """format_usage's text with each action kept whole ("skip2 15%" never split across lines)."""
+    return " · ".join(f'<span class="kv">{esc(part)}</span>' for part in usage_text.split(" · ") if part)
+
+
 def export_command(run_arg: str, number: int, cost_bias: float = 0.0) -> str:
     """The command that exports trial ``number``'s point at ``cost_bias`` (0: as trained) as a bundle."""
     if cost_bias == 0:
         return f"python -m searchlab.pick {shlex.quote(run_arg)} --trial {number} --out bundle-trial-{number}"
     return (f"python -m searchlab.pick {shlex.quote(run_arg)} --trial {number} --cost-bias {cost_bias:g} "
             f"--out bundle-trial-{number}-cost-bias-{cost_bias:g}")
+
+
+def command_html(command: str) -> str:
+    """A command's HTML, its text unchanged: a line may break at the hyphens of a long path, but an option
+    ("--trial") is kept whole, since "--" at a line's end and "trial" on the next reads as two words."""
+    return " ".join(f'<span class="kv">{esc(word)}</span>' if word.startswith("-") else esc(word)
+                    for word in command.split(" "))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,7 +94,8 @@ def grid(headers: Sequence[str], rows: Sequence[Sequence[str]], *, row_classes: 
     for i, row in enumerate(rows):
         css = f' class="{row_classes[i]}"' if i < len(row_classes) and row_classes[i] else ""
         body.append(f"<tr{css}>" + "".join(f'<td class="{k}">{cell}</td>' for cell, k in zip(row, kinds)) + "</tr>")
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    table = f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return f'<div class="fit">{table}</div>'
 
 
 def param_columns(frame: pd.DataFrame) -> list[str]:
@@ -107,7 +120,7 @@ def _params_cell(row: pd.Series, columns: Sequence[str]) -> str:
         if value is None or (isinstance(value, float) and np.isnan(value)):
             continue
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
-        lines.append(f'<span class="kv" title="{esc(key)}">{esc(_short_key(key, keys))}&nbsp;=&nbsp;{esc(shown)}</span>')
+        lines.append(f'<span class="param" title="{esc(key)}">{esc(_short_key(key, keys))}&nbsp;= {esc(shown)}</span>')
     return "<br>".join(lines)
 
 
@@ -141,7 +154,7 @@ def front_html(front: pd.DataFrame, run_arg: str) -> str:
             "<br>".join(f'<span class="kv">{esc(part)}</span>' for part in str(row["action usage"]).split(" · ")),
             (f'<span class="flag">⚠ {verdict}</span>' if flag else verdict),
             _params_cell(row, params),
-            f"<code>{esc(export_command(run_arg, number, cost_bias))}</code>",
+            f"<code>{command_html(export_command(run_arg, number, cost_bias))}</code>",
         ])
         classes.append("dominated" if flag else "")
     return grid(headers, rows, row_classes=classes, cls="front", kinds="nnnnnnttcc")
@@ -215,11 +228,18 @@ table.narrow, table.counts { width: auto; }
 th, td { padding: 0.25em 0.5em; border-bottom: 1px solid #ddd; vertical-align: top; }
 th { background: #f3f3f3; }
 .n { text-align: right; white-space: nowrap; }
-.t { text-align: left; overflow-wrap: anywhere; }
+/* min-width: a long parameter or reason takes the spare width, not a neighbour's (words cut letter by letter) */
+.t { text-align: left; overflow-wrap: anywhere; min-width: 7em; }
 .c { text-align: left; min-width: 14em; }
-td.c code { font-size: 0.9em; overflow-wrap: anywhere; }
+/* break a command between its arguments; inside one ("--trial") only when it alone is wider than the column */
+td.c code { font-size: 0.9em; overflow-wrap: break-word; }
 th.t, th.c { text-align: left; overflow-wrap: normal; }
 .kv { white-space: nowrap; } .dim { color: #777; } .id { font-family: monospace; font-size: 0.9em; }
+/* a parameter wraps after its "=" and the commas of its value, continuation lines indented under its
+   name; the cap keeps one long value (a nested mapping) from widening its column past the page */
+.param { display: inline-block; max-width: 24em; padding-left: 1em; text-indent: -1em; overflow-wrap: anywhere; }
+/* the last resort: a table still wider than the page scrolls inside its own box, the page keeps its width */
+div.fit { overflow-x: auto; }
 .knee { background: #222; color: #fff; border-radius: 3px; padding: 0 0.3em; font-size: 0.85em; }
 tr.dominated td { background: #fff4e5; } .flag { color: #a35200; font-weight: bold; }
 img { max-width: 100%; height: auto; }
@@ -256,7 +276,7 @@ def rerun_html(summary: Mapping[str, Any]) -> str:
             "yes" if on_front else "no" if on_front is False else "",
             f"{_num(search.get('accuracy'))} / {_num(search.get('gflops'))}",
             seeds,
-            "<br>".join(f'<span class="kv">{esc(k)}={esc(v)}</span>' for k, v in entry.get("params", {}).items()),
+            "<br>".join(f'<span class="param">{esc(k)}&nbsp;= {esc(v)}</span>' for k, v in entry.get("params", {}).items()),
         ])
         classes.append("" if on_front else "dominated")
     table = grid(["trial", "method", "seeds ok", "accuracy", "GFLOPs", "p95 GFLOPs", "memory MiB", "front on means",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from searchlab.report_html import _gflops_cell, _num, esc, grid
+from searchlab.report_html import _gflops_cell, _num, esc, grid, usage_html
 
 if TYPE_CHECKING:
     from searchlab.report import NormalisedHypervolume
@@ -63,7 +63,7 @@ def methods_html(summaries: list[MethodSummary], *, whole_hypervolume: float, st
     blocks = []
     for summary in summaries:
         rows = [[f"<b>{row['point']}</b>{' ★' if row['point'] in summary.on_whole_front else ''}",
-                 _num(row["accuracy"]), _gflops_cell(row), esc(row.get("action usage", "")),
+                 _num(row["accuracy"]), _gflops_cell(row), usage_html(str(row.get("action usage", ""))),
                  esc(row.get("vs baselines", ""))]
                 for _, row in summary.front.iterrows()]
         colour = styles[summary.method].colour

@@ -1,9 +1,11 @@
 """Sweep space entries -> Optuna: define-by-run suggestion, distributions, samplers, constraints.
 
 Optuna categorical values must be None, bool, int, float or str, but a sweep searches lists too
-(decision spaces such as ``[32, 4, 2, 0]``). Such values are encoded to strings (``"32-4-2-0"``;
-JSON for anything nested) when handed to Optuna and decoded back by lookup in the entry's own
-choices, so decoding is exact even where two encodings would look alike.
+(decision spaces such as ``[32, 4, 2, 0]``). Such values are handed to Optuna as the text they read
+as (``"[32, 4, 2, 0]"``: JSON), so optuna-dashboard shows the value, and decoded back by lookup in
+the entry's own choices, so decoding is exact (the text is never parsed). Studies begun before
+stored flat lists as ``"32-4-2-0"``; a resumed one keeps its own codes (`_study_table`), since
+Optuna refuses a parameter whose choices change within a study.
 
 Conditional entries (``when: {key: value}``) are suggested only when every condition holds for the
 values already suggested in this trial or, for keys not searched or not suggested, for the base
@@ -18,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -45,7 +47,17 @@ _SCALAR = (type(None), bool, int, float, str)
 
 
 def encode_value(value: Any) -> Any:
-    """An Optuna-storable stand-in for a choice: scalars as they are, flat lists joined by '-'."""
+    """An Optuna-storable stand-in for a choice: scalars as they are, lists and mappings as the text
+    they read as (``"[32, 4, 2, 0]"``), which optuna-dashboard shows. The JSON that trials.parquet's
+    param.* columns hold (`searchlab.results`), so the report's parameters read alike."""
+    if isinstance(value, _SCALAR):
+        return value
+    return json.dumps(plain(value), sort_keys=True)
+
+
+def _legacy_code(value: Any) -> Any:
+    """The stand-in of studies begun before choices read as values: flat lists joined by '-'
+    (``"32-4-2-0"``), compact JSON for anything nested. Only read, for such a study's resume."""
     if isinstance(value, _SCALAR):
         return value
     if isinstance(value, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in value):
@@ -53,11 +65,11 @@ def encode_value(value: Any) -> Any:
     return json.dumps(plain(value), sort_keys=True, separators=(",", ":"))
 
 
-def _choice_table(key: str, entry: SpaceEntry) -> dict[Any, Any]:
+def _choice_table(key: str, entry: SpaceEntry, *, encode: Callable[[Any], Any] = encode_value) -> dict[Any, Any]:
     """Encoded -> original value of a choice entry; two choices must not share an encoding."""
     table: dict[Any, Any] = {}
     for value in entry.choice or []:
-        code = encode_value(value)
+        code = encode(value)
         if code in table and plain(table[code]) != plain(value):
             raise ValueError(
                 f"space.{key}: choices {table[code]!r} and {value!r} both encode to {code!r}; "
@@ -67,13 +79,41 @@ def _choice_table(key: str, entry: SpaceEntry) -> dict[Any, Any]:
     return table
 
 
+def _study_table(trial: optuna.trial.Trial, key: str, entry: SpaceEntry) -> dict[Any, Any]:
+    """The choice table of the trial's study: today's encoding, or the legacy one when the study's
+    earlier trials stored the key's choices so (a sweep resumed across this change)."""
+    table = _choice_table(key, entry)
+    study = getattr(trial, "study", None)  # an optuna.trial.FixedTrial has none
+    stored = _stored_choices(study, key) if study is not None else None
+    if stored is None or stored == list(table):
+        return table
+    legacy = _choice_table(key, entry, encode=_legacy_code)
+    if stored == list(legacy):
+        return legacy
+    raise ValueError(
+        f"space.{key}: the study {study.study_name!r} stored its choices as {stored!r}, but the sweep's space "
+        f"gives {list(table)!r}; the space changed since the study began: start the sweep again (--overwrite)"
+    )
+
+
+def _stored_choices(study: optuna.Study, key: str) -> list[Any] | None:
+    """The choices the study's earlier trials stored for ``key`` (None before any trial suggested it)."""
+    for frozen in study.get_trials(deepcopy=False):
+        distribution = frozen.distributions.get(key)
+        if isinstance(distribution, CategoricalDistribution):
+            return list(distribution.choices)
+    return None
+
+
 def decode_params(params: Mapping[str, Any], space: Mapping[str, SpaceEntry]) -> dict[str, Any]:
-    """Optuna's stored params (encoded) -> the values a trial uses (lists back as lists)."""
+    """Optuna's stored params (encoded, today's way or the legacy one) -> the values a trial uses."""
     decoded = {}
     for key, value in params.items():
         entry = space.get(key)
         if entry is not None and entry.choice is not None:
             table = _choice_table(key, entry)
+            if value not in table:  # a study begun before choices read as values
+                table = _choice_table(key, entry, encode=_legacy_code)
             if value not in table:
                 raise ValueError(f"{key}: stored value {value!r} is not among the choices {entry.choice!r}")
             value = plain(table[value])
@@ -152,7 +192,7 @@ def suggest(
         if not conditions_hold(entry, chosen, base=base, bases=bases):
             continue
         if entry.choice is not None:
-            table = _choice_table(key, entry)
+            table = _study_table(trial, key, entry)
             code = trial.suggest_categorical(key, list(table))
             chosen[key] = plain(table[code])
         elif entry.integer is not None:

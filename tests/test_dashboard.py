@@ -101,7 +101,10 @@ def test_optuna_dashboard_serves_the_sweeps_study(study_db: Path) -> None:
         # the starting point: the decision space as its value, in the params attribute and in the params
         assert json.loads(attrs["params"])["stage2.decision_space"] == [32, 4, 2, 0]
         params = {p["name"]: p["param_external_value"] for p in first["params"]}
-        assert params["stage2.decision_space"] == "32-4-2-0"
+        assert params["stage2.decision_space"] == "[32, 4, 2, 0]"  # the value, as the report shows it
+        space = {p["name"]: p for p in detail["union_search_space"]}["stage2.decision_space"]
+        choices = [choice["value"] for choice in space["distribution"]["choices"]]  # the axis of its plots
+        assert choices == ["[32, 4, 2, 0]", "[32, 2, 0]", "[32, 0]", "[32, 4, 2]"]
         header = _get(f"{base}/csv/{study_id}").decode().splitlines()[0]
         assert "accuracy" in header and "gflops" in header  # the objective names (set_metric_names)
     finally:

@@ -15,6 +15,7 @@ from PIL import Image
 
 from searchlab.report import format_usage, main
 from searchlab.results import ACTION_USAGE, Baseline, BaselinesTable, TrialRecord, TrialsTable
+from searchlab.space import encode_value
 
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
 
@@ -215,9 +216,12 @@ def test_report_explains_itself_and_gives_each_front_row_its_export_command(
     assert "Ω: the actions per frame" in page  # from docs/configuration.md where the field has no description
     # per-front-row export command, runnable from where the report ran, naming no absolute path
     front = page.split("<h2>Pareto front")[1].split("<h2>")[0]
+    front_text = re.sub(r"<[^>]+>", "", front)  # the text a person copies from the page
     for number in (0, 2, 4):
-        assert f"python -m searchlab.pick demo --trial {number} --out bundle-trial-{number}" in front
+        assert f"python -m searchlab.pick demo --trial {number} --out bundle-trial-{number}" in front_text
     assert str(tmp_path) not in page
+    # the decision space reads as optuna-dashboard shows the study's parameter (searchlab.space.encode_value)
+    assert f"decision_space&nbsp;= {encode_value([32, 4, 2, 0])}</span>" in front
     # the baseline-dominated flag: trials 0 and 2 are dominated by uniform 4-bit (0.80 at 1.0 GFLOPs)
     assert front.count('class="dominated"') == 2 and "⚠ dominated by uniform 4-bit" in front
     # p5-p95 beside the mean; per-class usage of the knee, open
@@ -321,7 +325,8 @@ def test_curves_join_the_front_and_the_hypervolume_and_each_point_gets_its_expor
     assert _rows_of_front_table(page) == ["trial_000", "trial_003", "trial_002", "trial_004"]
     front = page.split("<h2>Pareto front")[1].split("<h2>")[0]
     assert "<b>3@2</b>" in front and "cost_bias 2" in front
-    assert "python -m searchlab.pick demo --trial 3 --cost-bias 2 --out bundle-trial-3-cost-bias-2" in front
+    command = "python -m searchlab.pick demo --trial 3 --cost-bias 2 --out bundle-trial-3-cost-bias-2"
+    assert command in re.sub(r"<[^>]+>", "", front)  # the text a person copies from the page
     assert '<span class="kv">32b 30%</span><br><span class="kv">skip 70%</span>' in front  # the point's own usage
     # front (.5, 2), (.70, 3), (.78, 4), (.82, 10) under (0, 12): .82*2 + .78*6 + .70*1 + .5*1 = 7.52 (7.32 before)
     assert "hypervolume: 7.32 " in without and "hypervolume: 7.52 " in out

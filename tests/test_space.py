@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import statistics
 from functools import partial
 
@@ -48,13 +49,56 @@ def test_list_choices_round_trip_through_optuna() -> None:
         study.tell(trial, values["stage2.w1"])
     assert {tuple(v) for v in seen} == {tuple(d) for d in DECISIONS}
     assert all(isinstance(v, list) for v in seen)
-    assert encode_value([32, 4, 2, 0]) == "32-4-2-0"
+    assert encode_value([32, 4, 2, 0]) == "[32, 4, 2, 0]"  # what optuna-dashboard shows
 
 
 def test_choices_that_encode_alike_are_rejected() -> None:
-    space = _space(stage2__decision_space={"choice": [[32, 0], "32-0"]})
-    with pytest.raises(ValueError, match="both encode to '32-0'"):
+    space = _space(stage2__decision_space={"choice": [[32, 0], "[32, 0]"]})
+    with pytest.raises(ValueError, match=re.escape("both encode to '[32, 0]'")):
         to_distributions(space)
+
+
+def test_nested_choices_read_as_json_with_sorted_keys() -> None:
+    assert encode_value({"b": [1, 2], "a": True}) == '{"a": true, "b": [1, 2]}'
+    space = _space(stage2__w={"choice": [{"b": 1, "a": 2}, [[32, 0], [4]]]})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(6):
+        trial = study.ask()
+        values = suggest(trial, space)
+        assert decode_params(trial.params, space) == values
+        study.tell(trial, 0.0)
+
+
+def _legacy_study(codes: list[str]) -> optuna.Study:
+    """A study as searchlab stored it before choices read as values: one finished trial."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    trial.suggest_categorical("stage2.decision_space", codes)
+    study.tell(trial, 0.0)
+    return study
+
+
+def test_a_study_begun_with_the_legacy_encoding_goes_on_with_it() -> None:
+    """A sweep resumed across the change: Optuna refuses new choices for a stored parameter, so its
+    study keeps "32-4-2-0"; the values decode alike."""
+    space = _space(stage2__decision_space={"choice": DECISIONS})
+    study = _legacy_study(["32-4-2-0", "32-2-0", "32-0"])
+    seen = set()
+    for _ in range(8):
+        trial = study.ask()
+        values = suggest(trial, space)
+        assert trial.params["stage2.decision_space"] == "-".join(map(str, values["stage2.decision_space"]))
+        assert decode_params(trial.params, space) == values
+        seen.add(tuple(values["stage2.decision_space"]))
+        study.tell(trial, 0.0)
+    assert seen == {tuple(d) for d in DECISIONS}
+
+
+def test_a_study_whose_stored_choices_match_neither_encoding_is_refused_clearly() -> None:
+    space = _space(stage2__decision_space={"choice": DECISIONS})
+    study = _legacy_study(["32-4-2-0", "32-0"])  # the space gained a choice since
+    with pytest.raises(ValueError, match="the space changed since the study began"):
+        suggest(study.ask(), space)
 
 
 def test_distributions_of_every_kind() -> None:
@@ -112,7 +156,7 @@ def test_condition_cycle_is_reported() -> None:
 def test_points_to_evaluate_are_encoded_and_enqueued() -> None:
     sweep = load_sweep("spaces/demo.yaml")
     point = encode_point(sweep.search.points_to_evaluate[0], sweep.space)
-    assert point["stage2.decision_space"] == "32-4-2-0"
+    assert point["stage2.decision_space"] == "[32, 4, 2, 0]"
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(sweep.search, sweep.space))
     study.enqueue_trial(point)
     values = suggest(study.ask(), sweep.space, base=sweep.base)
