@@ -268,7 +268,7 @@ def rerun_html(summary: Mapping[str, Any]) -> str:
             + "</span>" for s in entry.get("per_seed", []))
         on_front = entry.get("on_front")
         rows.append([
-            f"<b>{esc(entry['number'])}</b><br><span class=\"dim id\">{esc(entry['trial_id'])}</span>",
+            f"<b>{esc(entry.get('point', entry['number']))}</b><br><span class=\"dim id\">{esc(entry['trial_id'])}</span>",
             esc(entry.get("method")),
             f"{esc(entry.get('completed'))}/{esc(len(entry.get('seeds', [])))}",
             _mean_std(entry, "accuracy"), _mean_std(entry, "gflops"), _mean_std(entry, "gflops_p95"),
@@ -279,7 +279,7 @@ def rerun_html(summary: Mapping[str, Any]) -> str:
             "<br>".join(f'<span class="param">{esc(k)}&nbsp;= {esc(v)}</span>' for k, v in entry.get("params", {}).items()),
         ])
         classes.append("" if on_front else "dominated")
-    table = grid(["trial", "method", "seeds ok", "accuracy", "GFLOPs", "p95 GFLOPs", "memory MiB", "front on means",
+    table = grid(["point", "method", "seeds ok", "accuracy", "GFLOPs", "p95 GFLOPs", "memory MiB", "front on means",
                   "search acc. / GFLOPs", "each seed (acc. / GFLOPs)", "parameters"], rows, row_classes=classes,
                  cls="front", kinds="nnnnnnnnntt")
     note = (f"<p>{esc(summary.get('seeds'))} new seeds per configuration, evaluated on {esc(summary.get('evaluation'))}; "

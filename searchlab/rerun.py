@@ -1,11 +1,14 @@
 """`python -m searchlab.rerun RUN_DIR --front --seeds N`: the front's configurations trained again with new seeds.
 
 A sweep ranks its trials on one seed each, so a front point may sit there by luck. This command
-takes the finished sweep's accuracy/GFLOPs front (completed, feasible trials, as `pick` reads it),
-rebuilds each configuration from the sweep snapshot (`Sweep.trial_config(params)`), and re-trains it
-with N new seeds: seed s0 + 1 .. s0 + N, s0 the configuration's own seed. Each (configuration, seed)
-is one run of `pipeline.run_trial` with a fresh id, as a Ray task, at most ``--max-concurrent`` at
-a time; a failed run is recorded with its reason and the others go on.
+takes the finished sweep's accuracy/GFLOPs front (feasible operating points of completed trials, as
+`pick` reads it: a trial as trained, or a point of its curve at ``inference.cost_bias`` λ), rebuilds
+each front trial's configuration from the sweep snapshot (`Sweep.trial_config(params)`), and
+re-trains it with N new seeds: seed s0 + 1 .. s0 + N, s0 the configuration's own seed. Each (trial,
+seed) is one run of `pipeline.run_trial` with a fresh id, as a Ray task, at most
+``--max-concurrent`` at a time, which measures every front point of that trial (the trained one,
+and the others as points of its new curve); a failed run is recorded with its reason and the others
+go on.
 
 Which stages a seed retrains. Every stage's cache key includes ``seed`` (its declared fields), so a
 plain ``seed`` override would retrain the shared stages too (teacher, backbones). By default the
@@ -22,7 +25,7 @@ protocol, K clips x C crops per video) for the per-trial stages, whose last one 
 Output, RUN_DIR/rerun/ (replaced as a whole, atomically, only if it holds searchlab's marker
 .searchlab-rerun; anything else there is refused): seeds.parquet (one row per configuration and
 seed: figures, status, reason, stage keys, which shared stages were reused), summary.json (per
-configuration: mean and sample standard deviation (ddof 1; 0 with one seed) of accuracy, GFLOPs,
+front point: mean and sample standard deviation (ddof 1; 0 with one seed) of accuracy, GFLOPs,
 p95 GFLOPs and memory over the completed seeds, each seed's figures, whether it is on the front
 rebuilt on the means), rerun.md (the same as Markdown), trials/ and ray-train/ (the runs'
 artifacts). The sweep's run folder is locked while it runs (a live sweep is refused). `report`
@@ -51,6 +54,7 @@ from searchlab.config import ConfigError, TrialConfig
 from searchlab.config._limits import MAX_SEED
 from searchlab.pareto import pareto_front
 from searchlab.pick import OBJECTIVES, PickError, candidates
+from searchlab.results import point_label
 from searchlab.run_dir import (
     CACHE_DIR_NAME,
     RUN_MARKER,
@@ -88,22 +92,28 @@ class Job:
     config: TrialConfig
     shared_config: TrialConfig
     search_keys: dict[str, Any] = field(default_factory=dict)
+    #: The cost_bias of each of the trial's front points (0: the trial as trained)
+    cost_biases: tuple[float, ...] = (0.0,)
 
 
 def front_of(run_dir: Path) -> pd.DataFrame:
-    """The sweep's accuracy/GFLOPs front (completed, feasible trials), by trial number."""
+    """The sweep's accuracy/GFLOPs front over every operating point (``pick.candidates``), by trial number
+    and cost_bias."""
     frame = candidates(run_dir)
-    return frame[pareto_front(frame, OBJECTIVES)].sort_values("number")
+    return frame[pareto_front(frame, OBJECTIVES)].sort_values(["number", "cost_bias"])
 
 
 def plan(run_dir: Path, front: pd.DataFrame, *, seeds: int, eval_clips: int | None, eval_crops: int | None,
          shared_seeds: bool) -> list[Job]:
-    """Each front configuration's runs: its configuration with seed s0 + i (i = 1..seeds) and the eval overrides."""
+    """Each front trial's runs: its configuration with seed s0 + i (i = 1..seeds) and the eval overrides,
+    measuring the cost_bias of each of its front points."""
     sweep = read_sweep_snapshot(run_dir)
     evaluation = {key: value for key, value in (("data.eval_clips", eval_clips), ("data.eval_crops", eval_crops))
                   if value is not None}
     jobs = []
-    for _, row in front.iterrows():
+    for _, points in front.groupby("number", sort=True):
+        row = points.iloc[0]
+        cost_biases = tuple(sorted(float(b) for b in points["cost_bias"]))
         params = dict(row["params_decoded"] or {})
         original = sweep.trial_config(params)
         keys = row.get("stage_keys")
@@ -114,7 +124,7 @@ def plan(run_dir: Path, front: pd.DataFrame, *, seeds: int, eval_clips: int | No
             shared = original.with_overrides({"seed": seed}) if shared_seeds else original
             jobs.append(Job(number=int(row["number"]), trial_id=str(row["trial_id"]), method=str(row["method"]),
                             params=params, seed=seed, rerun_id=f"rerun-{int(row['number'])}-s{seed}-{uuid.uuid4().hex[:6]}",
-                            config=config, shared_config=shared, search_keys=search_keys))
+                            config=config, shared_config=shared, search_keys=search_keys, cost_biases=cost_biases))
     return jobs
 
 
@@ -127,13 +137,16 @@ def _run_one(job: Job, rerun_dir: str, cache_root: str) -> dict[str, Any]:
     try:
         # the searched trial's number, the run's own id: its folders are trials/<rerun id>, ray-train/trial-N-<rerun id>
         outcome = run_trial(job.config, run_dir=Path(rerun_dir), trial=TrialTag(number=job.number, trial_id=job.rerun_id),
-                            shared_config=job.shared_config, cache_root=Path(cache_root))
+                            shared_config=job.shared_config, cache_root=Path(cache_root),
+                            curve=[bias for bias in job.cost_biases if bias != 0])
         problem = nonfinite_problem(outcome, after=outcome["final_stage"])
         if problem:
             raise NonFiniteMetric(problem)
     except Exception as error:  # noqa: BLE001 -- recorded, the re-run goes on
         return {"status": "failed", "error": failure_reason(error)}
     return {"status": "completed", "metrics": outcome["metrics"], "stage_keys": outcome["stage_keys"],
+            "points": {float(point["cost_bias"]): {name: point[name] for name in FIGURES + ("gflops_p5", "skip_fraction")
+                                                   if name in point} for point in outcome["points"]},
             "details": portable_details(outcome["details"], run_dir=Path(rerun_dir)),
             "stage_seconds": outcome["stage_seconds"], "total_s": outcome["total_s"]}
 
@@ -171,19 +184,21 @@ def run_jobs(jobs: list[Job], *, rerun_dir: Path, cache_root: Path, max_concurre
 
 
 def seed_rows(jobs: list[Job], results: list[dict[str, Any]], shared_stages: list[str]) -> pd.DataFrame:
-    """One row per (configuration, seed): its figures or its failure, and which shared stages it reused."""
+    """One row per (front point, seed): its figures or its failure, and which shared stages it reused."""
     rows = []
     for job, result in zip(jobs, results):
         keys = result.get("stage_keys") or {}
         reused = [stage for stage in shared_stages if stage in keys and keys[stage] == job.search_keys.get(stage)]
-        metrics = result.get("metrics") or {}
-        rows.append({"number": job.number, "trial_id": job.trial_id, "method": job.method,
-                     "params": json.dumps(job.params, sort_keys=True), "seed": job.seed, "rerun_id": job.rerun_id,
-                     "status": result["status"], "error": result.get("error"),
-                     **{name: float(metrics[name]) if name in metrics else math.nan
-                        for name in ("accuracy", "gflops", "gflops_p5", "gflops_p95", "memory_mb", "skip_fraction")},
-                     "stage_keys": json.dumps(keys, sort_keys=True), "reused_shared": json.dumps(reused),
-                     "total_s": result.get("total_s")})
+        for cost_bias in job.cost_biases:
+            metrics = (result.get("points") or {}).get(cost_bias) or {}
+            rows.append({"number": job.number, "cost_bias": cost_bias, "point": point_label(job.number, cost_bias),
+                         "trial_id": job.trial_id, "method": job.method,
+                         "params": json.dumps(job.params, sort_keys=True), "seed": job.seed, "rerun_id": job.rerun_id,
+                         "status": result["status"], "error": result.get("error"),
+                         **{name: float(metrics[name]) if name in metrics else math.nan
+                            for name in ("accuracy", "gflops", "gflops_p5", "gflops_p95", "memory_mb", "skip_fraction")},
+                         "stage_keys": json.dumps(keys, sort_keys=True), "reused_shared": json.dumps(reused),
+                         "total_s": result.get("total_s")})
     return pd.DataFrame(rows)
 
 
@@ -196,14 +211,15 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 
 def summarise(seeds: pd.DataFrame, front: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per configuration: mean and std of FIGURES over its completed seeds, each seed's figures, the search's
+    """Per front point: mean and std of FIGURES over its completed seeds, each seed's figures, the search's
     own figures, and whether it is on the front rebuilt on the means (None when no seed completed)."""
     configurations = []
-    for number, group in seeds.groupby("number", sort=True):
+    for (number, cost_bias), group in seeds.groupby(["number", "cost_bias"], sort=True):
         done = group[group["status"] == "completed"]
-        search = front[front["number"] == number].iloc[0]
+        search = front[(front["number"] == number) & (front["cost_bias"] == cost_bias)].iloc[0]
         entry: dict[str, Any] = {
-            "number": int(number), "trial_id": str(group["trial_id"].iloc[0]), "method": str(group["method"].iloc[0]),
+            "number": int(number), "cost_bias": float(cost_bias), "point": point_label(number, cost_bias),
+            "trial_id": str(group["trial_id"].iloc[0]), "method": str(group["method"].iloc[0]),
             "params": json.loads(group["params"].iloc[0]), "seeds": [int(s) for s in group["seed"]],
             "completed": len(done), "failed": int((group["status"] != "completed").sum()),
             "search": {name: float(search[name]) for name in FIGURES if name in search and pd.notna(search[name])},
@@ -231,22 +247,22 @@ def markdown(summary: dict[str, Any]) -> str:
     lines = [f"# Front re-run: {summary['run']}", "", summary["shared_note"], "",
              f"Seeds per configuration: {summary['seeds']}; evaluation: {summary['evaluation']}. "
              "Mean ± sample std over the completed seeds; \"front\" marks the front rebuilt on the means.", "",
-             "| trial | id | method | params | seeds ok | accuracy | GFLOPs | p95 GFLOPs | memory MiB | front | search accuracy / GFLOPs |",
+             "| point | id | method | params | seeds ok | accuracy | GFLOPs | p95 GFLOPs | memory MiB | front | search accuracy / GFLOPs |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in summary["configurations"]:
         params = ", ".join(f"{k}={v}" for k, v in c["params"].items())
         search = c["search"]
-        lines.append(f"| {c['number']} | {c['trial_id']} | {c['method']} | {params} | {c['completed']}/{len(c['seeds'])} "
+        lines.append(f"| {c.get('point', c['number'])} | {c['trial_id']} | {c['method']} | {params} | {c['completed']}/{len(c['seeds'])} "
                      f"| {_fmt(c['accuracy_mean'], c['accuracy_std'])} | {_fmt(c['gflops_mean'], c['gflops_std'])} "
                      f"| {_fmt(c['gflops_p95_mean'], c['gflops_p95_std'])} | {_fmt(c['memory_mb_mean'], c['memory_mb_std'])} "
                      f"| {'yes' if c['on_front'] else 'no' if c['on_front'] is False else 'n/a'} "
                      f"| {search.get('accuracy', math.nan):.4g} / {search.get('gflops', math.nan):.4g} |")
-    lines += ["", "## Each seed", "", "| trial | seed | run id | status | accuracy | GFLOPs | p95 GFLOPs | memory MiB | reason |",
+    lines += ["", "## Each seed", "", "| point | seed | run id | status | accuracy | GFLOPs | p95 GFLOPs | memory MiB | reason |",
               "|---|---|---|---|---|---|---|---|---|"]
     for c in summary["configurations"]:
         for s in c["per_seed"]:
             cells = [("" if s[name] is None else f"{s[name]:.4g}") for name in FIGURES]
-            lines.append(f"| {c['number']} | {s['seed']} | {s['rerun_id']} | {s['status']} | {' | '.join(cells)} "
+            lines.append(f"| {c.get('point', c['number'])} | {s['seed']} | {s['rerun_id']} | {s['status']} | {' | '.join(cells)} "
                          f"| {s['error'] or ''} |")
     return "\n".join(lines) + "\n"
 
@@ -330,8 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             shared_stages = list(dict.fromkeys(stage.name for job in jobs for stage in get_method(job.method).stages
                                                if stage.shared))
             note = _shared_note(jobs, shared_stages, shared_seeds=args.shared_seeds)
-            print(f"re-running {len(front)} front configurations (trials {', '.join(map(str, front['number']))}) "
-                  f"x {args.seeds} seeds = {len(jobs)} runs, {args.max_concurrent} at a time")
+            print(f"re-running the {len(front)} front points (points {', '.join(front['point'])}) of "
+                  f"{len(jobs) // args.seeds} trials x {args.seeds} seeds = {len(jobs)} runs, {args.max_concurrent} at a time")
             print(note, flush=True)
             from searchlab.tune_driver import init_ray
 

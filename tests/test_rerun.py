@@ -49,23 +49,27 @@ def reran(ray_local, synthetic_set, tmp_path_factory) -> dict[str, Any]:
             "ledger_before": ledger_before, "ledger_after": ArtifactCache(storage / "cache").ledger()}
 
 
-def test_two_rows_per_front_configuration_with_distinct_new_seeds(reran):
+def test_two_rows_per_front_point_with_distinct_new_seeds(reran):
+    """The front is over every operating point (trials as trained and their curves); a front trial is
+    trained once per seed and each of its front points measured on that training."""
     assert reran["code"] == 0
     seeds, front = reran["seeds"], reran["front"]
-    assert len(front) >= 1 and sorted(seeds["number"].unique()) == sorted(front["number"])
+    assert len(front) >= 1 and sorted(seeds["point"].unique()) == sorted(front["point"])
     assert (seeds["status"] == "completed").all(), seeds["error"].tolist()
-    for number, group in seeds.groupby("number"):
+    for point, group in seeds.groupby("point"):
         assert len(group) == 2 and group["seed"].nunique() == 2
         assert 0 not in set(group["seed"])  # the search's seed (sweep_fixtures: 0) is not among the new ones
-        assert set(group["trial_id"]) == set(front.loc[front["number"] == number, "trial_id"])
-    assert seeds["rerun_id"].is_unique and not set(seeds["rerun_id"]) & set(reran["trials"]["trial_id"])
+        assert set(group["trial_id"]) == set(front.loc[front["point"] == point, "trial_id"])
+    runs = seeds.drop_duplicates("rerun_id")
+    assert len(runs) == 2 * front["number"].nunique()  # one training per (front trial, seed)
+    assert not set(seeds["rerun_id"]) & set(reran["trials"]["trial_id"])
     assert seeds["accuracy"].between(0, 1).all() and (seeds["gflops"] > 0).all() and (seeds["memory_mb"] > 0).all()
 
 
 def test_means_and_stds_are_the_per_seed_figures(reran):
     seeds = reran["seeds"]
     for entry in reran["summary"]["configurations"]:
-        group = seeds[seeds["number"] == entry["number"]]
+        group = seeds[seeds["point"] == entry["point"]]
         assert [s["seed"] for s in entry["per_seed"]] == group["seed"].tolist()
         for name in rerun.FIGURES:
             values = group[name].to_numpy(dtype=float)
@@ -95,15 +99,15 @@ def test_shared_stages_were_reused_and_only_the_per_trial_stage_retrained(reran)
 def test_the_runs_trained_and_evaluated_with_their_seed_and_the_eval_override(reran):
     out = reran["out"]
     assert reran["summary"]["eval_clips"] == 2
-    for rerun_id, seed in zip(reran["seeds"]["rerun_id"], reran["seeds"]["seed"]):
+    for rerun_id, seed in set(zip(reran["seeds"]["rerun_id"], reran["seeds"]["seed"])):
         config = yaml.safe_load((out / "trials" / rerun_id / "stage2" / "config.yaml").read_text())
         assert config["seed"] == seed and config["data"]["eval_clips"] == 2
 
 
 def test_front_on_means_is_a_subset_and_the_files_are_written(reran):
     configurations = reran["summary"]["configurations"]
-    on_front = {c["number"] for c in configurations if c["on_front"]}
-    assert on_front and on_front <= set(reran["front"]["number"])
+    on_front = {c["point"] for c in configurations if c["on_front"]}
+    assert on_front and on_front <= set(reran["front"]["point"])
     out = reran["out"]
     assert json.loads((out / rerun.RERUN_MARKER).read_text())["run"] == "tiny"
     text = (out / rerun.MARKDOWN).read_text()
@@ -145,7 +149,8 @@ def test_shared_seeds_gives_the_shared_stages_the_new_seed(reran):
 def test_failed_runs_are_recorded_and_left_out_of_the_means(reran):
     front = reran["front"].iloc[:1]
     jobs = rerun.plan(reran["run_dir"], front, seeds=2, eval_clips=None, eval_crops=None, shared_seeds=False)
-    results = [{"status": "completed", "metrics": {"accuracy": 0.5, "gflops": 1.0, "gflops_p95": 2.0, "memory_mb": 3.0},
+    figures = {"accuracy": 0.5, "gflops": 1.0, "gflops_p95": 2.0, "memory_mb": 3.0}
+    results = [{"status": "completed", "metrics": figures, "points": {bias: figures for bias in jobs[0].cost_biases},
                 "stage_keys": jobs[0].search_keys},
                {"status": "failed", "error": "Diverged: loss/total became nan at epoch 1 of stage2"}]
     seeds = rerun.seed_rows(jobs, results, SHARED)
