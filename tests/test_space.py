@@ -274,3 +274,24 @@ def test_samplers_steer_away_from_infeasible_trials(sampler: str) -> None:
     # Unconstrained, the sampler pushes w1 towards 0; constrained, it settles at the 0.6 border.
     assert free < 0.4
     assert bound >= 0.55
+
+
+def test_gp_sampler_fits_its_constrained_multi_objective_model() -> None:
+    """`sampler: gp` with scipy installed (a dependency): after its random start-up trials the GP
+    sampler models both objectives and the constraint that `record_constraints` stored (Optuna 5
+    reads it from the trial; no constraints_func), and its suggestions are ones the space allows."""
+    space = _space(stage2__decision_space={"choice": DECISIONS}, stage2__w1={"uniform": [0.0, 1.0]})
+    search = SearchConfig(sampler="gp", trials=8, seed=3, constraints=["accuracy >= 0.3"])
+    sampler = make_sampler(search, space)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    for _ in range(search.trials):
+        trial = study.ask()
+        values = suggest(trial, space)
+        accuracy = values["stage2.w1"]
+        record_constraints(trial, constraint_violations(search.parsed_constraints(), {"accuracy": accuracy}))
+        study.tell(trial, [accuracy, accuracy * len(values["stage2.decision_space"])])
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * search.trials
+    assert all(t.params["stage2.decision_space"] in {"32-4-2-0", "32-2-0", "32-0"} for t in study.trials)
+    # one kernel per objective and one per constraint: the constrained multi-objective acquisition ran
+    assert len(sampler._gprs_cache_list or []) == 2
+    assert len(sampler._constraints_gprs_cache_list or []) == 1

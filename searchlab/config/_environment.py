@@ -31,7 +31,7 @@ def sampler_dependency_problem(sampler: str) -> str | None:
         return None
     return (
         f"search.sampler {sampler} needs {package} ({purpose}), which this environment lacks; use sampler tpe "
-        f"or nsga2, or add {package} to the dependencies"
+        f"or nsga2, or install searchlab's dependencies (pip install -e . -c constraints.txt pins {package})"
     )
 
 
