@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from searchlab.config._dotted import set_dotted
 from searchlab.pareto import hypervolume
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,11 +191,15 @@ def arm_tree(arm: str, *, demo: Mapping[str, Any], storage: Path, manifest: Path
     base["name"] = f"effbench-{arm}"
     base["data"]["manifest"] = str(manifest)
     for key, value in overrides.items():
-        section, field = key.split(".", 1)
-        base[section][field] = value
+        problem = set_dotted(base, key, value)
+        if problem:
+            raise ValueError(f"override {problem}")
     if trials is not None:
         search["trials"] = trials
-    if arm != "b":
+    if arm == "b":  # a plain Tune script has no Pareto-aware scheduler
+        search["scheduler"] = "none"
+        search.pop("pareto_asha", None)
+    else:
         search["scheduler"] = "pareto_asha"
         search["sampler"] = SAMPLERS[arm] or search["sampler"]
     tree["storage"] = str(storage)

@@ -194,7 +194,8 @@ def _plot_pareto(points: pd.DataFrame, baselines: pd.DataFrame, knee: object | N
     trained = done["cost_bias"].fillna(0).eq(0)
     several = len(styles) > 1
     fig, ax = plt.subplots(figsize=(9.5, 5.2), dpi=110)
-    spread = done.dropna(subset=["gflops_p5", "gflops_p95"])
+    # p5-p95 bars for the trials as trained and the front's points: on every point of every curve they hide the front
+    spread = done[trained | done.index.isin(front.index)].dropna(subset=["gflops_p5", "gflops_p95"])
     for method, rows in spread.groupby("method"):
         low = (rows["gflops"] - rows["gflops_p5"]).clip(lower=0)
         high = (rows["gflops_p95"] - rows["gflops"]).clip(lower=0)
