@@ -434,7 +434,7 @@ def build_report(run_dir: str | Path, *, objectives: Sequence[str] = DEFAULT_OBJ
 {_cache_note(run_dir)}
 <h2>Accuracy vs GFLOPs</h2>
 {image(pareto_png, "accuracy against GFLOPs per video of every completed trial, front and baselines")}
-<h2>Pareto front ({len(front)} configurations)</h2>
+<h2>Pareto front ({len(front)} points)</h2>
 <p>Cheapest first. The commands run {esc(where)}; <code>--out</code> names the bundle folder to write.</p>
 {front_html(front, run_arg)}
 {_rerun_section(run_dir)}
@@ -573,7 +573,7 @@ def _summary(report: Report) -> str:
     if report.normalised is not None:
         n = report.normalised
         lines.append(f"normalised hypervolume (baselines' box): front {n.front:.3f}, baselines {n.baselines:.3f}")
-    lines.append(f"Pareto front: {counts['front']} configurations" + (" over every method" if report.methods else ""))
+    lines.append(f"Pareto front: {counts['front']} points" + (" over every method" if report.methods else ""))
     if not report.front.empty:
         columns = [c for c in report.front.columns if not c.startswith(PARAM_PREFIX)]
         lines.append(report.front[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))

@@ -69,7 +69,7 @@ def methods_html(summaries: list[MethodSummary], *, whole_hypervolume: float, st
         colour = styles[summary.method].colour
         blocks.append(f'<h3><span style="color:{_css_colour(colour)}">●</span> {esc(summary.method)}</h3>'
                       f"<p>{esc(summary_text(summary, whole_hypervolume=whole_hypervolume))}.</p>"
-                      + grid(["trial", "accuracy", "GFLOPs mean (p5–p95)", "action usage", "vs its baselines"], rows,
+                      + grid(["point", "accuracy", "GFLOPs mean (p5–p95)", "action usage", "vs its baselines"], rows,
                              kinds="nnntt"))
     return ("<p>Each method's own front (its trials that no trial of the same method beats), cheapest first, "
             "against its own baselines; ★ marks a point on the front over every method. Hypervolumes use the "

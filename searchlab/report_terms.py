@@ -23,8 +23,15 @@ GLOSSARY: dict[str, str] = {
                "searchlab_trial_id), the trial's folders trials/ID and ray-train/trial-N-ID/<stage> (training "
                "curves: TensorBoard run ray-train/trial-N-ID/<stage>/tensorboard), the sweep's output lines "
                "[trial N ID], and a bundle's card (source.number, source.trial_id).",
-    "Pareto front": "the feasible completed trials that no other such trial beats on every objective "
-                    "(more accurate and no more GFLOPs, or fewer GFLOPs and no less accurate).",
+    "curve, N@λ": "a completed trial's trained network measured again, without retraining, at each value λ "
+                  "of search.curve of its inference-time knob inference.cost_bias: λ times each decision's "
+                  "relative cost is subtracted from the policy's logits (VideoIQ, AR-Net) or from the gates' "
+                  "pre-activations (VA-RED²) before deciding. Point N@λ is trial N at λ (N alone: as trained, "
+                  "λ = 0); points.parquet holds them all, `pick --trial N --cost-bias λ` exports one, and its "
+                  "bundle applies λ. The dashed lines in the figure join the points of each front trial's curve.",
+    "Pareto front": "the feasible operating points of completed trials (each trial as trained and along its "
+                    "curve) that no other such point beats on every objective (more accurate and no more "
+                    "GFLOPs, or fewer GFLOPs and no less accurate).",
     "knee": "the front point farthest beyond the straight line joining the front's two extremes (most "
             "accurate, cheapest) with both objectives scaled to [0, 1] over the front: where giving up a "
             "little accuracy stops buying much compute.",

@@ -73,7 +73,7 @@ def test_report_shows_the_front_and_writes_valid_images(tmp_path: Path, capsys: 
     assert main([str(run_dir)]) == 0
     page = (run_dir / "report.html").read_text()
     assert _rows_of_front_table(page) == ["trial_000", "trial_002", "trial_004"]  # cheapest first
-    assert "Pareto front (3 configurations)" in page
+    assert "Pareto front (3 points)" in page
     assert '<span class="kv">32b 25%</span><br><span class="kv">4b 50%</span><br><span class="kv">skip 25%</span>' in page
     assert "CUDA out of memory at stage 2" in page
     assert "<td class=\"t\">uniform 32-bit</td>" in page  # baselines table
@@ -87,7 +87,7 @@ def test_report_shows_the_front_and_writes_valid_images(tmp_path: Path, capsys: 
     assert "src=\"http" not in page  # self-contained
     out = capsys.readouterr().out
     assert "trials: 8 (6 completed, 1 failed, 0 pruned, 0 stopped early, 1 running; 1 infeasible)" in out
-    assert "Pareto front: 3 configurations" in out and "trial_002" in out and str(run_dir / "report.html") in out
+    assert "Pareto front: 3 points" in out and "trial_002" in out and str(run_dir / "report.html") in out
     knee_line = next(line for line in out.splitlines() if "trial_002" in line)
     assert "True" in knee_line  # trial 2 is the knee of the front
 
@@ -293,7 +293,7 @@ def test_a_cross_method_report_compares_each_method_with_its_own_baselines(
     assert Image.open(report.pareto_png).size[0] > 0 and Image.open(report.hypervolume_png).size[0] > 0
     assert main([str(run_dir)]) == 0
     out = capsys.readouterr().out
-    assert "Pareto front: 3 configurations over every method" in out
+    assert "Pareto front: 3 points over every method" in out
     assert "arnet: 3 completed trials, own front 3 (points 3, 2, 4), on the whole front: 2, 4" in out
 
 
@@ -330,5 +330,5 @@ def test_curves_join_the_front_and_the_hypervolume_and_each_point_gets_its_expor
     assert '<span class="kv">32b 30%</span><br><span class="kv">skip 70%</span>' in front  # the point's own usage
     # front (.5, 2), (.70, 3), (.78, 4), (.82, 10) under (0, 12): .82*2 + .78*6 + .70*1 + .5*1 = 7.52 (7.32 before)
     assert "hypervolume: 7.32 " in without and "hypervolume: 7.52 " in out
-    assert "Pareto front: 4 configurations" in out
+    assert "Pareto front: 4 points" in out
     assert '<th class="n">points</th>' in page.split("<h2>Trials</h2>")[1].split("<h2>")[0]
