@@ -270,7 +270,10 @@ def trial_breakdown(row: pd.Series, *, run_dir: Path) -> dict[str, Any]:
     seconds = row["seconds"]
     out: dict[str, Any] = {"trial_id": row["trial_id"], "number": int(row["number"]), "wall_s": wall,
                            "start_s": wall - row["total_s"], "stage1_s": seconds["teacher"] + seconds["stage1"],
-                           "stage2_s": seconds["outputs"] + seconds["stage2"]}
+                           "stage2_s": seconds["outputs"] + seconds["stage2"],
+                           # measuring the curve's other operating points (after stage 2): work that yields
+                           # points, not overhead
+                           "curve_s": float(row["extra"].get("curve_seconds", 0.0))}
     log_dir = resolve_in(run_dir, row["extra"]["tensorboard"])
     events = epoch_events(log_dir)
     launched = stage_launched(log_dir.parent)
@@ -282,13 +285,11 @@ def trial_breakdown(row: pd.Series, *, run_dir: Path) -> dict[str, Any]:
     epochs_s = sum(seconds for _, seconds in events)
     out.update({
         # stage-2 cache: a hit, its build, or waiting for another trial's build
-        "inputs_s": launched - (t_end - out["stage2_s"]),
+        "inputs_s": launched - (t_end - out["curve_s"] - out["stage2_s"]),
         "launch_s": first_start - launched,  # TorchTrainer: worker group, imports, data and model set-up
         "epochs": len(events),
         "epochs_s": epochs_s,
         "between_s": (last_end - first_start) - epochs_s,  # checkpoint + report each epoch, final evaluation
-        # measuring the curve's other operating points: work that yields points, not overhead
-        "curve_s": float(row["extra"].get("curve_seconds", 0.0)),
     })
     # last checkpoint, artifact, publish, Ray teardown, result to the driver
     out["tail_s"] = t_end - last_end - out["curve_s"]
@@ -300,7 +301,9 @@ def add_fixed_overhead(trial: dict[str, Any], *, eval_s: float) -> dict[str, Any
     if "epochs_s" not in trial:
         return trial
     fixed = trial["start_s"] + trial["launch_s"] + trial["between_s"] - eval_s + trial["tail_s"]
-    return {**trial, "fixed_s": fixed, "fixed_share": fixed / trial["wall_s"]}
+    # the share with the curve's measurement as work, and as if the trial had no curve
+    return {**trial, "fixed_s": fixed, "fixed_share": fixed / trial["wall_s"],
+            "fixed_share_without_curve": fixed / (trial["wall_s"] - trial["curve_s"])}
 
 
 def _empty_loop() -> None:
@@ -369,15 +372,15 @@ def print_report(results: dict[str, Any]) -> None:
     over = results["overhead"]
     print("\n(c) trial wall time (s) and its fixed overhead "
           f"(fixed = start + launch + between + tail - final evaluation {s2['cached_eval_s']:.1f} s)")
-    header = ("trial", "wall", "start", "stage1", "inputs", "launch", "epochs", "between", "tail", "fixed", "share",
-              "stage 2")
+    header = ("trial", "wall", "start", "stage1", "inputs", "launch", "epochs", "between", "tail", "curve", "fixed",
+              "share", "w/o curve", "stage 2")
     print("  " + " ".join(f"{h:>8s}" for h in header))
     for t in over["trials"]:
         cells = [t["trial_id"]] + [t.get(k) for k in ("wall_s", "start_s", "stage1_s", "inputs_s", "launch_s",
-                                                       "epochs_s", "between_s", "tail_s", "fixed_s")]
+                                                       "epochs_s", "between_s", "tail_s", "curve_s", "fixed_s")]
         text = [f"{cells[0]:>8s}"] + [f"{v:8.1f}" if v is not None else f"{'-':>8s}" for v in cells[1:]]
-        share = t.get("fixed_share")
-        print("  " + " ".join(text) + (f" {share:8.1%}" if share is not None else f" {'-':>8s}")
+        shares = [t.get("fixed_share"), t.get("fixed_share_without_curve")]
+        print("  " + " ".join(text) + "".join(f" {v:8.1%}" if v is not None else f" {'-':>8s}" for v in shares)
               + f" {t.get('launch', '-'):>8s}")
     if over["trials_with_breakdown"]:
         print(f"  fixed overhead: mean share {over['mean_share']:.1%} per trial, {over['pooled_share']:.1%} of all "
