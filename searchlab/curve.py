@@ -5,10 +5,11 @@ to the costliest, times λ, is subtracted from the policy's logits (VideoIQ, AR-
 gates' pre-activations (VA-RED²) before deciding. λ = 0 is the network as trained, the trial's own
 point; every other λ of ``search.curve`` gives one more point of the front from one more evaluation.
 
-Each point is measured exactly as a bundle exported at that point measures itself
-(``Method.bundle.load`` with the point's configuration, then ``Method.bundle.measure`` on the decoded
-val videos), so ``python -m searchlab.evaluate`` on that bundle reproduces the point's figures. Plain
-PyTorch: the launch layer decides where this runs.
+Each point is measured as a bundle exported at that point measures itself (the network its
+``Method.bundle.load`` builds, ``Method.bundle.measure_curve``: ``measure`` at each point, on the
+decoded val videos, each video decoded once for all points), so ``python -m searchlab.evaluate`` on
+that bundle reproduces the point's figures (the contract suite checks it). Plain PyTorch: the launch
+layer decides where this runs.
 """
 
 from __future__ import annotations
@@ -55,13 +56,9 @@ def curve_points(method: Method, config: TrialConfig, *, artifacts: Artifacts, c
     manifest, root = load_manifest(config.data)
     dataset = eval_dataset(config.data, manifest=manifest, root=root, split="val", seed=config.seed)
     multi_label = uses_map(config.data.metric, manifest_multi_label=manifest.multi_label)
-    points = []
     with artifact_bundle(method, artifacts) as folder:
-        for cost_bias in cost_biases:
-            point_config = config.with_overrides({COST_BIAS: float(cost_bias)})
-            deployed = method.bundle.load(folder, config=point_config, class_names=tuple(manifest.class_names),
-                                          card={}, device=str(device))
-            metrics = method.bundle.measure(deployed, dataset, device=device, loader_workers=loader_workers,
-                                            multi_label=multi_label)
-            points.append({"cost_bias": float(cost_bias), **metrics})
-    return points
+        deployed = method.bundle.load(folder, config=config, class_names=tuple(manifest.class_names), card={},
+                                      device=str(device))
+        each = method.bundle.measure_curve(deployed, dataset, cost_biases=list(cost_biases), device=device,
+                                           loader_workers=loader_workers, multi_label=multi_label)
+    return [{"cost_bias": float(cost_bias), **metrics} for cost_bias, metrics in zip(cost_biases, each)]

@@ -52,14 +52,18 @@ class Bundle:
 
     ``files``: bundle file name -> (stage, file in that stage's artifact). ``load(folder, *, config,
     class_names, card, device)`` returns the deployed model (``.config``, ``.class_names``, ``.card``,
-    ``.model``, ``predict``). ``measure(deployed, dataset, *, device, loader_workers, multi_label)``
-    scores every video of an evaluation dataset with the inference path and returns the metric
-    contract every method records. ``card_rows(config)``: the method's lines of card.md.
+    ``.model``, ``predict``) at the configuration's operating point (``inference.cost_bias``).
+    ``measure(deployed, dataset, *, device, loader_workers, multi_label)`` scores every video of an
+    evaluation dataset with the inference path and returns the metric contract every method records;
+    ``measure_curve(deployed, dataset, *, cost_biases, device, loader_workers, multi_label)`` returns
+    what ``measure`` would at each operating point of ``cost_biases``, decoding each video once (a
+    trial's curve, ``searchlab.curve``). ``card_rows(config)``: the method's lines of card.md.
     """
 
     files: Mapping[str, tuple[str, str]]
     load: Callable[..., Any]
     measure: Callable[..., dict[str, Any]]
+    measure_curve: Callable[..., list[dict[str, Any]]]
     card_rows: Callable[[Any], list[tuple[str, str]]]
 
 

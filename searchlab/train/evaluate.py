@@ -39,6 +39,7 @@ __all__ = [
     "uniform_metrics",
     "uses_map",
     "video_outputs",
+    "video_outputs_each",
 ]
 
 Batch = Mapping[str, Tensor]
@@ -168,23 +169,47 @@ def video_outputs(
     generator seeded by (seed, video), so a video's outputs are the same whichever process scores it with whatever
     others: the figures a stage records and those ``python -m searchlab.evaluate`` measures agree.
     """
+    [outputs] = video_outputs_each(model, dataset, settings=[lambda: None], videos=videos, price=price, mode=mode,
+                                   seed=seed, device=device, loader_workers=loader_workers)
+    return outputs
+
+
+@torch.no_grad()
+def video_outputs_each(
+    model: nn.Module,
+    dataset: VideoClipDataset,
+    *,
+    settings: Sequence[Callable[[], None]],
+    videos: Sequence[int],
+    price: Callable[[Tensor], Mapping[str, np.ndarray]],
+    mode: str | None,
+    seed: int,
+    device: torch.device,
+    loader_workers: int = 0,
+) -> list[dict[str, Tensor]]:
+    """``video_outputs`` at several settings of the model (e.g. the operating points of a curve), each
+    video decoded once: ``settings[i]()`` puts the model into setting i before its inference, and the
+    i-th outputs are exactly what ``video_outputs`` gives with the model in that setting (the same
+    seeded generator per video and setting)."""
     check_eval_mode(model)
     views = dataset.views_per_video
     batches = [[video * views + k for k in range(views)] for video in videos]
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=loader_workers)
-    parts: dict[str, list[Tensor]] = {}
+    parts: list[dict[str, list[Tensor]]] = [{} for _ in settings]
     for video, batch in zip(videos, loader):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed * 1_000_003 + video)
-            frames = batch["frames"].to(device)
-            logits, decisions = model.infer(frames) if mode is None else model.infer(frames, mode=mode)
-        priced = {k: torch.from_numpy(v) for k, v in price(decisions).items()}
-        usage = priced.pop("usage") if "usage" in priced else decisions.sum(dim=1)
-        outputs = {"scores": logits.softmax(dim=-1), **priced, "usage": usage, "label": batch["label"],
-                   "target": batch["target"], "index": batch["index"]}
-        for key, value in outputs.items():
-            parts.setdefault(key, []).append(value.detach().cpu())
-    return {key: torch.cat(values) for key, values in parts.items()}
+        frames = batch["frames"].to(device)
+        for setting, collected in zip(settings, parts):
+            setting()
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed * 1_000_003 + video)
+                logits, decisions = model.infer(frames) if mode is None else model.infer(frames, mode=mode)
+            priced = {k: torch.from_numpy(v) for k, v in price(decisions).items()}
+            usage = priced.pop("usage") if "usage" in priced else decisions.sum(dim=1)
+            outputs = {"scores": logits.softmax(dim=-1), **priced, "usage": usage, "label": batch["label"],
+                       "target": batch["target"], "index": batch["index"]}
+            for key, value in outputs.items():
+                collected.setdefault(key, []).append(value.detach().cpu())
+    return [{key: torch.cat(values) for key, values in collected.items()} for collected in parts]
 
 
 def gathered(worker: Worker, local: Mapping[str, Tensor]) -> dict[str, Tensor]:

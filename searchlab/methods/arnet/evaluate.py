@@ -11,6 +11,7 @@ memory_mb, skip_fraction, usage, usage_per_class).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,12 @@ from searchlab.data.manifest import Manifest
 from searchlab.data.video import VideoClipDataset
 from searchlab.methods.arnet.costs import ARNetCosts, arnet_costs
 from searchlab.methods.arnet.model import ARNet
-from searchlab.train.evaluate import eval_dataset, gathered, per_video, policy_metrics, uses_map, video_outputs
+from searchlab.train.evaluate import (
+    eval_dataset, gathered, per_video, policy_metrics, uses_map, video_outputs, video_outputs_each,
+)
 from searchlab.train.worker import Worker
 
-__all__ = ["arnet_price", "evaluate_inference", "inference_metrics", "measure_bundle"]
+__all__ = ["arnet_price", "evaluate_inference", "inference_metrics", "measure_bundle", "measure_curve"]
 
 
 def arnet_price(costs: ARNetCosts) -> Callable[[Tensor], dict[str, np.ndarray]]:
@@ -83,11 +86,23 @@ def evaluate_inference(
 def measure_bundle(deployed: Any, dataset: VideoClipDataset, *, device: torch.device, loader_workers: int,
                    multi_label: bool) -> dict[str, Any]:
     """Every video of ``dataset`` through a deployed AR-Net's inference path (``Method.bundle.measure``)."""
+    return measure_curve(deployed, dataset, cost_biases=[deployed.config.inference.cost_bias], device=device,
+                         loader_workers=loader_workers, multi_label=multi_label)[0]
+
+
+def measure_curve(deployed: Any, dataset: VideoClipDataset, *, cost_biases: Sequence[float], device: torch.device,
+                  loader_workers: int, multi_label: bool) -> list[dict[str, Any]]:
+    """``measure_bundle`` at each operating point ``inference.cost_bias`` of ``cost_biases``, each video
+    decoded once (``Method.bundle.measure_curve``); the model is left at its own operating point."""
     model, arnet = deployed.model, deployed.arnet
     costs = arnet_costs(model)
-    outputs = video_outputs(model, dataset, videos=range(len(dataset) // dataset.views_per_video), price=arnet_price(costs),
-                            mode=arnet.eval_mode, seed=deployed.config.seed, device=device,
-                            loader_workers=loader_workers)
-    return inference_metrics(outputs, action_names=arnet.action_names(),
-                             skip_actions=list(model.layout.skip_indices()), class_names=deployed.class_names,
-                             multi_label=multi_label, memory_mb=costs.memory_mb)
+    settings = [functools.partial(model.set_cost_bias, bias, action_gflops=costs.action_gflops) for bias in cost_biases]
+    try:
+        each = video_outputs_each(model, dataset, settings=settings, videos=range(len(dataset) // dataset.views_per_video),
+                                  price=arnet_price(costs), mode=arnet.eval_mode, seed=deployed.config.seed,
+                                  device=device, loader_workers=loader_workers)
+    finally:
+        model.set_cost_bias(deployed.config.inference.cost_bias, action_gflops=costs.action_gflops)
+    return [inference_metrics(outputs, action_names=arnet.action_names(),
+                              skip_actions=list(model.layout.skip_indices()), class_names=deployed.class_names,
+                              multi_label=multi_label, memory_mb=costs.memory_mb) for outputs in each]

@@ -18,7 +18,7 @@ from searchlab.methods._contract import Artifacts, Bundle, FanOut, Method, Stage
 from searchlab.methods.arnet.backbone_stage import backbone_loop
 from searchlab.methods.arnet.build import MODEL_FILE
 from searchlab.methods.arnet.dynamic_stages import finetune_loop, joint_loop
-from searchlab.methods.arnet.evaluate import measure_bundle
+from searchlab.methods.arnet.evaluate import measure_bundle, measure_curve
 from searchlab.results import Baseline
 from searchlab.train.checkpointing import read_artifact_metrics
 
@@ -118,6 +118,6 @@ ARNET = Method(
     ),
     baselines=_baselines,
     bundle=Bundle(files={MODEL_FILE: ("finetune", MODEL_FILE)}, load=_load_bundle, measure=measure_bundle,
-                  card_rows=_card_rows),
+                  measure_curve=measure_curve, card_rows=_card_rows),
     describe=_describe,
 )

@@ -14,6 +14,7 @@ alternative) are scored by ``fixed_metrics``: their cost is the same for every c
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,13 +31,13 @@ from searchlab.methods.vared.costs import VaredCosts, vared_costs
 from searchlab.methods.vared.network import GateDecisions, VaredNetwork
 from searchlab.train.evaluate import (
     check_eval_mode, collect, eval_dataset, gathered, per_video, policy_metrics, score_metrics, uses_map,
-    video_outputs,
+    video_outputs, video_outputs_each,
 )
 from searchlab.train.loader import EpochSampler, make_loader
 from searchlab.train.worker import Worker
 
 __all__ = ["computed_alternatives", "evaluate_inference", "fixed_metrics", "inference_metrics", "measure_bundle",
-           "vared_price"]
+           "measure_curve", "vared_price"]
 
 
 def computed_alternatives(decisions: GateDecisions) -> Tensor:
@@ -120,9 +121,23 @@ def fixed_metrics(
 def measure_bundle(deployed: Any, dataset: VideoClipDataset, *, device: torch.device, loader_workers: int,
                    multi_label: bool) -> dict[str, Any]:
     """Every video of ``dataset`` through a deployed VA-RED²'s inference path (``Method.bundle.measure``)."""
+    return measure_curve(deployed, dataset, cost_biases=[deployed.config.inference.cost_bias], device=device,
+                         loader_workers=loader_workers, multi_label=multi_label)[0]
+
+
+def measure_curve(deployed: Any, dataset: VideoClipDataset, *, cost_biases: Sequence[float], device: torch.device,
+                  loader_workers: int, multi_label: bool) -> list[dict[str, Any]]:
+    """``measure_bundle`` at each operating point ``inference.cost_bias`` of ``cost_biases`` (an offset on
+    every gate), each video decoded once; the model is left at its own operating point."""
     model = deployed.model
     costs = vared_costs(model)
-    outputs = video_outputs(model, dataset, videos=range(len(dataset) // dataset.views_per_video), price=vared_price(costs),
-                            mode=None, seed=deployed.config.seed, device=device, loader_workers=loader_workers)
-    return inference_metrics(outputs, alternative_names=deployed.vared.alternative_names(),
-                             class_names=deployed.class_names, multi_label=multi_label, memory_mb=costs.memory_mb)
+    settings = [functools.partial(model.set_cost_bias, bias) for bias in cost_biases]
+    try:
+        each = video_outputs_each(model, dataset, settings=settings, videos=range(len(dataset) // dataset.views_per_video),
+                                  price=vared_price(costs), mode=None, seed=deployed.config.seed, device=device,
+                                  loader_workers=loader_workers)
+    finally:
+        model.set_cost_bias(deployed.config.inference.cost_bias)
+    return [inference_metrics(outputs, alternative_names=deployed.vared.alternative_names(),
+                              class_names=deployed.class_names, multi_label=multi_label, memory_mb=costs.memory_mb)
+            for outputs in each]

@@ -15,7 +15,7 @@ from typing import Any
 
 from searchlab.methods._contract import Artifacts, Bundle, Method, Stage
 from searchlab.methods.vared.build import MODEL_FILE
-from searchlab.methods.vared.evaluate import measure_bundle
+from searchlab.methods.vared.evaluate import measure_bundle, measure_curve
 from searchlab.methods.vared.stages import base_loop, dynamic_loop, finetune_loop
 from searchlab.results import Baseline
 from searchlab.train.checkpointing import read_artifact_metrics
@@ -99,6 +99,6 @@ VARED = Method(
     ),
     baselines=_baselines,
     bundle=Bundle(files={MODEL_FILE: ("finetune", MODEL_FILE)}, load=_load_bundle, measure=measure_bundle,
-                  card_rows=_card_rows),
+                  measure_curve=measure_curve, card_rows=_card_rows),
     describe=_describe,
 )

@@ -11,6 +11,7 @@ TSN or dense clips, short side, 1 or 3 crops, ImageNet normalisation, ``data.eva
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,10 @@ from searchlab.data.eval_video import decode_video
 from searchlab.deploy import check_clip, load_weights
 from searchlab.methods.videoiq.evaluate import videoiq_costs, videoiq_metrics, videoiq_price
 from searchlab.models import PolicyNetwork, VideoIQ, create_backbone
-from searchlab.train.evaluate import video_outputs
+from searchlab.train.evaluate import video_outputs_each
 
 __all__ = ["BUNDLE_FILES", "DeployedVideoIQ", "Prediction", "VideoIQVideoPrediction", "action_label", "card_rows",
-           "load_bundle", "measure"]
+           "load_bundle", "measure", "measure_curve"]
 
 #: bundle file -> (stage, file in that stage's artifact)
 BUNDLE_FILES: Mapping[str, tuple[str, str]] = {"backbone.pt": ("stage1", "backbone.pt"),
@@ -145,14 +146,26 @@ def load_bundle(folder: Path, *, config: Any, class_names: tuple[str, ...], card
 def measure(deployed: DeployedVideoIQ, dataset: Any, *, device: torch.device, loader_workers: int,
             multi_label: bool) -> dict[str, Any]:
     """Every video of ``dataset`` through the inference path, priced from the decisions taken."""
+    return measure_curve(deployed, dataset, cost_biases=[deployed.config.inference.cost_bias], device=device,
+                         loader_workers=loader_workers, multi_label=multi_label)[0]
+
+
+def measure_curve(deployed: DeployedVideoIQ, dataset: Any, *, cost_biases: Sequence[float], device: torch.device,
+                  loader_workers: int, multi_label: bool) -> list[dict[str, Any]]:
+    """``measure`` at each operating point ``inference.cost_bias`` of ``cost_biases``, each video decoded
+    once; the deployed model is left at its own operating point."""
     config, model = deployed.config, deployed.model
     costs = videoiq_costs(model, backbone=config.model.backbone, size=config.data.crop_size)
-    outputs = video_outputs(model, dataset, videos=range(len(dataset) // dataset.views_per_video),
-                            mode=config.stage2.eval_mode, seed=config.seed,
-                            price=videoiq_price(costs, decision_space=model.decision_space),
-                            device=device, loader_workers=loader_workers)
-    return videoiq_metrics(outputs, decision_space=model.decision_space, class_names=deployed.class_names,
-                           multi_label=multi_label, memory_mb=costs.memory_mb)
+    settings = [functools.partial(model.set_cost_bias, bias, action_gflops=costs.action_gflops) for bias in cost_biases]
+    try:
+        each = video_outputs_each(model, dataset, settings=settings, videos=range(len(dataset) // dataset.views_per_video),
+                                  mode=config.stage2.eval_mode, seed=config.seed,
+                                  price=videoiq_price(costs, decision_space=model.decision_space),
+                                  device=device, loader_workers=loader_workers)
+    finally:
+        model.set_cost_bias(config.inference.cost_bias, action_gflops=costs.action_gflops)
+    return [videoiq_metrics(outputs, decision_space=model.decision_space, class_names=deployed.class_names,
+                            multi_label=multi_label, memory_mb=costs.memory_mb) for outputs in each]
 
 
 def card_rows(config: Mapping[str, Any]) -> list[tuple[str, str]]:

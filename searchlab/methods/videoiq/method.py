@@ -121,6 +121,6 @@ VIDEOIQ = Method(
     ),
     baselines=_uniform_baselines,
     bundle=Bundle(files=bundle.BUNDLE_FILES, load=bundle.load_bundle, measure=bundle.measure,
-                  card_rows=bundle.card_rows),
+                  measure_curve=bundle.measure_curve, card_rows=bundle.card_rows),
     describe=_describe,
 )
