@@ -20,7 +20,7 @@ def _noop(config, inputs, target) -> None:  # a build step that writes nothing; 
 
 
 def _method(*stages: Stage) -> Method:
-    nothing = Bundle(files={}, load=_noop, measure=_noop, card_rows=lambda config: [])
+    nothing = Bundle(files={}, load=_noop, measure=_noop, measure_curve=_noop, card_rows=lambda config: [])
     return Method(name="toy", description="two stages", stages=stages, baselines=lambda artifacts, keys: [],
                   bundle=nothing, describe=lambda config: [])
 
