@@ -10,8 +10,8 @@ point (the demo's ``points_to_evaluate``) and ``max_concurrent`` on the same mac
     every trial trains its own teacher, stage 1 and stage 2 from scratch, each under Ray Train's
     ``TorchTrainer`` (searchlab's stage loops through ``run_stage`` as library code, launch forced to
     distributed, a fresh folder per trial: no cache, stage 2 on live backbone outputs), one point
-    per trial. Its trial processes reserve the same sliver of a CPU as searchlab's, so that both
-    arms fit the same number of concurrent trials.
+    per trial. Its trial processes reserve what searchlab's do (a custom driver resource, no CPU), so
+    that both arms train the same number of stages at once.
 (c) as (a) with ``search.sampler: random``.
 (d) as (a) with ``search.sampler: gp`` (Optuna's GPSampler; needs scipy).
 
@@ -62,12 +62,14 @@ ARMS: dict[str, str] = {
     "d": "searchlab, GP sampler",
 }
 SAMPLERS = {"a": None, "c": "random", "d": "gp"}  # None: the demo's own sampler
-# --quick: dotted overrides of the demo's base, and its trial budget. The teacher and stage 1 keep the
-# demo's epochs: with one epoch each the backbone is too weak for any policy to trade accuracy for
-# compute, and every trial lands on the same accuracy (a front of one accuracy says nothing about a
-# search). Stage 2 keeps three pareto_asha rungs' worth of epochs (grace period 5) and anneals its
-# temperature within them (5 × 0.8^15 ≈ 0.18, as the demo's 30 epochs at 0.9 reach 0.21).
-QUICK: dict[str, Any] = {"stage2.epochs": 15, "stage2.checkpoint_every": 5, "stage2.temperature.rate": 0.8}
+# --quick: dotted overrides of the demo's sweep tree, and its trial budget, sized so that the four arms
+# take under 30 minutes on 2 cores. The teacher and stage 1 keep the demo's epochs: with one epoch each
+# the backbone is too weak for any policy to trade accuracy for compute, and every trial lands on the
+# same accuracy (a front of one accuracy says nothing about a search). Stage 2 keeps two pareto_asha
+# rungs (epochs 3 and 9: grace period 3, η 3) and anneals its temperature within them
+# (5 × 0.7^9 ≈ 0.20, as the demo's 30 epochs at 0.9 reach 0.21).
+QUICK: dict[str, Any] = {"base.stage2.epochs": 9, "base.stage2.checkpoint_every": 3,
+                         "base.stage2.temperature.rate": 0.7, "search.pareto_asha.grace_period": 3}
 QUICK_TRIALS = 6
 PLAIN_RESULTS = "plain_trials.json"  # arm (b)'s trial records, in its run folder
 POINTS_FILE = "points.parquet"  # curves: one row per (trial, knob value), when the run has them
@@ -187,13 +189,13 @@ def arm_tree(arm: str, *, demo: Mapping[str, Any], storage: Path, manifest: Path
              trials: int | None) -> dict[str, Any]:
     """The sweep file of one arm: the demo with its overrides, its own storage (hence cache) and name."""
     tree = json.loads(json.dumps(demo))  # a deep copy of plain YAML values
+    for key, value in overrides.items():
+        problem = set_dotted(tree, key, value)
+        if problem:
+            raise ValueError(f"override {problem}")
     base, search = tree["base"], tree["search"]
     base["name"] = f"effbench-{arm}"
     base["data"]["manifest"] = str(manifest)
-    for key, value in overrides.items():
-        problem = set_dotted(base, key, value)
-        if problem:
-            raise ValueError(f"override {problem}")
     if trials is not None:
         search["trials"] = trials
     if arm == "b":  # a plain Tune script has no Pareto-aware scheduler
@@ -263,13 +265,13 @@ def run_plain_arm(sweep_file: Path) -> int:
     from ray.tune.search.optuna import OptunaSearch
 
     from searchlab.space import encode_point, suggest
-    from searchlab.tune_driver import TRIAL_DRIVER_CPUS
+    from searchlab.tune_driver import LOCAL_DRIVER_SLOTS, TRIAL_DRIVER_RESOURCE, trial_resources
 
     sweep = load_sweep(sweep_file)
     search = sweep.search
     run_dir = Path(sweep.storage) / sweep.base.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    ray.init(include_dashboard=False, **ray_init_options("quiet"))
+    ray.init(include_dashboard=False, resources={TRIAL_DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS}, **ray_init_options("quiet"))
     searcher = OptunaSearch(
         space=functools.partial(suggest, space=sweep.space, base=sweep.base),
         metric=list(search.objectives), mode=list(search.objectives.values()),
@@ -277,7 +279,7 @@ def run_plain_arm(sweep_file: Path) -> int:
         sampler=optuna.samplers.TPESampler(seed=search.seed))
     trainable = tune.with_resources(
         tune.with_parameters(plain_trial, sweep_json=sweep.model_dump_json(), root=str(run_dir)),
-        {"cpu": TRIAL_DRIVER_CPUS})
+        trial_resources())
     tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
         search_alg=searcher, num_samples=search.trials, max_concurrent_trials=search.max_concurrent),
         run_config=tune.RunConfig(storage_path=str(run_dir), name="tune", verbose=0,

@@ -44,6 +44,10 @@ EXPERIMENT_SNAPSHOT_S = "1"
 # A cluster whose head offers this custom resource (cluster.yaml) runs the trial processes there: a worker
 # node lost mid-stage then takes only the stage's workers with it, and the stage resumes elsewhere.
 TRIAL_DRIVER_RESOURCE = "searchlab_trial_driver"
+# A local Ray offers it too, so that trial processes take none of the CPUs: with even a sliver each, two
+# trials on a 2-CPU machine left 1.98 CPUs, one stage worker at a time, and the other trial waited for
+# a whole CPU (`search.max_concurrent` bounds the trials; this only has to exceed it x TRIAL_DRIVER_CPUS).
+LOCAL_DRIVER_SLOTS = 100
 
 
 def trial_resources() -> dict[str, Any]:
@@ -62,7 +66,8 @@ def init_ray(address: str | None, *, output: str = "normal") -> None:
     if target:
         ray.init(address=target, **ray_init_options(output))
     else:
-        ray.init(include_dashboard=False, **ray_init_options(output))
+        ray.init(include_dashboard=False, resources={TRIAL_DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS},
+                 **ray_init_options(output))
 
 
 def trial_main(params: dict[str, Any], *, sweep_json: str, run_dir: str) -> None:

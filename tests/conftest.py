@@ -39,9 +39,12 @@ def ray_local():
     """One local Ray for the whole session (2 CPUs, as on the team's machines); stages and sweeps join it."""
     import ray
 
+    from searchlab.tune_driver import LOCAL_DRIVER_SLOTS, TRIAL_DRIVER_RESOURCE
+
     started = not ray.is_initialized()
-    if started:
+    if started:  # trial processes take the driver resource, as in a sweep's own local Ray
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 resources={TRIAL_DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS},
                  runtime_env={"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}})
     yield
     if started:

@@ -103,5 +103,6 @@ def test_arm_sweep_files_keep_the_demo_but_their_own_storage_sampler_and_schedul
     assert len({s.storage for s in sweeps.values()}) == 4  # each arm its own cache beside its run folder
     for sweep in sweeps.values():
         assert sweep.search.trials == bench.QUICK_TRIALS and sweep.search.max_concurrent == demo["search"]["max_concurrent"]
-        assert sweep.base.stage2.epochs == bench.QUICK["stage2.epochs"] and sweep.space.keys() == sweeps["a"].space.keys()
+        assert sweep.base.stage2.epochs == bench.QUICK["base.stage2.epochs"] and sweep.space.keys() == sweeps["a"].space.keys()
+    assert sweeps["a"].search.rungs.grace_period == bench.QUICK["search.pareto_asha.grace_period"]
     assert demo["base"]["stage2"]["epochs"] == 30  # the demo's tree itself is not changed
