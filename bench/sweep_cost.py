@@ -17,8 +17,11 @@ cache ``runs/cache``) and reports:
     with the stage-2 TensorBoard events (``epoch_seconds`` and when each was written) and the
     start of the stage's launch (the creation of its Ray run folder when distributed, its start record
     ``local/start-*.json`` when local: ``resources.launch``), into trial start, stage 1, stage-2 inputs, stage launch, epochs,
-    between epochs (checkpoint/report per epoch and the final evaluation) and tail. Fixed overhead = start + launch + between + tail, less the final evaluation timed in (b),
-    reported as a share of the trial's wall time. With ``--probe-launch``, or when no trial has
+    evaluations (the stage's ``eval_seconds`` events: the rungs' evaluations and the final one on the
+    decoded val videos, which measure the trial's figures), between epochs (checkpoint/report) and tail.
+    Fixed overhead = start + launch + between + tail (evaluations and the curve are measurement, not
+    overhead; a run written before stages logged ``eval_seconds`` has the evaluation timed in (b)
+    subtracted instead), reported as a share of the trial's wall time. With ``--probe-launch``, or when no trial has
     those events, it also times one ``TorchTrainer.fit()`` of an empty loop and a fresh
     ``import torch, torchvision``.
 
@@ -238,16 +241,20 @@ def _weighted(epochs: list[dict[str, float]], name: str) -> float:
 # (c) fixed overhead per trial
 
 
-def epoch_events(log_dir: Path) -> list[tuple[float, float]]:
-    """(time written, epoch_seconds) per epoch in epoch order; a re-logged epoch keeps its last event."""
+def epoch_events(log_dir: Path) -> tuple[list[tuple[float, float]], float | None]:
+    """(time written, epoch_seconds) per epoch in epoch order (a re-logged epoch keeps its last event),
+    and the seconds of all evaluations (``eval_seconds``; None when the stage did not log them)."""
     if not log_dir.is_dir():
-        return []
+        return [], None
     events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
     events.Reload()
-    if "epoch_seconds" not in events.Tags().get("scalars", []):
-        return []
+    tags = events.Tags().get("scalars", [])
+    if "epoch_seconds" not in tags:
+        return [], None
     by_epoch = {event.step: (event.wall_time, event.value) for event in events.Scalars("epoch_seconds")}
-    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+    evaluations = ({event.step: event.value for event in events.Scalars("eval_seconds")}
+                   if "eval_seconds" in tags else None)
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)], (sum(evaluations.values()) if evaluations else None)
 
 
 def stage_launched(stage_run: Path) -> float | None:
@@ -275,7 +282,7 @@ def trial_breakdown(row: pd.Series, *, run_dir: Path) -> dict[str, Any]:
                            # points, not overhead
                            "curve_s": float(row["extra"].get("curve_seconds", 0.0))}
     log_dir = resolve_in(run_dir, row["extra"]["tensorboard"])
-    events = epoch_events(log_dir)
+    events, eval_s = epoch_events(log_dir)
     launched = stage_launched(log_dir.parent)
     if not events or launched is None:
         return out
@@ -289,18 +296,21 @@ def trial_breakdown(row: pd.Series, *, run_dir: Path) -> dict[str, Any]:
         "launch_s": first_start - launched,  # TorchTrainer: worker group, imports, data and model set-up
         "epochs": len(events),
         "epochs_s": epochs_s,
-        "between_s": (last_end - first_start) - epochs_s,  # checkpoint + report each epoch, final evaluation
+        "eval_s": eval_s,  # the rungs' and the final evaluation: they measure the trial's figures
+        "between_s": (last_end - first_start) - epochs_s - (eval_s or 0.0),  # checkpoint + report each epoch
     })
     # last checkpoint, artifact, publish, Ray teardown, result to the driver
     out["tail_s"] = t_end - last_end - out["curve_s"]
     return out
 
 
-def add_fixed_overhead(trial: dict[str, Any], *, eval_s: float) -> dict[str, Any]:
-    """``fixed_s`` (start + launch + between + tail, less the final evaluation) and its share of the wall time."""
+def add_fixed_overhead(trial: dict[str, Any], *, cached_eval_s: float) -> dict[str, Any]:
+    """``fixed_s`` (start + launch + between + tail) and its share of the wall time. A stage that did not
+    log its evaluations' seconds has them in ``between_s``: the evaluation timed in (b) is subtracted."""
     if "epochs_s" not in trial:
         return trial
-    fixed = trial["start_s"] + trial["launch_s"] + trial["between_s"] - eval_s + trial["tail_s"]
+    unlogged_eval = cached_eval_s if trial["eval_s"] is None else 0.0
+    fixed = trial["start_s"] + trial["launch_s"] + trial["between_s"] - unlogged_eval + trial["tail_s"]
     # the share with the curve's measurement as work, and as if the trial had no curve
     return {**trial, "fixed_s": fixed, "fixed_share": fixed / trial["wall_s"],
             "fixed_share_without_curve": fixed / (trial["wall_s"] - trial["curve_s"])}
@@ -371,13 +381,14 @@ def print_report(results: dict[str, Any]) -> None:
 
     over = results["overhead"]
     print("\n(c) trial wall time (s) and its fixed overhead "
-          f"(fixed = start + launch + between + tail - final evaluation {s2['cached_eval_s']:.1f} s)")
-    header = ("trial", "wall", "start", "stage1", "inputs", "launch", "epochs", "between", "tail", "curve", "fixed",
-              "share", "w/o curve", "stage 2")
+          "(fixed = start + launch + between + tail; evaluations and the curve are measurement)")
+    header = ("trial", "wall", "start", "stage1", "inputs", "launch", "epochs", "eval", "between", "tail", "curve",
+              "fixed", "share", "w/o curve", "stage 2")
     print("  " + " ".join(f"{h:>8s}" for h in header))
     for t in over["trials"]:
         cells = [t["trial_id"]] + [t.get(k) for k in ("wall_s", "start_s", "stage1_s", "inputs_s", "launch_s",
-                                                       "epochs_s", "between_s", "tail_s", "curve_s", "fixed_s")]
+                                                       "epochs_s", "eval_s", "between_s", "tail_s", "curve_s",
+                                                       "fixed_s")]
         text = [f"{cells[0]:>8s}"] + [f"{v:8.1f}" if v is not None else f"{'-':>8s}" for v in cells[1:]]
         shares = [t.get("fixed_share"), t.get("fixed_share_without_curve")]
         print("  " + " ".join(text) + "".join(f" {v:8.1%}" if v is not None else f" {'-':>8s}" for v in shares)
@@ -428,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     stage2["cache_build_s"] = cache_build_s
     stage2["trials_sharing_cache"] = sum(keys["stage1"] == first["keys"]["stage1"] for keys in completed["keys"])
 
-    trials = [add_fixed_overhead(t, eval_s=stage2["cached_eval_s"]) for t in breakdowns]
+    trials = [add_fixed_overhead(t, cached_eval_s=stage2["cached_eval_s"]) for t in breakdowns]
     broken_down = [t for t in trials if "fixed_s" in t]
     overhead = {
         "trials": trials,

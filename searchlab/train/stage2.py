@@ -17,6 +17,7 @@ gflops_p5/p95, memory_mb, skip_fraction, usage overall and per class), ``config.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -268,12 +269,14 @@ def stage2_loop(loop_config: dict[str, Any], worker: Worker) -> None:
         scalars.update({"tau": taus[-1], "lr": optimizer.param_groups[0]["lr"]})
         last = epoch + 1 == hp.epochs
         metrics: dict[str, Any] = {}
+        evaluating = time.perf_counter()
         if last:
             metrics = _final_metrics(worker, config, policy=policy, manifest=manifest, root=root,
                                      stage1_dir=loop_config["stage1_dir"])
         elif loop_config["eval_every"] and (epoch + 1) % loop_config["eval_every"] == 0:
             metrics = input_metrics(worker, config, sources["val"], policy, manifest)
         if metrics:
+            scalars["eval_seconds"] = time.perf_counter() - evaluating  # measuring, not training (bench/sweep_cost.py)
             scalars.update({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, float)})
             scalars.update({f"eval/usage_{b}": v for b, v in metrics["usage"].items()})
         log.log(epoch, scalars)

@@ -18,6 +18,7 @@ decoded val clips. Artifact: ``arnet.pt`` (ARNet state dict), ``metrics.json``, 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -149,10 +150,12 @@ def _train(
         last = epoch + 1 == recipe.epochs
         metrics: dict[str, Any] = {}
         if inputs.evaluates(epoch, epochs=recipe.epochs):
+            evaluating = time.perf_counter()
             model.eval()
             metrics = evaluate_inference(unwrap(model), worker=worker, data=inputs.data, manifest=data.manifest,
                                          root=data.root, action_names=cfg.action_names(), mode=cfg.eval_mode,
                                          seed=inputs.seed)
+            scalars["eval_seconds"] = time.perf_counter() - evaluating  # measuring, not training
             scalars.update({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, float)})
             scalars.update({f"eval/usage_{name}": v for name, v in metrics["usage"].items()})
         log.log(epoch, scalars)

@@ -17,6 +17,7 @@ writes the artifact: ``base.pt`` or ``vared.pt``, ``metrics.json``, ``config.yam
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -211,8 +212,10 @@ def _train(
         last = epoch + 1 == recipe.epochs
         metrics: dict[str, Any] = {}
         if inputs.evaluates(epoch, epochs=recipe.epochs):
+            evaluating = time.perf_counter()
             network.eval()
             metrics = evaluate(network, inputs, worker, data)
+            scalars["eval_seconds"] = time.perf_counter() - evaluating  # measuring, not training
             scalars.update({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, float)})
         log.log(epoch, scalars)
 
