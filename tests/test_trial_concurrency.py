@@ -4,7 +4,8 @@ A trial's process only drives its stages; the CPU is reserved by the stage (a Ra
 ``launch._reserved`` for a stage trained in the trial's process). When trial processes took even a
 sliver of a CPU each, two of them left 1.98 CPUs and the second stage waited for the first to end.
 The sweep's own local Ray (``tune_driver.init_ray``) is started here in a fresh process, as
-``python -m searchlab.sweep`` starts it, so this checks what a user's sweep gets.
+``python -m searchlab.sweep`` starts it, so this checks what a user's sweep gets. Each trial holds its
+CPUs until the other holds its own (at most 60 s), so a slow start on a busy machine cannot fail it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent("""
-    import json, sys, time
+    import json, os, pathlib, sys, time
     import ray
     from ray import tune
     from searchlab.train.launch import _reserved
@@ -29,18 +30,23 @@ SCRIPT = textwrap.dedent("""
     from searchlab.tune_driver import init_ray, trial_resources
 
     init_ray(None, output="quiet")
+    signals = pathlib.Path(sys.argv[1]) / "began"  # one file per trial holding its CPUs
+    signals.mkdir()
     ray_cpus = ray.cluster_resources()["CPU"]
     half = ResourcesConfig(workers=1, cpus_per_worker=int(ray_cpus) // 2)  # two stages fill the machine
 
     def trial(config):
         with _reserved(half, who="test"):
             began = time.time()
-            time.sleep(3)
+            (signals / f"{os.getpid()}").touch()
+            # hold the CPUs until the other trial holds its own too (or 60 s: it could not start)
+            while len(list(signals.iterdir())) < 2 and time.time() - began < 60:
+                time.sleep(0.1)
             tune.report({"began": began, "ended": time.time()})
 
     grid = tune.Tuner(tune.with_resources(trial, trial_resources()),
                       tune_config=tune.TuneConfig(num_samples=2, max_concurrent_trials=2),
-                      run_config=tune.RunConfig(storage_path=sys.argv[1], verbose=0)).fit()
+                      run_config=tune.RunConfig(storage_path=sys.argv[1] + "/tune", verbose=0)).fit()
     spans = [(r.metrics["began"], r.metrics["ended"]) for r in grid]
     print(json.dumps({"cpus": ray_cpus, "driver": trial_resources(), "spans": spans}))
 """)
