@@ -256,7 +256,7 @@ def plain_trial(params: dict[str, Any], *, sweep_json: str, root: str) -> None:
 def run_plain_arm(sweep_file: Path) -> int:
     """Arm (b): Ray Tune + OptunaSearch over the sweep's space, budget, seed and concurrency."""
     from searchlab.config import load_sweep
-    from searchlab.ray_output import prepare_driver_env, ray_init_options
+    from searchlab.ray_output import prepare_driver_env
 
     prepare_driver_env("quiet")  # before Ray is imported
     import optuna
@@ -265,13 +265,13 @@ def run_plain_arm(sweep_file: Path) -> int:
     from ray.tune.search.optuna import OptunaSearch
 
     from searchlab.space import encode_point, suggest
-    from searchlab.tune_driver import LOCAL_DRIVER_SLOTS, TRIAL_DRIVER_RESOURCE, trial_resources
+    from searchlab.tune_driver import init_ray, trial_resources
 
     sweep = load_sweep(sweep_file)
     search = sweep.search
     run_dir = Path(sweep.storage) / sweep.base.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    ray.init(include_dashboard=False, resources={TRIAL_DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS}, **ray_init_options("quiet"))
+    init_ray(None, output="quiet")  # a sweep's own local Ray, so its trials reserve what searchlab's do
     searcher = OptunaSearch(
         space=functools.partial(suggest, space=sweep.space, base=sweep.base),
         metric=list(search.objectives), mode=list(search.objectives.values()),
